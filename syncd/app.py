@@ -1,0 +1,113 @@
+"""The composition root: the one place that builds real adapters from a config and wires them.
+
+Commands that need AWS and Git call `open_app`; commands that only read the journal (`status`,
+`history`) open it read-only and never touch AWS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from syncd.apply import Applier, Waiter
+from syncd.cloudformation import CloudFormation, make_session
+from syncd.core.config import Config, parse_config
+from syncd.emulator import Emulator, start_emulator
+from syncd.errors import ConfigError
+from syncd.journal.store import Journal
+from syncd.reconcile import RepoSync
+from syncd.sources.git import GitSource
+
+DEFAULT_CONFIG = Path("/etc/syncd/syncd.yaml")
+EMBEDDED_TEMPLATE_BUCKET = "s3://syncd-templates"
+
+
+def config_path(arg: str | None) -> Path:
+    """-c/--config, else $SYNCD_CONFIG, else /etc/syncd/syncd.yaml."""
+    return Path(arg or os.environ.get("SYNCD_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the config file: {exc.strerror}"]) from None
+    return parse_config(text, str(path), path.resolve().parent)
+
+
+@dataclass
+class App:
+    """Everything a reconciling command needs, built from one config."""
+
+    config: Config
+    journal: Journal
+    cfn: CloudFormation
+    syncs: dict[str, RepoSync]
+    stop: threading.Event
+    emulator: Emulator | None = None
+    _owns_journal: bool = field(default=True, repr=False)
+
+    def close(self) -> None:
+        if self._owns_journal:
+            self.journal.close()
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+
+
+def open_journal(config: Config) -> Journal:
+    log = structlog.get_logger("syncd.journal")
+    return Journal.open(
+        config.state_dir, writer=True, warn=lambda m: log.warning("journal.torn", detail=m)
+    )
+
+
+def open_app(
+    config: Config,
+    *,
+    stop: threading.Event | None = None,
+    journal: Journal | None = None,
+    emulator: Emulator | None = None,
+) -> App:
+    """Wire the journal, AWS gateway, Git sources and appliers for `config`."""
+    owns_journal = journal is None
+    journal = journal or open_journal(config)
+    stop = stop or threading.Event()
+    aws = config.aws
+    endpoint = aws.endpoint_url
+    template_bucket = aws.template_bucket
+    if aws.embedded:
+        emulator = emulator or start_emulator()
+        endpoint = emulator.url
+        aws = dataclasses.replace(aws, region=aws.region or "us-east-1")
+        template_bucket = template_bucket or EMBEDDED_TEMPLATE_BUCKET
+    try:
+        cfn = CloudFormation(make_session(aws), endpoint, template_bucket)
+        if aws.embedded and template_bucket:
+            cfn.ensure_bucket(template_bucket)
+    except BaseException:
+        if emulator is not None:
+            emulator.stop()
+        if owns_journal:
+            journal.close()
+        raise
+    applier = Applier(cfn, journal, Waiter(stop, max_pause=aws.wait_poll))
+    slots = threading.Semaphore(config.concurrency)
+    syncs = {
+        repo.name: RepoSync(
+            repo,
+            GitSource(repo, config.state_dir),
+            applier,
+            cfn,
+            journal,
+            slots,
+            config.concurrency,
+        )
+        for repo in config.repos
+    }
+    return App(config, journal, cfn, syncs, stop, emulator, owns_journal)

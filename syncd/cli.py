@@ -1,0 +1,243 @@
+"""The `syncd` command line (SPEC §5): parse arguments, run a command, map errors to exit codes.
+
+Exit codes: 0 done; 1 a stack failed or is blocked (or the journal is damaged); 2 usage or
+config error. `--format json` prints data on stdout only; logs always go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from syncd import __version__, logs
+from syncd.errors import ConfigError, JournalCorrupt, StateLocked, SyncdError, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        default=argparse.SUPPRESS,
+        help="config file (default: $SYNCD_CONFIG, else /etc/syncd/syncd.yaml)",
+    )
+    common.add_argument(
+        "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"]
+    )
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        parents=[common],
+        description="GitOps sync daemon for AWS CloudFormation.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    command("run", "run the daemon in the foreground (SIGTERM stops, SIGHUP reloads)")
+    p = command("sync", "one pass now: fetch, plan, apply, wait; then exit")
+    p.add_argument("--stack", action="append", metavar="NAME", help="only this stack (repeatable)")
+    _format(p)
+    _format(command("status", "one row per stack"))
+    p = command("history", "every version of every (or one) stack")
+    p.add_argument("stack", nargs="?", metavar="STACK")
+    _format(p)
+    command("validate", "check config, deployment files and templates (cfn-lint); no AWS calls")
+    return parser
+
+
+def _format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(level=getattr(args, "log_level", "info"))
+    handler = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"syncd: config error in {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, StateLocked) as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JournalCorrupt as exc:
+        print(f"syncd: the journal is damaged: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except SyncdError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from syncd.app import config_path, load_config
+
+    return load_config(config_path(getattr(args, "config", None)))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from syncd.app import config_path
+    from syncd.daemon import Daemon
+
+    return Daemon(config_path(getattr(args, "config", None))).run()
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from syncd.app import open_app
+    from syncd.reconcile import PassReport, observe_world
+
+    config = _config(args)
+    only = set(args.stack) if args.stack else None
+    app = open_app(config)
+    try:
+        observe_world(app.cfn, app.journal)
+        reports: list[PassReport] = []
+        threads = []
+        for sync in app.syncs.values():
+            thread = threading.Thread(target=lambda s=sync: reports.append(s.run_pass(only)))
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+        rows = _sync_rows(reports, app)
+    finally:
+        app.close()
+    if only:
+        unknown = only - {r["stack"] for r in rows}
+        if unknown:
+            raise UsageError(f"no such stack: {', '.join(sorted(unknown))}")
+    from syncd import render
+
+    if args.format == "json":
+        print(render.as_json(rows))
+    else:
+        print(
+            render.table(
+                ["stack", "repo", "outcome", "message"],
+                [[r["stack"], r["repo"], r["outcome"], r["message"]] for r in rows],
+            )
+        )
+    return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
+
+
+def _sync_rows(reports: list[Any], app: Any) -> list[dict[str, Any]]:
+    rows = []
+    for report in sorted(reports, key=lambda r: r.repo):
+        if report.source_error:
+            rows.append(
+                {
+                    "stack": None,
+                    "repo": report.repo,
+                    "outcome": "source_error",
+                    "message": report.source_error,
+                }
+            )
+        for name, reason in sorted(report.invalid.items()):
+            rows.append(
+                {"stack": name, "repo": report.repo, "outcome": "invalid", "message": reason}
+            )
+        for name, outcome in sorted(report.outcomes.items()):
+            view = app.journal.state.stacks.get(name)
+            rows.append(
+                {
+                    "stack": name,
+                    "repo": report.repo,
+                    "outcome": outcome.value,
+                    "version": view.version if view else None,
+                    "message": view.message if view else "",
+                }
+            )
+    return rows
+
+
+def _read_journal(args: argparse.Namespace) -> Any:
+    from syncd.journal.store import Journal
+
+    config = _config(args)
+    return config, Journal.open(config.state_dir, writer=False, warn=lambda m: None)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from syncd import render
+
+    _, journal = _read_journal(args)
+    views = sorted(journal.state.stacks.values(), key=lambda v: (v.repo, v.stack))
+    rows = [v.as_status() for v in views]
+    if args.format == "json":
+        print(render.as_json(rows))
+    else:
+        print(render.status_table(rows) if rows else "no stacks yet")
+        for repo in sorted(journal.state.repos.values(), key=lambda r: r.repo):
+            if repo.error:
+                print(f"repo {repo.repo}: {repo.error}")
+    bad = {"failed", "blocked"}
+    return EXIT_FAILED if any(r["state"] in bad for r in rows) else EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from syncd import render
+
+    _, journal = _read_journal(args)
+    rows = [h.as_dict() for h in journal.state.history if args.stack in (None, h.stack)]
+    if args.stack and not rows and args.stack not in journal.state.stacks:
+        raise UsageError(f"no history for stack {args.stack!r}")
+    if args.format == "json":
+        print(render.as_json(rows))
+    else:
+        print(render.history_table(rows) if rows else "no history yet")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from syncd.core.deployments import load_stacks
+    from syncd.lint import lint_template
+    from syncd.sources.git import GitSource
+
+    config = _config(args)
+    region = config.aws.region or "us-east-1"
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="syncd-validate-") as tmp:
+        for repo in config.repos:
+            # A scratch mirror, so validate never races a running daemon's fetches.
+            source = GitSource(repo, Path(tmp))
+            try:
+                commit = source.fetch().commit
+            except SyncdError as exc:
+                print(f"{repo.name}: {exc}")
+                failed = True
+                continue
+            loaded = load_stacks(repo, source.tree(commit))
+            print(
+                f"{repo.name} @ {commit[:12]}: {len(loaded.stacks)} stack(s), "
+                f"{len(loaded.invalid)} invalid"
+            )
+            for bad in sorted(loaded.invalid.values(), key=lambda b: b.name):
+                print(f"  {bad.name}: INVALID {bad.file}: {bad.reason}")
+                failed = True
+            for name, spec in sorted(loaded.stacks.items()):
+                findings = lint_template(spec.template_body, region)
+                errors = [f for f in findings if f.is_error]
+                print(f"  {name}: {'FAIL' if errors else 'ok'} ({spec.template_file})")
+                for f in findings:
+                    print(f"    {spec.template_file}:{f.line}: {f.severity} {f.rule} {f.message}")
+                failed = failed or bool(errors)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+_COMMANDS = {
+    "run": cmd_run,
+    "sync": cmd_sync,
+    "status": cmd_status,
+    "history": cmd_history,
+    "validate": cmd_validate,
+}

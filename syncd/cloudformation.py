@@ -1,0 +1,361 @@
+"""The AWS gateway: every CloudFormation and S3 call syncd makes goes through here.
+
+The only importer of boto3/botocore. Throttling and transient errors are retried by botocore's
+own `adaptive` retry mode; what is left is translated once, here, into syncd's errors
+(`AwsError` with `retryable`, `NoChanges`, `NotFound`). API calls are counted by operation, for
+metrics and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import botocore.parsers
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+
+from syncd.core.config import AwsConfig
+from syncd.core.stack_status import means_no_changes
+from syncd.errors import AwsError
+
+INLINE_TEMPLATE_LIMIT = 51_200  # bytes CloudFormation accepts in TemplateBody
+
+_RETRY_CONFIG = botocore.config.Config(
+    retries={"mode": "adaptive", "max_attempts": 10},
+    connect_timeout=10,
+    read_timeout=60,
+    user_agent_extra="syncd",
+)
+
+# Error codes that a later pass may succeed on without a new commit.
+_RETRYABLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalError",
+        "TokenAlreadyExistsException",
+        "OperationInProgressException",
+        "ExpiredToken",
+        "RequestExpired",
+    }
+)
+
+
+class NoChanges(AwsError):
+    """CloudFormation says the change set would change nothing."""
+
+
+class NotFound(AwsError):
+    """The stack or change set does not exist."""
+
+
+@dataclass(frozen=True)
+class ObservedStack:
+    """A stack as DescribeStacks shows it."""
+
+    name: str
+    stack_id: str
+    status: str
+    reason: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChangeSetInfo:
+    arn: str
+    name: str
+    stack: str
+    status: str
+    execution_status: str | None
+    reason: str | None
+    changes: list[dict[str, Any]]
+    parameters: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StackEvent:
+    event_id: str
+    timestamp: datetime
+    logical_id: str
+    resource_type: str
+    status: str
+    reason: str | None
+
+
+def make_session(aws: AwsConfig) -> boto3.Session:
+    """A boto3 session from the config (region, profile, and the role to assume, if any)."""
+    session = boto3.Session(profile_name=aws.profile, region_name=aws.region)
+    if not aws.role_arn:
+        return session
+    base = session._session  # botocore session
+    fetcher = AssumeRoleCredentialFetcher(
+        client_creator=base.create_client,
+        source_credentials=session.get_credentials(),
+        role_arn=aws.role_arn,
+        extra_args={"RoleSessionName": "syncd"},
+    )
+    creds = DeferredRefreshableCredentials(
+        method="assume-role", refresh_using=fetcher.fetch_credentials
+    )
+    assumed = boto3.Session(region_name=session.region_name)
+    assumed._session._credentials = creds  # type: ignore[attr-defined]
+    return assumed
+
+
+def translate(exc: Exception, what: str) -> AwsError:
+    """CloudFormation's and botocore's failures as syncd errors, in one place."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        message = str(err.get("Message", "")) or str(exc)
+        if means_no_changes(message):
+            return NoChanges(message, code=code)
+        if code in ("ChangeSetNotFound", "ChangeSetNotFoundException", "NoSuchKey") or (
+            code == "ValidationError" and "does not exist" in message
+        ):
+            return NotFound(f"{what}: {message}", code=code)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        retryable = code in _RETRYABLE_CODES or int(status or 0) >= 500
+        return AwsError(f"{what}: {code}: {message}", code=code, retryable=retryable)
+    if isinstance(exc, botocore.parsers.ResponseParserError):
+        return AwsError(f"{what}: the endpoint sent an unreadable answer", retryable=True)
+    if isinstance(
+        exc,
+        botocore.exceptions.EndpointConnectionError
+        | botocore.exceptions.ConnectionClosedError
+        | botocore.exceptions.ReadTimeoutError
+        | botocore.exceptions.ConnectTimeoutError,
+    ):
+        return AwsError(f"{what}: cannot reach AWS: {exc}", retryable=True)
+    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError):
+        return AwsError(f"{what}: {exc}", retryable=False)
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return AwsError(f"{what}: {exc}", retryable=True)
+    raise exc
+
+
+class CloudFormation:
+    """CloudFormation (and S3 for large templates) for one account and region."""
+
+    def __init__(
+        self,
+        session: boto3.Session,
+        endpoint_url: str | None = None,
+        template_bucket: str | None = None,
+    ) -> None:
+        self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
+        self.region = session.region_name or "us-east-1"
+        self._cfn = session.client(
+            "cloudformation", endpoint_url=endpoint_url, config=_RETRY_CONFIG
+        )
+        s3_config = _RETRY_CONFIG.merge(botocore.config.Config(s3={"addressing_style": "path"}))
+        self._s3 = session.client("s3", endpoint_url=endpoint_url, config=s3_config)
+        self._template_bucket = template_bucket
+        for client in (self._cfn, self._s3):
+            client.meta.events.register("before-call.*.*", self._count)
+
+    def _count(self, event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        with self._calls_lock:
+            self.calls[operation] += 1
+
+    def call_count(self) -> int:
+        with self._calls_lock:
+            return sum(self.calls.values())
+
+    def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise translate(exc, what) from None
+
+    # --- stacks ---------------------------------------------------------------------------
+
+    def describe_all(self) -> dict[str, ObservedStack]:
+        """Every live stack, paginated (one call per 100 stacks on AWS, 50 on moto)."""
+        stacks: dict[str, ObservedStack] = {}
+        token: str | None = None
+        while True:
+            kwargs = {"NextToken": token} if token else {}
+            page = self._call("DescribeStacks", self._cfn.describe_stacks, **kwargs)
+            for raw in page.get("Stacks", []):
+                if raw.get("StackStatus") != "DELETE_COMPLETE":
+                    stacks[raw["StackName"]] = _observed(raw)
+            token = page.get("NextToken")
+            if not token:
+                return stacks
+
+    def describe(self, name: str) -> ObservedStack | None:
+        try:
+            page = self._call(f"DescribeStacks {name}", self._cfn.describe_stacks, StackName=name)
+        except NotFound:
+            return None
+        for raw in page.get("Stacks", []):
+            if raw.get("StackStatus") != "DELETE_COMPLETE":
+                return _observed(raw)
+        return None
+
+    def delete_stack(self, name: str) -> None:
+        self._call(f"DeleteStack {name}", self._cfn.delete_stack, StackName=name)
+
+    def events(self, name: str) -> list[StackEvent]:
+        """The newest page of the stack's events, oldest first."""
+        try:
+            page = self._call(
+                f"DescribeStackEvents {name}", self._cfn.describe_stack_events, StackName=name
+            )
+        except NotFound:
+            return []
+        events = [
+            StackEvent(
+                event_id=e["EventId"],
+                timestamp=e["Timestamp"],
+                logical_id=e.get("LogicalResourceId", ""),
+                resource_type=e.get("ResourceType", ""),
+                status=e.get("ResourceStatus", ""),
+                reason=e.get("ResourceStatusReason"),
+            )
+            for e in page.get("StackEvents", [])
+        ]
+        return list(reversed(events))
+
+    # --- change sets ----------------------------------------------------------------------
+
+    def create_change_set(
+        self,
+        *,
+        stack: str,
+        name: str,
+        change_set_type: str,
+        template: str,
+        digest: str,
+        parameters: dict[str, str],
+        tags: dict[str, str],
+        capabilities: tuple[str, ...],
+        description: str,
+    ) -> str:
+        """Create a change set and return its ARN. Raises NoChanges (the immediate form)."""
+        kwargs: dict[str, Any] = {
+            "StackName": stack,
+            "ChangeSetName": name,
+            # Always explicit: without it CloudFormation assumes CREATE.
+            "ChangeSetType": change_set_type,
+            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+            "Capabilities": list(capabilities),
+            "Description": description[:1024],
+        }
+        if len(template.encode()) > INLINE_TEMPLATE_LIMIT:
+            kwargs["TemplateURL"] = self._upload_template(stack, digest, template)
+        else:
+            kwargs["TemplateBody"] = template
+        response = self._call(f"CreateChangeSet {stack}", self._cfn.create_change_set, **kwargs)
+        return str(response["Id"])
+
+    def describe_change_set(self, arn: str, stack: str | None = None) -> ChangeSetInfo | None:
+        kwargs = {"ChangeSetName": arn}
+        if stack:
+            kwargs["StackName"] = stack
+        try:
+            raw = self._call(f"DescribeChangeSet {arn}", self._cfn.describe_change_set, **kwargs)
+        except NotFound:
+            return None
+        changes = []
+        for change in raw.get("Changes", []):
+            rc = change.get("ResourceChange", {})
+            changes.append(
+                {
+                    "action": rc.get("Action"),
+                    "logical_id": rc.get("LogicalResourceId"),
+                    "type": rc.get("ResourceType"),
+                    "replacement": rc.get("Replacement"),
+                }
+            )
+        return ChangeSetInfo(
+            arn=raw.get("ChangeSetId", arn),
+            name=raw.get("ChangeSetName", ""),
+            stack=raw.get("StackName", stack or ""),
+            status=raw.get("Status", ""),
+            execution_status=raw.get("ExecutionStatus"),
+            reason=raw.get("StatusReason"),
+            changes=changes,
+            parameters={
+                p["ParameterKey"]: p.get("ParameterValue", "") for p in raw.get("Parameters") or []
+            },
+            tags={t["Key"]: t["Value"] for t in raw.get("Tags") or []},
+        )
+
+    def execute_change_set(self, arn: str, stack: str) -> None:
+        self._call(
+            f"ExecuteChangeSet {stack}",
+            self._cfn.execute_change_set,
+            ChangeSetName=arn,
+            StackName=stack,
+        )
+
+    def delete_change_set(self, arn: str, stack: str) -> None:
+        with contextlib.suppress(NotFound):
+            self._call(
+                f"DeleteChangeSet {stack}",
+                self._cfn.delete_change_set,
+                ChangeSetName=arn,
+                StackName=stack,
+            )
+
+    # --- templates in S3 ------------------------------------------------------------------
+
+    def _upload_template(self, stack: str, digest: str, template: str) -> str:
+        if not self._template_bucket:
+            raise AwsError(
+                f"the template of {stack} is {len(template.encode())} bytes, over "
+                f"CloudFormation's inline limit of {INLINE_TEMPLATE_LIMIT}; set "
+                "aws.template_bucket so syncd can pass it through S3",
+                code="TemplateTooLarge",
+            )
+        bucket, _, prefix = self._template_bucket[len("s3://") :].partition("/")
+        key = f"{prefix.rstrip('/')}/{stack}/{digest}.template".lstrip("/")
+        self._call(
+            f"PutObject s3://{bucket}/{key}",
+            self._s3.put_object,
+            Bucket=bucket,
+            Key=key,
+            Body=template.encode(),
+        )
+        # Path style works for every bucket name, on AWS and on the emulator.
+        return f"https://s3.{self.region}.amazonaws.com/{bucket}/{key}"
+
+    def ensure_bucket(self, url: str) -> None:
+        """Create the bucket of an s3:// URL if missing (the embedded emulator's own buckets)."""
+        bucket = url[len("s3://") :].split("/", 1)[0]
+        try:
+            self._call("HeadBucket", self._s3.head_bucket, Bucket=bucket)
+        except AwsError:
+            self._call("CreateBucket", self._s3.create_bucket, Bucket=bucket)
+
+
+def _observed(raw: dict[str, Any]) -> ObservedStack:
+    return ObservedStack(
+        name=raw["StackName"],
+        stack_id=raw.get("StackId", ""),
+        status=raw.get("StackStatus", ""),
+        reason=raw.get("StackStatusReason"),
+        parameters={
+            p["ParameterKey"]: p.get("ParameterValue", "") for p in raw.get("Parameters") or []
+        },
+        tags={t["Key"]: t["Value"] for t in raw.get("Tags") or []},
+        outputs={o["OutputKey"]: o.get("OutputValue", "") for o in raw.get("Outputs") or []},
+    )

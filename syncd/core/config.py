@@ -1,0 +1,470 @@
+"""The configuration file (SPEC §3): parse, validate and resolve it into frozen values.
+
+Pure: it takes the file's text and folder and returns a `Config`, or raises `ConfigError` listing
+every problem at once with its key path. Unknown keys are errors, so a typo never silently turns
+into a default. Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from syncd.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Approval(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class OnFailure(StrEnum):
+    KEEP = "keep"  # wait for a new commit
+    RETRY = "retry"  # back off and try the same version again
+    RECREATE = "recreate"  # retry, and delete + recreate a stack left in ROLLBACK_COMPLETE
+
+    @property
+    def strictness(self) -> int:
+        return {OnFailure.KEEP: 2, OnFailure.RETRY: 1, OnFailure.RECREATE: 0}[self]
+
+
+DEFAULT_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND")
+KNOWN_CAPABILITIES = frozenset(DEFAULT_CAPABILITIES)
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """Per-stack behaviour: from `defaults`, overridden by a repo, then by `repos[].stacks`."""
+
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+    approval: Approval = Approval.AUTO
+    on_failure: OnFailure = OnFailure.KEEP
+    prune: bool = False
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    embedded: bool = False
+    role_arn: str | None = None
+    template_bucket: str | None = None  # s3://bucket/prefix for templates over 51,200 bytes
+    wait_poll: float = 5.0  # the longest pause between two polls of a running operation
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    url: str | None = None
+    interval: float = 5.0
+    sse: str | None = None
+    kms_key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str | None = None
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    name: str
+    url: str
+    branch: str = "main"
+    poll_interval: float = 60.0
+    watch: bool = False
+    webhook_secret_file: Path | None = None
+    deployments: tuple[str, ...] = ("deployments/*.yaml",)
+    stack_prefix: str = ""
+    options: StackOptions = StackOptions()
+    stack_options: Mapping[str, StackOptions] = field(default_factory=dict)
+    init_from: Path | None = None  # local url only: create the repo from this folder if missing
+
+    def options_for(self, stack_name: str) -> StackOptions:
+        """The options of one stack, by its name with or without the repo's prefix."""
+        if stack_name in self.stack_options:
+            return self.stack_options[stack_name]
+        if self.stack_prefix and stack_name.startswith(self.stack_prefix):
+            short = stack_name[len(self.stack_prefix) :]
+            if short in self.stack_options:
+                return self.stack_options[short]
+        return self.options
+
+    @property
+    def local_path(self) -> Path | None:
+        """The folder of a repo given as a path or file:// URL, else None."""
+        if self.url.startswith("file://"):
+            return Path(self.url[len("file://") :])
+        if "://" in self.url or re.match(r"^[\w.-]+@[\w.-]+:", self.url):
+            return None
+        return Path(self.url)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    state_dir: Path
+    aws: AwsConfig
+    backup: BackupConfig
+    http: HttpConfig
+    defaults: StackOptions
+    concurrency: int
+    repos: tuple[RepoConfig, ...]
+
+    def repo(self, name: str) -> RepoConfig:
+        for repo in self.repos:
+            if repo.name == name:
+                return repo
+        raise KeyError(name)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_REPO_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+
+
+def parse_duration(text: str) -> float:
+    """'500ms', '30s', '5m', '1h' -> seconds. Raises ValueError otherwise."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 500ms, 30s, 5m or 1h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_config(text: str, source: str, base_dir: Path) -> Config:
+    """Parse a config file's text; `base_dir` anchors its relative paths."""
+    reader = _Reader(base_dir)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+    if data is None:
+        data = {}
+    config = reader.config(data)
+    if reader.problems or config is None:
+        raise ConfigError(source, reader.problems)
+    return Config(source=source, **config)
+
+
+class _Reader:
+    """Walks the parsed YAML, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}" if path else message)
+
+    def mapping(self, value: object, path: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a mapping, not {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else str(key)
+                self.problem(where, "unknown key" + _did_you_mean(str(key), allowed))
+        return {k: v for k, v in value.items() if k in allowed}
+
+    def get(
+        self, data: dict[str, Any], key: str, path: str, convert: Callable[[object], T], default: T
+    ) -> T:
+        if key not in data or data[key] is None:
+            return default
+        where = f"{path}.{key}" if path else key
+        try:
+            return convert(data[key])
+        except (TypeError, ValueError) as exc:
+            self.problem(where, str(exc))
+            return default
+
+    def path(self, value: object) -> Path:
+        text = _string(value)
+        p = Path(text).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def config(self, data: object) -> dict[str, Any] | None:
+        top = self.mapping(
+            data,
+            "",
+            {"state_dir", "aws", "backup", "http", "defaults", "concurrency", "repos"},
+        )
+        if "state_dir" not in top:
+            self.problem("state_dir", "required")
+        state_dir = self.get(top, "state_dir", "", self.path, Path("."))
+        aws = self.aws(top.get("aws"))
+        backup = self.backup(top.get("backup"))
+        http = self.http(top.get("http"))
+        defaults = self.options(top.get("defaults"), "defaults", StackOptions())
+        concurrency = self.get(top, "concurrency", "", _positive_int, 4)
+        repos = self.repos(top.get("repos"), defaults)
+        return {
+            "state_dir": state_dir,
+            "aws": aws,
+            "backup": backup,
+            "http": http,
+            "defaults": defaults,
+            "concurrency": concurrency,
+            "repos": repos,
+        }
+
+    def aws(self, value: object) -> AwsConfig:
+        keys = {
+            "region",
+            "profile",
+            "endpoint_url",
+            "embedded",
+            "role_arn",
+            "template_bucket",
+            "wait_poll",
+        }
+        d = self.mapping(value, "aws", keys)
+        bucket = self.get(d, "template_bucket", "aws", _s3_url, None)
+        return AwsConfig(
+            region=self.get(d, "region", "aws", _string, None),
+            profile=self.get(d, "profile", "aws", _string, None),
+            endpoint_url=self.get(d, "endpoint_url", "aws", _http_url, None),
+            embedded=self.get(d, "embedded", "aws", _bool, False),
+            role_arn=self.get(d, "role_arn", "aws", _string, None),
+            template_bucket=bucket,
+            wait_poll=self.get(d, "wait_poll", "aws", _duration, 5.0),
+        )
+
+    def backup(self, value: object) -> BackupConfig:
+        d = self.mapping(value, "backup", {"url", "interval", "sse", "kms_key_id"})
+        sse = self.get(d, "sse", "backup", _one_of("AES256", "aws:kms"), None)
+        kms = self.get(d, "kms_key_id", "backup", _string, None)
+        if kms and sse != "aws:kms":
+            self.problem("backup.kms_key_id", "needs sse: aws:kms")
+        return BackupConfig(
+            url=self.get(d, "url", "backup", _s3_url, None),
+            interval=self.get(d, "interval", "backup", _duration, 5.0),
+            sse=sse,
+            kms_key_id=kms,
+        )
+
+    def http(self, value: object) -> HttpConfig:
+        d = self.mapping(value, "http", {"listen"})
+        return HttpConfig(listen=self.get(d, "listen", "http", _host_port, None))
+
+    def options(self, value: object, path: str, base: StackOptions) -> StackOptions:
+        d = self.mapping(value, path, {"capabilities", "approval", "on_failure", "prune"})
+        return self.option_values(d, path, base)
+
+    def option_values(self, d: dict[str, Any], path: str, base: StackOptions) -> StackOptions:
+        return StackOptions(
+            capabilities=self.get(d, "capabilities", path, _capabilities, base.capabilities),
+            approval=self.get(d, "approval", path, _enum(Approval), base.approval),
+            on_failure=self.get(d, "on_failure", path, _enum(OnFailure), base.on_failure),
+            prune=self.get(d, "prune", path, _bool, base.prune),
+        )
+
+    def repos(self, value: object, defaults: StackOptions) -> tuple[RepoConfig, ...]:
+        if value is None:
+            self.problem("repos", "required: at least one repo")
+            return ()
+        if not isinstance(value, list):
+            self.problem("repos", f"must be a list, not {_kind(value)}")
+            return ()
+        repos: list[RepoConfig] = []
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            repo = self.repo(item, f"repos[{i}]", defaults)
+            if repo is None:
+                continue
+            if repo.name in seen:
+                self.problem(f"repos[{i}].name", f"{repo.name!r} is used by another repo")
+            seen.add(repo.name)
+            repos.append(repo)
+        return tuple(repos)
+
+    def repo(self, value: object, path: str, defaults: StackOptions) -> RepoConfig | None:
+        option_keys = {"capabilities", "approval", "on_failure", "prune"}
+        keys = {
+            "name",
+            "url",
+            "branch",
+            "poll_interval",
+            "watch",
+            "webhook_secret_file",
+            "deployments",
+            "stack_prefix",
+            "stacks",
+            "init_from",
+        } | option_keys
+        d = self.mapping(value, path, keys)
+        for key in ("name", "url"):
+            if key not in d:
+                self.problem(f"{path}.{key}", "required")
+        name = self.get(d, "name", path, _repo_name, "")
+        url = self.get(d, "url", path, _string, "")
+        if not name or not url:
+            return None
+        options = self.option_values({k: d[k] for k in option_keys if k in d}, path, defaults)
+        stacks_raw = self.mapping(d.get("stacks"), f"{path}.stacks", set(_keys(d.get("stacks"))))
+        stack_options: dict[str, StackOptions] = {}
+        for stack, overrides in stacks_raw.items():
+            if not _STACK_NAME.match(str(stack)):
+                self.problem(f"{path}.stacks.{stack}", "is not a valid stack name")
+                continue
+            stack_options[str(stack)] = self.options(overrides, f"{path}.stacks.{stack}", options)
+        local = _is_local(url)
+        if local and not url.startswith("file://"):
+            url = str(self.path(url))
+        init_from = self.get(d, "init_from", path, self.path, None)
+        if init_from is not None and not local:
+            self.problem(f"{path}.init_from", "only for a repo whose url is a local path")
+        prefix = self.get(d, "stack_prefix", path, _string, "")
+        if prefix and not re.match(r"^[A-Za-z][A-Za-z0-9-]*$", prefix):
+            self.problem(f"{path}.stack_prefix", "must start with a letter; letters, digits, -")
+        secret = self.get(d, "webhook_secret_file", path, self.path, None)
+        return RepoConfig(
+            name=name,
+            url=url,
+            branch=self.get(d, "branch", path, _branch, "main"),
+            poll_interval=self.get(d, "poll_interval", path, _duration, 60.0),
+            watch=self.get(d, "watch", path, _bool, False),
+            webhook_secret_file=secret,
+            deployments=self.get(d, "deployments", path, _globs, ("deployments/*.yaml",)),
+            stack_prefix=prefix,
+            options=options,
+            stack_options=stack_options,
+            init_from=init_from,
+        )
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _keys(value: object) -> list[str]:
+    return [str(k) for k in value] if isinstance(value, dict) else []
+
+
+def _did_you_mean(key: str, allowed: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, not {_kind(value)}")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {value!r}")
+    return value
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def _duration(value: object) -> float:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a duration like 500ms, 30s, 5m or 1h, not {value!r}")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+def _one_of(*choices: str) -> Callable[[object], str]:
+    def convert(value: object) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
+        return str(value)
+
+    return convert
+
+
+E = TypeVar("E", Approval, OnFailure)
+
+
+def _enum(kind: type[E]) -> Callable[[object], E]:
+    def convert(value: object) -> E:
+        for member in kind:
+            if member.value == value:
+                return member
+        choices = ", ".join(m.value for m in kind)
+        raise ValueError(f"must be one of {choices}, not {value!r}")
+
+    return convert
+
+
+def _s3_url(value: object) -> str:
+    text = _string(value)
+    if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", text):
+        raise ValueError(f"must be an s3://bucket/prefix/ URL, not {text!r}")
+    return text
+
+
+def _http_url(value: object) -> str:
+    text = _string(value)
+    if not re.match(r"^https?://", text):
+        raise ValueError(f"must be an http:// or https:// URL, not {text!r}")
+    return text
+
+
+def _host_port(value: object) -> str:
+    text = _string(value)
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$", text):
+        raise ValueError(f"must be host:port, not {text!r}")
+    return text
+
+
+def _repo_name(value: object) -> str:
+    text = _string(value)
+    if not _REPO_NAME.match(text):
+        raise ValueError(f"{text!r} may hold only a-z, 0-9 and -")
+    return text
+
+
+def _branch(value: object) -> str:
+    text = _string(value)
+    if text.startswith("-") or ".." in text or " " in text:
+        raise ValueError(f"{text!r} is not a branch name")
+    return text
+
+
+def _globs(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a non-empty list of glob patterns")
+    for pattern in value:
+        if pattern.startswith("/") or ".." in pattern.split("/"):
+            raise ValueError(f"{pattern!r} must stay inside the repo")
+    return tuple(value)
+
+
+def _capabilities(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of capabilities")
+    unknown = [v for v in value if v not in KNOWN_CAPABILITIES]
+    if unknown:
+        raise ValueError(f"unknown capabilities {unknown}; known: {sorted(KNOWN_CAPABILITIES)}")
+    return tuple(value)
+
+
+def _is_local(url: str) -> bool:
+    if url.startswith("file://"):
+        return True
+    return "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url)

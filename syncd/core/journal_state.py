@@ -1,0 +1,334 @@
+"""Fold journal records into what `status` and `history` show, and what the next pass needs.
+
+Pure. Status is never kept beside the journal: it is always this fold of the records, applied
+one at a time as they are appended (and replayed in full at start). A record's `kind` says
+which step of an apply it marks; its `data` carries the facts of that step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    COMMIT = "commit"  # a repo's branch moved: {repo, commit, previous, forced, changes}
+    SOURCE_ERROR = "source_error"  # a repo could not be fetched: {repo, message}
+    SOURCE_OK = "source_ok"  # it can be fetched again: {repo}
+    INVALID = "invalid"  # a deployment file is bad: {repo, stack, commit, file, reason}
+    VERSION = "version"  # a new desired state starts to apply: {repo, stack, version, commit,
+    #                      digest, action, template_file, parameters, tags, dependencies}
+    CHANGE_SET = "change_set"  # created and described: {stack, version, arn, name, changes}
+    EXECUTING = "executing"  # about to call ExecuteChangeSet / DeleteStack: {stack, version}
+    RESULT = "result"  # the attempt ended: {stack, version, result, stack_status, message,
+    #                    outputs, retryable}
+    BLOCKED = "blocked"  # cannot apply now: {repo, stack, stack_status, reason}
+    RECOVERED = "recovered"  # a failed/blocked stack is back in sync as it was: {stack}
+    OBSERVED = "observed"  # what CloudFormation showed: {stack, stack_status, outputs, drift}
+    REMOVED = "removed"  # the deployment file is gone and prune is off: {repo, stack}
+
+
+class StackState(StrEnum):
+    IN_SYNC = "in_sync"
+    PENDING = "pending"
+    APPLYING = "applying"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SUSPENDED = "suspended"
+    DRIFTED = "drifted"
+
+
+class Result(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    NO_CHANGES = "no_changes"
+    IN_PROGRESS = "in_progress"
+    AWAITING_APPROVAL = "awaiting_approval"
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    time: str  # ISO 8601, UTC
+    kind: Kind
+    data: Mapping[str, Any]
+
+
+@dataclass
+class Attempt:
+    """A version whose apply has started and not yet ended."""
+
+    version: int
+    digest: str
+    commit: str
+    action: str
+    started_at: str
+    change_set: str | None = None
+    change_set_name: str | None = None
+    executing: bool = False
+    executing_at: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)  # redacted: NoEcho shows ****
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StackView:
+    stack: str
+    repo: str
+    version: int | None = None  # the last version applied successfully
+    commit: str | None = None
+    digest: str | None = None
+    state: StackState = StackState.PENDING
+    stack_status: str | None = None
+    last_sync: str | None = None
+    message: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    latest_version: int = 0  # the highest version ever started
+    attempt: Attempt | None = None
+    failed_digest: str | None = None  # digest of the last failed attempt
+    retryable: bool = False
+    invalid_file: str | None = None
+    removed: bool = False
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "repo": self.repo,
+            "version": self.version,
+            "commit": self.commit,
+            "state": self.state.value,
+            "stack_status": self.stack_status,
+            "last_sync": self.last_sync,
+            "message": self.message,
+        }
+
+
+@dataclass
+class HistoryRow:
+    stack: str
+    version: int
+    commit: str
+    action: str
+    result: Result
+    change_set: str | None
+    started_at: str
+    finished_at: str | None = None
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "version": self.version,
+            "commit": self.commit,
+            "action": self.action,
+            "result": self.result.value,
+            "change_set": self.change_set,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "message": self.message,
+        }
+
+
+@dataclass
+class RepoView:
+    repo: str
+    commit: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class JournalState:
+    stacks: dict[str, StackView] = field(default_factory=dict)
+    history: list[HistoryRow] = field(default_factory=list)
+    repos: dict[str, RepoView] = field(default_factory=dict)
+    last_seq: int = 0
+    last_time: str | None = None
+    _open_rows: dict[str, HistoryRow] = field(default_factory=dict)
+
+    def stack(self, name: str, repo: str = "") -> StackView:
+        view = self.stacks.get(name)
+        if view is None:
+            view = self.stacks[name] = StackView(stack=name, repo=repo)
+        elif repo:
+            view.repo = repo
+        return view
+
+    def apply(self, record: Record) -> None:
+        """Fold one more record in (records arrive in sequence order)."""
+        self.last_seq = record.seq
+        self.last_time = record.time
+        d = record.data
+        handler = _HANDLERS[record.kind]
+        handler(self, record, d)
+
+
+def fold(records: Iterable[Record]) -> JournalState:
+    state = JournalState()
+    for record in records:
+        state.apply(record)
+    return state
+
+
+def _commit(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    repo = s.repos.setdefault(d["repo"], RepoView(d["repo"]))
+    repo.commit = d["commit"]
+    repo.error = None
+
+
+def _source_error(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    s.repos.setdefault(d["repo"], RepoView(d["repo"])).error = d["message"]
+
+
+def _source_ok(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    s.repos.setdefault(d["repo"], RepoView(d["repo"])).error = None
+
+
+def _invalid(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"], d["repo"])
+    view.state = StackState.FAILED
+    view.invalid_file = d["file"]
+    view.message = f"{d['file']}: {d['reason']}"
+    view.removed = False
+
+
+def _version(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"], d["repo"])
+    view.attempt = Attempt(
+        version=d["version"],
+        digest=d["digest"],
+        commit=d["commit"],
+        action=d["action"],
+        started_at=r.time,
+        parameters=dict(d.get("parameters", {})),
+        tags=dict(d.get("tags", {})),
+    )
+    view.latest_version = max(view.latest_version, d["version"])
+    view.state = StackState.APPLYING
+    view.message = ""
+    view.invalid_file = None
+    view.removed = False
+    row = HistoryRow(
+        stack=d["stack"],
+        version=d["version"],
+        commit=d["commit"],
+        action=d["action"],
+        result=Result.IN_PROGRESS,
+        change_set=None,
+        started_at=r.time,
+    )
+    s.history.append(row)
+    s._open_rows[d["stack"]] = row
+
+
+def _change_set(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"])
+    if view.attempt is not None:
+        view.attempt.change_set = d["arn"]
+        view.attempt.change_set_name = d.get("name")
+    row = s._open_rows.get(d["stack"])
+    if row is not None:
+        row.change_set = d["arn"]
+    if d.get("awaiting_approval"):
+        view.state = StackState.AWAITING_APPROVAL
+        view.message = f"change set {d.get('name') or d['arn']} waits for syncd approve"
+        if row is not None:
+            row.result = Result.AWAITING_APPROVAL
+
+
+def _executing(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"])
+    if view.attempt is not None:
+        view.attempt.executing = True
+        view.attempt.executing_at = r.time
+    view.state = StackState.APPLYING
+    row = s._open_rows.get(d["stack"])
+    if row is not None:
+        row.result = Result.IN_PROGRESS
+
+
+def _result(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"])
+    result = Result(d["result"])
+    row = s._open_rows.pop(d["stack"], None)
+    if row is not None:
+        row.result = result
+        row.finished_at = r.time
+        row.message = d.get("message", "")
+    attempt = view.attempt
+    view.attempt = None
+    view.stack_status = d.get("stack_status")
+    if result in (Result.SUCCEEDED, Result.NO_CHANGES) and attempt is not None:
+        if attempt.action == "delete":
+            del s.stacks[d["stack"]]
+            return
+        view.version = attempt.version
+        view.commit = attempt.commit
+        view.digest = attempt.digest
+        view.parameters = attempt.parameters
+        view.tags = attempt.tags
+        view.outputs = dict(d.get("outputs") or {})
+        view.state = StackState.IN_SYNC
+        view.last_sync = r.time
+        view.message = ""
+        view.failed_digest = None
+        view.retryable = False
+    else:
+        view.state = StackState.FAILED
+        view.message = d.get("message", "")
+        view.failed_digest = attempt.digest if attempt else None
+        view.retryable = bool(d.get("retryable"))
+
+
+def _blocked(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"], d.get("repo", ""))
+    view.state = StackState.BLOCKED
+    view.message = d["reason"]
+    if d.get("stack_status") is not None:
+        view.stack_status = d["stack_status"]
+
+
+def _recovered(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"])
+    view.state = StackState.IN_SYNC if view.version is not None else StackState.PENDING
+    view.message = ""
+    view.invalid_file = None
+    view.failed_digest = None
+    view.removed = False
+
+
+def _observed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"])
+    view.stack_status = d.get("stack_status")
+    if d.get("outputs") is not None:
+        view.outputs = dict(d["outputs"])
+    drift = d.get("drift")
+    if drift:
+        view.state = StackState.DRIFTED
+        view.message = drift
+
+
+def _removed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"], d["repo"])
+    view.removed = True
+    view.message = "deployment file removed; prune is off, so the stack is left alone"
+
+
+_HANDLERS = {
+    Kind.COMMIT: _commit,
+    Kind.SOURCE_ERROR: _source_error,
+    Kind.SOURCE_OK: _source_ok,
+    Kind.INVALID: _invalid,
+    Kind.VERSION: _version,
+    Kind.CHANGE_SET: _change_set,
+    Kind.EXECUTING: _executing,
+    Kind.RESULT: _result,
+    Kind.BLOCKED: _blocked,
+    Kind.RECOVERED: _recovered,
+    Kind.OBSERVED: _observed,
+    Kind.REMOVED: _removed,
+}

@@ -1,0 +1,188 @@
+"""`syncd run`: the daemon loop, its triggers and its signals.
+
+The main thread owns signals and systemd: it sends READY once the config and journal are good,
+WATCHDOG from its loop while every repo worker lives, STATUS lines, and STOPPING on SIGTERM. Each
+repo has a worker thread with a size-one mailbox (an Event): the poll timer and any number of
+other triggers while a pass runs make exactly one more pass.
+
+SIGTERM stops at a safe point: workers finish the journal write they are in, waits on
+CloudFormation are left at once (the operation is journaled and observed after the restart).
+SIGHUP reloads the config; a bad new config is logged and the old one kept.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from syncd.app import App, load_config, open_app
+from syncd.core.journal_state import StackState
+from syncd.errors import ConfigError, SyncdError
+from syncd.notify import Notifier
+from syncd.reconcile import RepoSync, jittered, observe_world
+
+MAX_BACKOFF = 900.0
+
+
+class RepoWorker:
+    """Runs one repo's passes: on its poll timer, or at once when triggered."""
+
+    def __init__(self, sync: RepoSync, stop: threading.Event) -> None:
+        self.sync = sync
+        self.stop = stop
+        self.mailbox = threading.Event()
+        self.passes = 0
+        self.thread = threading.Thread(
+            target=self._loop, name=f"repo-{sync.repo.name}", daemon=True
+        )
+        self.log = structlog.get_logger("syncd.daemon").bind(repo=sync.repo.name)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def trigger(self) -> None:
+        self.mailbox.set()
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            self.mailbox.clear()
+            try:
+                report = self.sync.run_pass()
+                failures = failures + 1 if report.source_error else 0
+            except SyncdError as exc:
+                failures += 1
+                self.log.error("pass.failed", error=str(exc))
+            except Exception:  # a bug must not kill the repo's worker silently
+                failures += 1
+                self.log.exception("pass.crashed")
+            self.passes += 1
+            interval = self.sync.repo.poll_interval
+            if failures:
+                delay = min(interval * 2 ** (failures - 1), max(interval, MAX_BACKOFF))
+            else:
+                delay = jittered(interval)
+            self.mailbox.wait(delay)
+
+
+class Daemon:
+    def __init__(self, config_file: Path, notifier: Notifier | None = None) -> None:
+        self.config_file = config_file
+        self.notifier = notifier or Notifier.from_environment()
+        self.log = structlog.get_logger("syncd.daemon")
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._reload = threading.Event()
+        self.app: App | None = None
+        self.workers: list[RepoWorker] = []
+
+    def run(self) -> int:
+        config = load_config(self.config_file)  # ConfigError: nothing has started
+        self._install_signals()
+        self.app = open_app(config)
+        try:
+            self._observe()
+            self._start_workers()
+            self.notifier.ready(status=self._status_line())
+            self.log.info("daemon.ready", repos=[r.name for r in config.repos])
+            self._main_loop()
+        finally:
+            self.notifier.stopping()
+            self._stop_workers()
+            if self.app is not None:
+                self.app.close()
+            self.log.info("daemon.stopped")
+        return 0
+
+    def _main_loop(self) -> None:
+        period = self.notifier.watchdog_interval or 5.0
+        while not self._stopping.is_set():
+            self._wake.wait(period)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+            if all(w.thread.is_alive() for w in self.workers):
+                self.notifier.watchdog()
+            self.notifier.status(self._status_line())
+
+    def _observe(self) -> None:
+        assert self.app is not None
+        try:
+            observe_world(self.app.cfn, self.app.journal)
+        except SyncdError as exc:
+            self.log.error("observe.failed", error=str(exc))
+
+    def _start_workers(self) -> None:
+        assert self.app is not None
+        self.workers = [RepoWorker(s, self.app.stop) for s in self.app.syncs.values()]
+        for worker in self.workers:
+            worker.start()
+
+    def _stop_workers(self) -> None:
+        if self.app is not None:
+            self.app.stop.set()
+        for worker in self.workers:
+            worker.trigger()
+        for worker in self.workers:
+            worker.thread.join(timeout=60)
+        self.workers = []
+
+    def _do_reload(self) -> None:
+        assert self.app is not None
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config_file)
+        except ConfigError as exc:
+            self.log.error("config.reload_refused", problems=exc.problems)
+            self.notifier.ready(status=self._status_line())
+            return
+        if config.state_dir != self.app.config.state_dir:
+            self.log.error("config.reload_refused", problems=["state_dir cannot change on reload"])
+            self.notifier.ready(status=self._status_line())
+            return
+        self._stop_workers()
+        old = self.app
+        self.app = open_app(
+            config,
+            journal=old.journal,
+            emulator=old.emulator if config.aws.embedded else None,
+        )
+        self.app._owns_journal = True
+        if not config.aws.embedded and old.emulator is not None:
+            old.emulator.stop()
+        self._start_workers()
+        self.log.info("config.reloaded", repos=[r.name for r in config.repos])
+        self.notifier.ready(status=self._status_line())
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, _: FrameType | None) -> None:
+            self._stopping.set()
+            self._wake.set()
+            if self.app is not None:
+                self.app.stop.set()
+
+        def reload(signum: int, _: FrameType | None) -> None:
+            self._reload.set()
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def _status_line(self) -> str:
+        if self.app is None:
+            return "starting"
+        views = list(self.app.journal.state.stacks.values())
+        counts: dict[str, int] = {}
+        for view in views:
+            counts[view.state.value] = counts.get(view.state.value, 0) + 1
+        in_sync = counts.get(StackState.IN_SYNC.value, 0)
+        others = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "in_sync")
+        return f"{len(views)} stacks, {in_sync} in sync" + (f", {others}" if others else "")

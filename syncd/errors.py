@@ -1,0 +1,80 @@
+"""syncd's exceptions, each carrying what to do next.
+
+SyncdError
+├── ConfigError          the config file is wrong: report every problem, start nothing (exit 2)
+├── UsageError           the command line is wrong (exit 2)
+├── StateLocked          another syncd owns state_dir (exit 2)
+├── JournalCorrupt       the journal is damaged beyond a torn last record: stop, name the record
+├── SourceError          a repo cannot be fetched or read: back off and retry, others go on
+│   └── BranchMissing    the branch is gone on the remote: keep the last commit, journal it
+├── StackInputError      a deployment file or template is bad: that stack fails, others go on
+└── AwsError             CloudFormation or S3 refused or failed; `retryable` says whether a
+    │                    later pass may try again without a new commit
+    └── StackBusy        the stack is in a state that cannot be updated now (blocked)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class SyncdError(Exception):
+    """Base of every error syncd raises on purpose."""
+
+
+class ConfigError(SyncdError):
+    """Every problem found in a config file, each as 'key.path: message'."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(
+            f"{source}: {len(self.problems)} problem(s)\n"
+            + "\n".join(f"  {p}" for p in self.problems)
+        )
+
+
+class UsageError(SyncdError):
+    """The command line asks for something that cannot be done."""
+
+
+class StateLocked(SyncdError):
+    """Another syncd process holds the state directory."""
+
+
+class JournalCorrupt(SyncdError):
+    """The journal is damaged somewhere other than a torn last record."""
+
+
+class SourceError(SyncdError):
+    """A repository could not be fetched or read; retried with back-off."""
+
+
+class BranchMissing(SourceError):
+    """The followed branch no longer exists on the remote."""
+
+
+class StackInputError(SyncdError):
+    """A deployment file or template is invalid; names the file and the reason."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        self.file = file
+        self.reason = reason
+        super().__init__(f"{file}: {reason}")
+
+
+class AwsError(SyncdError):
+    """An AWS call failed for a reason syncd understands."""
+
+    def __init__(self, message: str, *, code: str = "", retryable: bool = False) -> None:
+        self.code = code
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class StackBusy(AwsError):
+    """The stack's status does not allow a change now; the stack is reported blocked."""
+
+    def __init__(self, message: str, *, stack_status: str) -> None:
+        self.stack_status = stack_status
+        super().__init__(message, code="StackBusy", retryable=True)

@@ -1,0 +1,338 @@
+"""One reconcile pass over one repo: fetch -> load -> apply in dependency order -> prune.
+
+Every step writes journal records; the pass itself keeps only what is cheap to lose (the commit
+it last read whole, retry times). A pass whose commit has not moved and whose stacks are all
+settled returns at once: no tree is read and no AWS call is made. `observe_world` is the one
+look at the deployed world at start (paginated DescribeStacks), so that a stack deleted or
+changed while syncd was down is noticed and brought back.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Set
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from syncd.apply import Applier, Outcome
+from syncd.cloudformation import CloudFormation
+from syncd.core.config import OnFailure, RepoConfig
+from syncd.core.deployments import LoadResult, StackSpec, UnresolvedOutput, load_stacks, resolve
+from syncd.core.journal_state import Kind, StackState, StackView
+from syncd.core.order import dependency_cycles, ready
+from syncd.errors import AwsError, BranchMissing, SourceError
+from syncd.journal.store import Journal
+from syncd.sources.git import GitSource
+
+_SETTLED = (StackState.IN_SYNC, StackState.FAILED, StackState.AWAITING_APPROVAL)
+
+
+@dataclass
+class PassReport:
+    repo: str
+    commit: str | None = None
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    source_error: str | None = None
+    skipped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.source_error is None
+            and not self.invalid
+            and all(o.ok or o is Outcome.AWAITING_APPROVAL for o in self.outcomes.values())
+        )
+
+
+class RepoSync:
+    """Reconciles one repo; a pass never runs twice at once for the same repo."""
+
+    def __init__(
+        self,
+        repo: RepoConfig,
+        source: GitSource,
+        applier: Applier,
+        cfn: CloudFormation,
+        journal: Journal,
+        slots: threading.Semaphore,
+        concurrency: int,
+    ) -> None:
+        self.repo = repo
+        self.source = source
+        self.applier = applier
+        self.cfn = cfn
+        self.journal = journal
+        self.slots = slots
+        self.concurrency = concurrency
+        self.log = structlog.get_logger("syncd.reconcile").bind(repo=repo.name)
+        self._last_commit: str | None = None
+        self._retry_at: dict[str, float] = {}
+        self._retries: dict[str, int] = {}
+        self._running = threading.Lock()
+
+    def run_pass(self, only: Set[str] | None = None) -> PassReport:
+        with self._running:
+            return self._pass(only)
+
+    def _pass(self, only: Set[str] | None) -> PassReport:
+        report = PassReport(self.repo.name)
+        commit = self._fetch(report)
+        if commit is None:
+            return report
+        report.commit = commit
+        if commit == self._last_commit and not self._has_work(only):
+            report.skipped = True
+            return report
+        log = self.log.bind(commit=commit[:12])
+        loaded = load_stacks(self.repo, self.source.tree(commit))
+        specs = {n: s for n, s in loaded.stacks.items() if only is None or n in only}
+        self._record_invalid(loaded, commit, report, log)
+        for name, cycle in dependency_cycles({n: s.dependencies for n, s in specs.items()}).items():
+            spec = specs.pop(name)
+            self._invalid(name, spec.deployment_file, f"dependency cycle: {cycle}", commit, report)
+        report.outcomes = self._apply_in_order(specs, commit, log)
+        if only is None:
+            self._removed(loaded, commit, report, log)
+        self._last_commit = commit
+        return report
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def _fetch(self, report: PassReport) -> str | None:
+        repo_view = self.journal.state.repos.get(self.repo.name)
+        try:
+            fetched = self.source.fetch()
+        except SourceError as exc:
+            message = str(exc)
+            report.source_error = message
+            if repo_view is None or repo_view.error != message:
+                self.journal.append(Kind.SOURCE_ERROR, repo=self.repo.name, message=message)
+                self.log.error(
+                    "source.branch_missing" if isinstance(exc, BranchMissing) else "source.error",
+                    error=message,
+                )
+            return None
+        if repo_view is not None and repo_view.error is not None and not fetched.moved:
+            self.journal.append(Kind.SOURCE_OK, repo=self.repo.name)
+            self.log.info("source.recovered")
+        if fetched.moved or repo_view is None or repo_view.commit != fetched.commit:
+            self.journal.append(
+                Kind.COMMIT,
+                repo=self.repo.name,
+                commit=fetched.commit,
+                previous=fetched.previous,
+                forced=fetched.forced,
+                changes=[list(c) for c in fetched.changes[:1000]],
+            )
+            event = "commit.force_pushed" if fetched.forced else "commit.detected"
+            log = self.log.warning if fetched.forced else self.log.info
+            log(
+                event,
+                commit=fetched.commit[:12],
+                previous=(fetched.previous or "")[:12],
+                changed_files=len(fetched.changes),
+            )
+        return fetched.commit
+
+    def _has_work(self, only: Set[str] | None) -> bool:
+        now = time.monotonic()
+        for view in self._views():
+            if only is not None and view.stack not in only:
+                continue
+            if view.state not in _SETTLED or view.attempt is not None:
+                return True
+            if (
+                view.state is StackState.FAILED
+                and view.failed_digest is not None
+                and (view.retryable or self._retry_at.get(view.stack, now + 1) <= now)
+            ):
+                return True
+        return False
+
+    def _views(self) -> list[StackView]:
+        return [v for v in list(self.journal.state.stacks.values()) if v.repo == self.repo.name]
+
+    def _record_invalid(
+        self, loaded: LoadResult, commit: str, report: PassReport, log: Any
+    ) -> None:
+        for name, bad in loaded.invalid.items():
+            self._invalid(name, bad.file, bad.reason, commit, report)
+        for spec in loaded.stacks.values():
+            for note in spec.notes:
+                log.warning("deployment.option_ignored", stack=spec.name, note=note)
+
+    def _invalid(self, name: str, file: str, reason: str, commit: str, report: PassReport) -> None:
+        report.invalid[name] = f"{file}: {reason}"
+        view = self.journal.state.stacks.get(name)
+        if view is None or view.invalid_file != file or view.message != f"{file}: {reason}":
+            self.journal.append(
+                Kind.INVALID,
+                repo=self.repo.name,
+                stack=name,
+                commit=commit,
+                file=file,
+                reason=reason,
+            )
+            self.log.error("deployment.invalid", stack=name, file=file, reason=reason)
+
+    def _apply_in_order(
+        self, specs: Mapping[str, StackSpec], commit: str, log: Any
+    ) -> dict[str, Outcome]:
+        deps = {name: spec.dependencies for name, spec in specs.items()}
+
+        def blocked_by(name: str, done: Mapping[str, Outcome]) -> str | None:
+            for dep in sorted(deps[name]):
+                if dep in done and not done[dep].ok:
+                    return dep
+            return None
+
+        def run(name: str, done: Mapping[str, Outcome]) -> Outcome:
+            dep = blocked_by(name, done)
+            if dep is not None:
+                if done[dep] is Outcome.INTERRUPTED:
+                    return Outcome.INTERRUPTED
+                return self._block(name, f"waits for stack {dep}, which is {done[dep].value}")
+            return self._sync_stack(specs[name], commit, log)
+
+        return run_in_dependency_order(deps, run, self.concurrency)
+
+    def _sync_stack(self, spec: StackSpec, commit: str, log: Any) -> Outcome:
+        try:
+            desired = resolve(spec, self._outputs_of)
+        except UnresolvedOutput as exc:
+            return self._block(spec.name, str(exc))
+        except AwsError as exc:
+            return self._block(spec.name, f"cannot read outputs: {exc}")
+        view = self.journal.state.stacks.get(spec.name)
+        if (
+            view is not None
+            and view.failed_digest == desired.digest
+            and not view.retryable
+            and self._retry_at.get(spec.name, 0.0) > time.monotonic()
+        ):
+            return Outcome.FAILED  # on_failure: retry, but not yet
+        with self.slots:
+            outcome = self.applier.apply(desired, commit)
+        if outcome is Outcome.FAILED and spec.options.on_failure is not OnFailure.KEEP:
+            count = self._retries.get(spec.name, 0) + 1
+            self._retries[spec.name] = count
+            delay = min(30.0 * 2 ** (count - 1), 3600.0)
+            self._retry_at[spec.name] = time.monotonic() + delay
+            log.info("apply.retry_scheduled", stack=spec.name, in_seconds=delay)
+        elif outcome.ok:
+            self._retries.pop(spec.name, None)
+            self._retry_at.pop(spec.name, None)
+        return outcome
+
+    def _outputs_of(self, stack: str) -> dict[str, str] | None:
+        view = self.journal.state.stacks.get(stack)
+        if view is not None and view.version is not None:
+            return view.outputs
+        if view is not None:
+            return None  # managed by syncd but never deployed
+        observed = self.cfn.describe(stack)  # a stack syncd does not manage
+        return observed.outputs if observed else None
+
+    def _block(self, stack: str, reason: str) -> Outcome:
+        view = self.journal.state.stacks.get(stack)
+        if view is None or view.state is not StackState.BLOCKED or view.message != reason:
+            self.journal.append(Kind.BLOCKED, repo=self.repo.name, stack=stack, reason=reason)
+            self.log.warning("apply.blocked", stack=stack, reason=reason)
+        return Outcome.BLOCKED
+
+    def _removed(self, loaded: LoadResult, commit: str, report: PassReport, log: Any) -> None:
+        present = set(loaded.stacks) | set(loaded.invalid)
+        for view in self._views():
+            if view.stack in present or view.removed:
+                continue
+            if view.version is None and view.attempt is None:
+                continue  # never deployed: nothing to prune or keep
+            if self.repo.options_for(view.stack).prune:
+                with self.slots:
+                    report.outcomes[view.stack] = self.applier.delete(view, commit)
+            else:
+                self.journal.append(Kind.REMOVED, repo=self.repo.name, stack=view.stack)
+                log.warning(
+                    "stack.left_alone",
+                    stack=view.stack,
+                    reason="deployment file removed; prune is off",
+                )
+
+
+def run_in_dependency_order(
+    deps: Mapping[str, Set[str]],
+    run: Callable[[str, Mapping[str, Outcome]], Outcome],
+    concurrency: int,
+) -> dict[str, Outcome]:
+    """Run `run(name, done)` for every stack, each after those it depends on, `concurrency` at
+    a time. `done` holds the outcomes so far, so a stack can see that a dependency failed."""
+    done: dict[str, Outcome] = {}
+    started: set[str] = set()
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        running: dict[Future[Outcome], str] = {}
+        while True:
+            for name in ready(deps, set(done), started):
+                started.add(name)
+                running[pool.submit(run, name, dict(done))] = name
+            if not running:
+                return done
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done[running.pop(future)] = future.result()
+
+
+def observe_world(cfn: CloudFormation, journal: Journal) -> int:
+    """Compare what CloudFormation shows with what the journal says is deployed.
+
+    Marks a stack drifted when it is gone or its parameters or tags differ from those syncd
+    applied (NoEcho values, shown as ****, are not compared); returns how many drifted."""
+    log = structlog.get_logger("syncd.observe")
+    observed = cfn.describe_all()
+    drifted = 0
+    for view in list(journal.state.stacks.values()):
+        if view.version is None or view.removed:
+            continue
+        now = observed.get(view.stack)
+        drift = _drift(view, now)
+        status = now.status if now else None
+        outputs = now.outputs if now else {}
+        if drift or status != view.stack_status or (now and outputs != view.outputs):
+            journal.append(
+                Kind.OBSERVED,
+                stack=view.stack,
+                stack_status=status,
+                outputs=outputs if now else None,
+                drift=drift,
+            )
+        if drift:
+            drifted += 1
+            log.warning("stack.drifted", stack=view.stack, repo=view.repo, reason=drift)
+    return drifted
+
+
+def _drift(view: StackView, now: Any) -> str | None:
+    if view.attempt is not None:
+        return None  # an apply is open: the resume path looks at it
+    if now is None:
+        return "the stack is gone: deleted outside syncd"
+    changed = sorted(
+        k
+        for k, v in view.parameters.items()
+        if v != "****" and now.parameters.get(k, v) not in (v, "****")
+    )
+    if changed:
+        return f"parameters changed outside syncd: {', '.join(changed)}"
+    if view.tags and {k: now.tags.get(k) for k in view.tags} != view.tags:
+        return "tags changed outside syncd"
+    return None
+
+
+def jittered(seconds: float) -> float:
+    """A poll interval with ±10% jitter, so many daemons do not fetch in lockstep."""
+    return seconds * random.uniform(0.9, 1.1)

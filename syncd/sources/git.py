@@ -1,0 +1,249 @@
+"""Git sources: a bare mirror of each repo's branch in state_dir, and a commit's files.
+
+The only importer of `git` (GitPython). Every git process runs in a hermetic environment: no
+system or user git config, no prompts (a missing credential fails at once instead of hanging
+the daemon), only the transports syncd supports. Credentials in URLs never reach a log or the
+journal: every message leaving this module goes through `redact`.
+
+Hazards: a force-push is detected (the old commit is not an ancestor of the new one) and
+reported, not refused; a deleted branch raises `BranchMissing` and keeps the last commit, so a
+vanished branch never reads as "every deployment file was deleted".
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from syncd.core.config import RepoConfig
+from syncd.core.deployments import MAX_FILE_BYTES, TreeError
+from syncd.errors import BranchMissing, SourceError
+
+TRACKING_REF = "refs/syncd/head"
+_SYMLINK = "120000"
+_MAX_SYMLINK_HOPS = 8
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """Hide user:password@ in every URL inside `text`."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def hermetic_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GIT_") or k in ("GIT_SSH_COMMAND", "GIT_SSH")
+    }
+    env.update(
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ASKPASS="/bin/false",
+        SSH_ASKPASS="/bin/false",
+        GIT_ALLOW_PROTOCOL="file:git:http:https:ssh",
+        LC_ALL="C",
+    )
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    env.pop("SSH_ASKPASS_REQUIRE", None)
+    return env
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    commit: str
+    previous: str | None
+    forced: bool
+    changes: tuple[tuple[str, str], ...]  # (A|M|D|T, path), renames shown as D + A
+
+    @property
+    def moved(self) -> bool:
+        return self.commit != self.previous
+
+
+class GitSource:
+    """One repo's branch, mirrored into `state_dir/repos/<name>.git`."""
+
+    def __init__(self, repo: RepoConfig, state_dir: Path) -> None:
+        self.config = repo
+        self.path = state_dir / "repos" / f"{repo.name}.git"
+        self._repo: git.Repo | None = None
+
+    @property
+    def display_url(self) -> str:
+        return redact(self.config.url)
+
+    def _git(self) -> git.Repo:
+        if self._repo is None:
+            if not (self.path / "HEAD").exists():
+                self.path.mkdir(parents=True, exist_ok=True)
+                git.Repo.init(self.path, bare=True)
+            self._repo = git.Repo(self.path)
+            self._repo.git.update_environment(**hermetic_env())
+        return self._repo
+
+    def current(self) -> str | None:
+        """The last fetched commit, or None before the first fetch."""
+        try:
+            return self._git().git.rev_parse("--verify", "--quiet", TRACKING_REF) or None
+        except git.GitCommandError:
+            return None
+
+    def fetch(self) -> FetchResult:
+        """Fetch the branch; report the new commit, whether it was forced, what changed."""
+        self.seed_if_missing()
+        repo = self._git()
+        previous = self.current()
+        branch = self.config.branch
+        try:
+            repo.git.fetch(
+                "--no-tags",
+                "--quiet",
+                "--",
+                self.config.url,
+                f"+refs/heads/{branch}:{TRACKING_REF}",
+            )
+        except git.GitCommandError as exc:
+            message = redact(f"{exc.stderr or exc}".strip())
+            if "couldn't find remote ref" in message or "not our ref" in message:
+                raise BranchMissing(
+                    f"branch {branch!r} is gone from {self.display_url}; keeping commit "
+                    f"{(previous or 'none')[:12]} until it returns"
+                ) from None
+            raise SourceError(f"cannot fetch {self.display_url}: {_last_line(message)}") from None
+        commit = self.current()
+        if commit is None:  # pragma: no cover - fetch succeeded but wrote no ref
+            raise SourceError(f"fetch of {self.display_url} produced no commit")
+        forced = (
+            previous is not None and commit != previous and not self._is_ancestor(previous, commit)
+        )
+        changes = self._changes(previous, commit) if commit != previous else ()
+        return FetchResult(commit, previous, forced, changes)
+
+    def resolve(self, ref: str) -> str:
+        """Fetch any ref (branch, tag, SHA, refs/pull/N/head) and return its commit."""
+        repo = self._git()
+        if re.fullmatch(r"[0-9a-f]{7,40}", ref):
+            try:
+                return str(repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}"))
+            except git.GitCommandError:
+                pass
+        try:
+            repo.git.fetch("--no-tags", "--quiet", "--", self.config.url, f"+{ref}:refs/syncd/plan")
+            return str(repo.git.rev_parse("--verify", "refs/syncd/plan^{commit}"))
+        except git.GitCommandError as exc:
+            raise SourceError(
+                f"cannot fetch {ref!r} from {self.display_url}: "
+                f"{_last_line(redact(str(exc.stderr or exc)))}"
+            ) from None
+
+    def tree(self, commit: str) -> GitTree:
+        return GitTree(self._git(), commit)
+
+    def _is_ancestor(self, old: str, new: str) -> bool:
+        try:
+            self._git().git.merge_base("--is-ancestor", old, new)
+            return True
+        except git.GitCommandError:
+            return False
+
+    def _changes(self, old: str | None, new: str) -> tuple[tuple[str, str], ...]:
+        repo = self._git()
+        if old is None or not self._has_commit(old):
+            out = repo.git.ls_tree("-r", "--name-only", "-z", new)
+            return tuple(("A", p) for p in out.split("\0") if p)
+        # --no-renames: a renamed deployment file is a deleted stack plus a new one.
+        out = repo.git.diff("--name-status", "--no-renames", "-z", old, new)
+        parts = [p for p in out.split("\0") if p]
+        return tuple((parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2))
+
+    def _has_commit(self, sha: str) -> bool:
+        try:
+            self._git().git.cat_file("-e", f"{sha}^{{commit}}")
+            return True
+        except git.GitCommandError:
+            return False
+
+    def seed_if_missing(self) -> None:
+        """Create a local repo from `init_from` on first run (the quick start's sample repo)."""
+        target = self.config.local_path
+        source = self.config.init_from
+        if target is None or source is None or target.exists():
+            return
+        if not source.is_dir():
+            raise SourceError(f"init_from {source} is not a folder")
+        env = hermetic_env() | {
+            "GIT_AUTHOR_NAME": "syncd",
+            "GIT_AUTHOR_EMAIL": "syncd@localhost",
+            "GIT_COMMITTER_NAME": "syncd",
+            "GIT_COMMITTER_EMAIL": "syncd@localhost",
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp) / "work"
+            shutil.copytree(source, work)
+            g = git.Git(work)
+            g.update_environment(**env)
+            g.init("--quiet", "--initial-branch", self.config.branch)
+            g.add("--all")
+            g.commit("--quiet", "-m", f"Initial templates from {source.name}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            g.clone("--quiet", "--bare", str(work), str(target))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if line.startswith(("fatal:", "error:", "stderr:"))]
+    return (useful or lines or ["unknown error"])[-1].removeprefix("stderr: ").strip("'")
+
+
+class GitTree:
+    """The files of one commit (the `Tree` the deployment-file loader reads)."""
+
+    def __init__(self, repo: git.Repo, commit: str) -> None:
+        self._repo = repo
+        self.commit = commit
+        self._entries: dict[str, tuple[str, str, int]] = {}
+        out = repo.git.ls_tree("-r", "-l", "-z", "--full-tree", commit)
+        for item in out.split("\0"):
+            if not item:
+                continue
+            meta, path = item.split("\t", 1)
+            mode, kind, sha, size = meta.split()
+            if kind == "blob":
+                self._entries[path] = (mode, sha, int(size) if size != "-" else 0)
+
+    def paths(self) -> Iterable[str]:
+        return self._entries.keys()
+
+    def read(self, path: str) -> bytes:
+        seen = 0
+        current = path
+        while True:
+            entry = self._entries.get(current)
+            if entry is None:
+                raise TreeError(f"{current!r} does not exist at commit {self.commit[:12]}")
+            mode, sha, size = entry
+            if mode != _SYMLINK:
+                if size > MAX_FILE_BYTES:
+                    raise TreeError(f"is {size} bytes; the limit is {MAX_FILE_BYTES}")
+                return self._blob(sha)
+            seen += 1
+            if seen > _MAX_SYMLINK_HOPS:
+                raise TreeError(f"{path!r}: too many symlinks")
+            target = self._blob(sha).decode("utf-8", "replace")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
+            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                raise TreeError(f"{path!r} is a symlink pointing outside the repo ({target})")
+            current = resolved
+
+    def _blob(self, sha: str) -> bytes:
+        return bytes(self._repo.odb.stream(bytes.fromhex(sha)).read())
