@@ -116,6 +116,10 @@ class Applier:
                 # e.g. a broken deployment file was fixed back to what is deployed
                 self.journal.append(Kind.RECOVERED, stack=spec.name)
             return Outcome.IN_SYNC
+        problem = self.cfn.template_problem(spec.name, spec.template_body)
+        if problem and not (attempt and attempt.executing):
+            # A config problem, not the template's: blocked, and applied once the config allows.
+            return self._block(spec.name, spec.repo, None, log, reason=problem)
         try:
             if attempt is not None and attempt.executing:
                 return self._resume_execution(spec.name, attempt, log)
@@ -353,8 +357,10 @@ class Applier:
         log.error("apply.failed", error=message, retryable=retryable)
         return Outcome.FAILED
 
-    def _block(self, stack: str, repo: str, stack_status: str, log: Any) -> Outcome:
-        reason = blocked_reason(stack_status)
+    def _block(
+        self, stack: str, repo: str, stack_status: str | None, log: Any, reason: str = ""
+    ) -> Outcome:
+        reason = reason or blocked_reason(stack_status or "")
         view = self.journal.state.stacks.get(stack)
         if view is not None and view.attempt is not None and not view.attempt.executing:
             # An attempt that never reached execute ends here; the stack is blocked, not failed.

@@ -180,7 +180,12 @@ class CloudFormation:
     def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
         try:
             return method(**kwargs)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        except (
+            botocore.exceptions.ClientError,
+            botocore.exceptions.BotoCoreError,
+            # Not a BotoCoreError: an HTML error page (a proxy, moto's 500 for what it lacks).
+            botocore.parsers.ResponseParserError,
+        ) as exc:
             raise translate(exc, what) from None
 
     # --- stacks ---------------------------------------------------------------------------
@@ -318,14 +323,20 @@ class CloudFormation:
 
     # --- templates in S3 ------------------------------------------------------------------
 
-    def _upload_template(self, stack: str, digest: str, template: str) -> str:
-        if not self._template_bucket:
-            raise AwsError(
-                f"the template of {stack} is {len(template.encode())} bytes, over "
-                f"CloudFormation's inline limit of {INLINE_TEMPLATE_LIMIT}; set "
-                "aws.template_bucket so syncd can pass it through S3",
-                code="TemplateTooLarge",
+    def template_problem(self, stack: str, template: str) -> str | None:
+        """Why this template cannot be sent with the current config, or None."""
+        size = len(template.encode())
+        if size > INLINE_TEMPLATE_LIMIT and not self._template_bucket:
+            return (
+                f"the template is {size} bytes, over CloudFormation's inline limit of "
+                f"{INLINE_TEMPLATE_LIMIT}; set aws.template_bucket so syncd can pass it through S3"
             )
+        return None
+
+    def _upload_template(self, stack: str, digest: str, template: str) -> str:
+        problem = self.template_problem(stack, template)
+        if problem or not self._template_bucket:
+            raise AwsError(problem or "no template bucket", code="TemplateTooLarge")
         bucket, _, prefix = self._template_bucket[len("s3://") :].partition("/")
         key = f"{prefix.rstrip('/')}/{stack}/{digest}.template".lstrip("/")
         self._call(

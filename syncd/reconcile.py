@@ -30,6 +30,8 @@ from syncd.journal.store import Journal
 from syncd.sources.git import GitSource
 
 _SETTLED = (StackState.IN_SYNC, StackState.FAILED, StackState.AWAITING_APPROVAL)
+RETRY_FIRST = 30.0  # seconds before the first retry of a failed stack; doubles up to RETRY_MAX
+RETRY_MAX = 3600.0
 
 
 @dataclass
@@ -213,16 +215,20 @@ class RepoSync:
         if (
             view is not None
             and view.failed_digest == desired.digest
-            and not view.retryable
             and self._retry_at.get(spec.name, 0.0) > time.monotonic()
         ):
-            return Outcome.FAILED  # on_failure: retry, but not yet
+            return Outcome.FAILED  # a retry is due later, not yet
         with self.slots:
             outcome = self.applier.apply(desired, commit)
-        if outcome is Outcome.FAILED and spec.options.on_failure is not OnFailure.KEEP:
+        view = self.journal.state.stacks.get(spec.name)
+        if outcome is Outcome.FAILED and (
+            spec.options.on_failure is not OnFailure.KEEP or (view is not None and view.retryable)
+        ):
+            # Back off: a transient AWS failure or on_failure: retry must not hammer
+            # CloudFormation, nor add a journal record every poll.
             count = self._retries.get(spec.name, 0) + 1
             self._retries[spec.name] = count
-            delay = min(30.0 * 2 ** (count - 1), 3600.0)
+            delay = min(RETRY_FIRST * 2 ** (count - 1), RETRY_MAX)
             self._retry_at[spec.name] = time.monotonic() + delay
             log.info("apply.retry_scheduled", stack=spec.name, in_seconds=delay)
         elif outcome.ok:

@@ -1,0 +1,125 @@
+"""Real Git repositories for tests: a bare "server" repo and a working clone that pushes to it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+def git(*args: str, cwd: Path) -> str:
+    env = {**os.environ, **_ENV}
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+class GitRepo:
+    """`bare` is what syncd follows; `work` is a clone to edit, commit and push from."""
+
+    def __init__(self, root: Path, branch: str = "main") -> None:
+        self.bare = root / "remote.git"
+        self.work = root / "work"
+        self.branch = branch
+        self.bare.mkdir(parents=True)
+        git("init", "--quiet", "--bare", "--initial-branch", branch, cwd=self.bare)
+        self.work.mkdir()
+        git("init", "--quiet", "--initial-branch", branch, cwd=self.work)
+        git("remote", "add", "origin", str(self.bare), cwd=self.work)
+
+    def write(self, files: dict[str, str | None]) -> None:
+        """Write (or, with None, delete) files in the working clone."""
+        for path, text in files.items():
+            target = self.work / path
+            if text is None:
+                target.unlink()
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+
+    def commit(
+        self, files: dict[str, str | None], message: str = "change", push: bool = True
+    ) -> str:
+        self.write(files)
+        git("add", "--all", cwd=self.work)
+        git("commit", "--quiet", "--allow-empty", "-m", message, cwd=self.work)
+        if push:
+            self.push()
+        return self.head()
+
+    def push(self, force: bool = False) -> None:
+        args = ["push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}"]
+        if force:
+            args.insert(1, "--force")
+        git(*args, cwd=self.work)
+
+    def head(self) -> str:
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+    def rewrite_last(self, files: dict[str, str | None], message: str = "rewritten") -> str:
+        """Amend the last commit and force-push it (history rewritten on the server)."""
+        self.write(files)
+        git("add", "--all", cwd=self.work)
+        git("commit", "--quiet", "--amend", "-m", message, cwd=self.work)
+        self.push(force=True)
+        return self.head()
+
+    def delete_branch(self) -> None:
+        git("push", "--quiet", "origin", f":refs/heads/{self.branch}", cwd=self.work)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def git_daemon(base: Path) -> Iterator[str]:
+    """`git daemon` serving every repo under `base` on loopback; yields git://127.0.0.1:PORT."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            f"--base-path={base}",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            "--informative-errors",
+            str(base),
+        ],
+        env={**os.environ, **_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("git daemon did not start") from None
+                time.sleep(0.02)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
