@@ -309,8 +309,6 @@ class _Reader:
                 self.problem(f"{path}.{key}", "required")
         name = self.get(d, "name", path, _repo_name, "")
         url = self.get(d, "url", path, _string, "")
-        if not name or not url:
-            return None
         options = self.option_values({k: d[k] for k in option_keys if k in d}, path, defaults)
         stacks_raw = self.mapping(d.get("stacks"), f"{path}.stacks", set(_keys(d.get("stacks"))))
         stack_options: dict[str, StackOptions] = {}
@@ -319,24 +317,31 @@ class _Reader:
                 self.problem(f"{path}.stacks.{stack}", "is not a valid stack name")
                 continue
             stack_options[str(stack)] = self.options(overrides, f"{path}.stacks.{stack}", options)
-        local = _is_local(url)
+        local = bool(url) and _is_local(url)
         if local and not url.startswith("file://"):
             url = str(self.path(url))
         init_from = self.get(d, "init_from", path, self.path, None)
-        if init_from is not None and not local:
+        if init_from is not None and url and not local:
             self.problem(f"{path}.init_from", "only for a repo whose url is a local path")
         prefix = self.get(d, "stack_prefix", path, _string, "")
         if prefix and not re.match(r"^[A-Za-z][A-Za-z0-9-]*$", prefix):
             self.problem(f"{path}.stack_prefix", "must start with a letter; letters, digits, -")
         secret = self.get(d, "webhook_secret_file", path, self.path, None)
+        branch = self.get(d, "branch", path, _branch, "main")
+        poll_interval = self.get(d, "poll_interval", path, _duration, 60.0)
+        watch = self.get(d, "watch", path, _bool, False)
+        default_globs: tuple[str, ...] = ("deployments/*.yaml",)
+        deployments = self.get(d, "deployments", path, _globs, default_globs)
+        if not name or not url:  # reported above; every other key was still checked
+            return None
         return RepoConfig(
             name=name,
             url=url,
-            branch=self.get(d, "branch", path, _branch, "main"),
-            poll_interval=self.get(d, "poll_interval", path, _duration, 60.0),
-            watch=self.get(d, "watch", path, _bool, False),
+            branch=branch,
+            poll_interval=poll_interval,
+            watch=watch,
             webhook_secret_file=secret,
-            deployments=self.get(d, "deployments", path, _globs, ("deployments/*.yaml",)),
+            deployments=deployments,
             stack_prefix=prefix,
             options=options,
             stack_options=stack_options,

@@ -1,0 +1,74 @@
+"""Helpers for end-to-end tests: run the real `syncd` command as a separate process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def syncd_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env.update(extra)
+    return env
+
+
+def run_syncd(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
+    """Run `syncd ARGS` (as `python -m syncd`) and return the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", *args],
+        capture_output=True,
+        text=True,
+        env=env or syncd_env(),
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+
+
+def start_syncd(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncd", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or syncd_env(),
+        cwd=REPO_ROOT,
+    )
+
+
+def json_out(result: Any) -> Any:
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `predicate` (reads of files the daemon writes) until it is truthy, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def journal_records(state_dir: Path) -> list[dict[str, Any]]:
+    path = state_dir / "journal" / "segment-000001.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break  # a line being written right now
+    return records

@@ -1,0 +1,260 @@
+"""The `syncd` command against moto's server and real Git repos: output, exit codes, errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
+from tests.e2e.conftest import (
+    REPO_ROOT,
+    json_out,
+    journal_records,
+    run_syncd,
+    start_syncd,
+    syncd_env,
+    wait_for,
+)
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def two_stacks(repo) -> str:
+    return repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "deployments/alpha.yaml": deployment(Name="alpha"),
+            "deployments/beta.yaml": yaml.safe_dump(
+                {
+                    "template-file-path": "templates/topic.yaml",
+                    "parameters": {"Name": {"stack-output": "alpha.TopicName"}},
+                    "tags": {"team": "platform"},
+                }
+            ),
+        }
+    )
+
+
+def test_version_and_help():
+    result = run_syncd("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"syncd \d+\.\d+\.\d+\n", result.stdout)
+    result = run_syncd("sync", "--help")
+    assert result.returncode == 0 and "--stack" in result.stdout
+
+
+def test_a_bad_config_reports_every_problem_and_starts_nothing(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "state_dir: ./state\n"
+        "concurency: 3\n"
+        "aws: {embedded: yes-please}\n"
+        "repos:\n"
+        "  - name: Bad_Name\n"
+        "    url: /tmp/x\n"
+        "    poll_interval: 10\n"
+        "  - url: /tmp/y\n"
+    )
+    result = run_syncd("sync", "-c", str(config))
+    assert result.returncode == 2
+    for fragment in (
+        "concurency: unknown key (did you mean 'concurrency'?)",
+        "aws.embedded: must be true or false",
+        "repos[0].name:",
+        "repos[0].poll_interval: must be a duration",
+        "repos[1].name: required",
+    ):
+        assert fragment in result.stderr, result.stderr
+    assert not (tmp_path / "state").exists()
+    assert result.stdout == ""
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path):
+    result = run_syncd("status", "-c", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr and "cannot read" in result.stderr
+
+
+def test_sync_status_history_match_the_spec(tmp_path, repo, aws):
+    commit = two_stacks(repo)
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    result = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert {(r["stack"], r["outcome"]) for r in json_out(result)} == {
+        ("alpha", "succeeded"),
+        ("beta", "succeeded"),
+    }
+
+    # -c before the command name, and $SYNCD_CONFIG, work too.
+    status = json_out(run_syncd("-c", str(config), "status", "--format", "json"))
+    assert status == json_out(
+        run_syncd("status", "--format", "json", env=syncd_env(SYNCD_CONFIG=str(config)))
+    )
+    assert [row["stack"] for row in status] == ["alpha", "beta"]
+    for row in status:
+        assert set(row) >= {
+            "stack",
+            "repo",
+            "version",
+            "commit",
+            "state",
+            "stack_status",
+            "last_sync",
+            "message",
+        }
+        assert row["repo"] == "r"
+        assert row["version"] == 1
+        assert row["commit"] == commit
+        assert row["state"] == "in_sync"
+        assert row["stack_status"] == "CREATE_COMPLETE"
+        assert ISO.match(row["last_sync"])
+
+    history = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
+    assert [h["stack"] for h in history] == ["alpha", "beta"]  # oldest first: alpha before beta
+    for row in history:
+        assert set(row) >= {
+            "stack",
+            "version",
+            "commit",
+            "action",
+            "result",
+            "change_set",
+            "started_at",
+            "finished_at",
+        }
+        assert (row["version"], row["commit"], row["action"], row["result"]) == (
+            1,
+            commit,
+            "create",
+            "succeeded",
+        )
+        assert row["change_set"].startswith("arn:aws:cloudformation:")
+        assert ISO.match(row["started_at"]) and ISO.match(row["finished_at"])
+        assert row["started_at"] <= row["finished_at"]
+    one = json_out(run_syncd("history", "beta", "-c", str(config), "--format", "json"))
+    assert [h["stack"] for h in one] == ["beta"]
+
+    text = run_syncd("status", "-c", str(config))
+    assert text.returncode == 0
+    assert text.stdout.splitlines()[0].split()[:4] == ["STACK", "REPO", "VERSION", "STATE"]
+    assert "alpha" in text.stdout and "in_sync" in text.stdout
+
+
+def test_a_failing_stack_makes_sync_and_status_exit_1(tmp_path, repo, aws):
+    repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "deployments/ok.yaml": deployment(Name="ok"),
+            "deployments/bad.yaml": deployment(Name="bad", Undeclared="x"),
+        }
+    )
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    result = run_syncd("sync", "-c", str(config))
+    assert result.returncode == 1
+    assert "deployments/bad.yaml" in result.stdout
+    status = run_syncd("status", "-c", str(config), "--format", "json")
+    assert status.returncode == 1
+    states = {r["stack"]: r["state"] for r in json_out(status)}
+    assert states == {"ok": "in_sync", "bad": "failed"}
+    assert aws.stack("ok") is not None
+
+
+def test_sync_one_stack_only(tmp_path, repo, aws):
+    two_stacks(repo)
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    result = run_syncd("sync", "-c", str(config), "--stack", "alpha")
+    assert result.returncode == 0, result.stderr
+    assert aws.stack("alpha") is not None and aws.stack("beta") is None
+    result = run_syncd("sync", "-c", str(config), "--stack", "gamma")
+    assert result.returncode == 2 and "no such stack: gamma" in result.stderr
+
+
+def test_validate_lints_templates_without_aws_calls(tmp_path, repo, aws):
+    repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "templates/typo.yaml": TOPIC_TEMPLATE.replace("AWS::SNS::Topic", "AWS::SNS::Topik"),
+            "deployments/good.yaml": deployment(Name="good"),
+            "deployments/typo.yaml": deployment("templates/typo.yaml", Name="typo"),
+        }
+    )
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    result = run_syncd("validate", "-c", str(config))
+    assert result.returncode == 1
+    assert "good: ok" in result.stdout
+    assert "typo: FAIL" in result.stdout
+    assert re.search(r"templates/typo\.yaml:\d+: error E3006", result.stdout), result.stdout
+    assert aws.proxy.count() == 0
+    repo.commit({"deployments/typo.yaml": None})
+    assert run_syncd("validate", "-c", str(config)).returncode == 0
+
+
+def test_a_second_process_cannot_take_a_running_daemons_state(tmp_path, repo, aws):
+    two_stacks(repo)
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    daemon = start_syncd("run", "-c", str(config))
+    try:
+        wait_for(lambda: (tmp_path / "state" / "syncd.lock").exists(), what="the lock")
+        wait_for(lambda: journal_records(tmp_path / "state"), what="the first record")
+        result = run_syncd("sync", "-c", str(config))
+        assert result.returncode == 2
+        assert "another syncd" in result.stderr
+        status = run_syncd("status", "-c", str(config), "--format", "json")  # readers may
+        assert status.returncode in (0, 1)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+
+
+def test_kill_9_during_an_apply_then_restart_never_executes_twice(tmp_path, repo, aws):
+    repo.commit(
+        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/s.yaml": deployment(Name="s")}
+    )
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    aws.proxy.slow("s", polls=100_000)  # the update "takes forever"
+    proc = start_syncd("sync", "-c", str(config))
+    state = tmp_path / "state"
+    wait_for(
+        lambda: any(r["kind"] == "executing" for r in journal_records(state)),
+        what="the executing record",
+    )
+    proc.kill()
+    proc.wait(timeout=10)
+    assert aws.proxy.count("ExecuteChangeSet") == 1
+
+    aws.proxy.reset()  # the operation finishes while syncd is dead
+    result = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert aws.proxy.count("ExecuteChangeSet") == 0
+    assert aws.proxy.count("CreateChangeSet") == 0
+    history = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
+    assert [(h["version"], h["result"]) for h in history] == [(1, "succeeded")]
+
+
+def test_the_quick_start_config_deploys_the_sample_on_the_embedded_emulator(tmp_path):
+    shutil.copytree(REPO_ROOT / "config", tmp_path / "config")
+    shutil.copytree(REPO_ROOT / "examples", tmp_path / "examples")
+    config = tmp_path / "config" / "local.yaml"
+    result = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert {r["stack"]: r["outcome"] for r in json_out(result)} == {
+        "demo-network": "succeeded",
+        "demo-app": "succeeded",
+    }
+    assert (tmp_path / ".local" / "sample.git" / "HEAD").exists()
+    status = json_out(run_syncd("status", "-c", str(config), "--format", "json"))
+    assert {r["state"] for r in status} == {"in_sync"}
+    assert (
+        subprocess.run(
+            ["git", "-C", str(tmp_path / ".local/sample.git"), "log", "--oneline"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.count("\n")
+        == 1
+    )
