@@ -123,3 +123,15 @@ def write_config(
     path = tmp_path / "syncd.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def topic_stack(repo: Any, stack: str, name: str) -> str:
+    """Commit (and push) the topic template and one deployment file for `stack`."""
+    return str(
+        repo.commit(
+            {
+                "templates/topic.yaml": TOPIC_TEMPLATE,
+                f"deployments/{stack}.yaml": deployment(Name=name),
+            }
+        )
+    )

@@ -6,15 +6,14 @@ import re
 import shutil
 import signal
 import subprocess
-from pathlib import Path
 
 import yaml
 
-from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
+from tests.conftest import TOPIC_TEMPLATE, deployment, topic_stack, write_config
 from tests.e2e.conftest import (
     REPO_ROOT,
-    json_out,
     journal_records,
+    json_out,
     run_syncd,
     start_syncd,
     syncd_env,
@@ -212,9 +211,7 @@ def test_a_second_process_cannot_take_a_running_daemons_state(tmp_path, repo, aw
 
 
 def test_kill_9_during_an_apply_then_restart_never_executes_twice(tmp_path, repo, aws):
-    repo.commit(
-        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/s.yaml": deployment(Name="s")}
-    )
+    topic_stack(repo, "s", "s")
     config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
     aws.proxy.slow("s", polls=100_000)  # the update "takes forever"
     proc = start_syncd("sync", "-c", str(config))

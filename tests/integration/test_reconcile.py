@@ -15,7 +15,7 @@ from syncd.app import App, load_config, open_app
 from syncd.apply import Outcome
 from syncd.core.journal_state import Kind, StackState
 from syncd.reconcile import PassReport, observe_world
-from tests.conftest import TOPIC_TEMPLATE, Aws, deployment, write_config
+from tests.conftest import TOPIC_TEMPLATE, Aws, deployment, topic_stack, write_config
 from tests.support.gitrepo import GitRepo
 
 PLAIN_TEMPLATE = """\
@@ -282,9 +282,7 @@ def test_templates_over_the_inline_limit_go_through_s3(repo, aws, harness):
 
 
 def test_waits_for_in_progress_and_survives_throttling(repo, aws, harness):
-    repo.commit(
-        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/s.yaml": deployment(Name="s")}
-    )
+    topic_stack(repo, "s", "s")
     aws.proxy.slow("s", polls=3)
     aws.proxy.throttle("CreateChangeSet", 2)
     aws.proxy.throttle("DescribeStacks", 2)
@@ -297,9 +295,7 @@ def test_waits_for_in_progress_and_survives_throttling(repo, aws, harness):
 
 
 def test_a_stack_busy_with_someone_else_is_blocked_then_applied(repo, aws, harness):
-    repo.commit(
-        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/s.yaml": deployment(Name="v1")}
-    )
+    topic_stack(repo, "s", "v1")
     h = harness()
     assert h.sync().ok
     aws.proxy.hold("s", "UPDATE_IN_PROGRESS")
@@ -318,9 +314,7 @@ def test_a_stack_busy_with_someone_else_is_blocked_then_applied(repo, aws, harne
 
 
 def test_a_failed_create_is_reported_and_recreated_only_when_asked(repo, aws, harness):
-    repo.commit(
-        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/s.yaml": deployment(Name="v1")}
-    )
+    topic_stack(repo, "s", "v1")
     aws.proxy.fail("s", polls=1, reason="Topic limit exceeded")
     h = harness()
     report = h.sync()
@@ -355,9 +349,7 @@ def test_a_failed_create_is_reported_and_recreated_only_when_asked(repo, aws, ha
 
 
 def test_a_failed_update_keeps_the_last_good_version(repo, aws, harness):
-    repo.commit(
-        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/s.yaml": deployment(Name="v1")}
-    )
+    topic_stack(repo, "s", "v1")
     h = harness()
     assert h.sync().ok
     aws.proxy.fail("s", polls=2, reason="Access denied")
@@ -378,9 +370,7 @@ def test_a_failed_update_keeps_the_last_good_version(repo, aws, harness):
 
 
 def test_stop_while_waiting_then_restart_observes_and_never_executes_twice(repo, aws, harness):
-    repo.commit(
-        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/s.yaml": deployment(Name="v1")}
-    )
+    topic_stack(repo, "s", "v1")
     aws.proxy.slow("s", polls=10_000)
     stop = threading.Event()
     h = harness()
@@ -403,9 +393,7 @@ def test_stop_while_waiting_then_restart_observes_and_never_executes_twice(repo,
 def test_a_change_set_recorded_but_never_executed_is_executed_once_after_restart(
     repo, aws, harness
 ):
-    repo.commit(
-        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/s.yaml": deployment(Name="v1")}
-    )
+    topic_stack(repo, "s", "v1")
     stop = threading.Event()
     h = harness()
     h.open(stop=stop)

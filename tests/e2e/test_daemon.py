@@ -1,0 +1,132 @@
+"""`syncd run` as systemd runs it: a notify socket bound by the test, pushes, SIGHUP, SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import deployment, topic_stack, write_config
+from tests.e2e.conftest import journal_records, start_syncd, syncd_env, wait_for
+from tests.support.gitrepo import GitRepo
+
+
+class NotifySocket:
+    """The datagram socket systemd would hand the service in $NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.seen: list[str] = []
+
+    def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
+        """Read datagrams until one has an assignment starting with `prefix`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                message = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.seen.append(message)
+            if any(line.startswith(prefix) for line in message.splitlines()):
+                return message
+        raise AssertionError(f"no {prefix!r} from the daemon; got {self.seen}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def stack_versions(state: Path) -> dict[str, int]:
+    versions: dict[str, int] = {}
+    for record in journal_records(state):
+        data = record["data"]
+        if record["kind"] == "result" and data.get("result") in ("succeeded", "no_changes"):
+            versions[data["stack"]] = versions.get(data["stack"], 0) + 1
+    return versions
+
+
+@pytest.fixture
+def notify(tmp_path: Path):
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+def test_the_daemon_under_systemd_applies_pushes_reloads_and_stops(tmp_path, repo, aws, notify):
+    topic_stack(repo, "app", "v1")
+    second = GitRepo(tmp_path / "second")
+    topic_stack(second, "other", "o")
+    first_repo = {"name": "r", "url": str(repo.bare), "poll_interval": "200ms"}
+    config = write_config(tmp_path, [first_repo], aws.endpoint)
+    state = tmp_path / "state"
+    env = syncd_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="400000")
+    daemon = start_syncd("run", "-c", str(config), env=env)
+    try:
+        assert "READY=1" in notify.wait_for("READY=1")
+        wait_for(lambda: aws.stack("app"), what="the first create")
+        notify.wait_for("WATCHDOG=1")
+        assert "1 stacks" in notify.wait_for("STATUS=")
+
+        # A push is applied by the next poll: version 2 of the stack.
+        repo.commit({"deployments/app.yaml": deployment(Name="v2")})
+        wait_for(lambda: aws.parameters("app") == {"Name": "v2"}, what="version 2")
+        wait_for(lambda: stack_versions(state).get("app") == 2, what="the version 2 record")
+
+        # SIGHUP with a broken config: refused, logged, the daemon keeps going.
+        good = config.read_text()
+        config.write_text(good + "bogus_key: 1\n")
+        daemon.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING=1")
+        notify.wait_for("READY=1")
+        assert daemon.poll() is None
+
+        # SIGHUP with a second repo: its stack appears.
+        doc = yaml.safe_load(good)
+        doc["repos"].append({"name": "second", "url": str(second.bare), "poll_interval": "200ms"})
+        config.write_text(yaml.safe_dump(doc))
+        daemon.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING=1")
+        notify.wait_for("READY=1")
+        wait_for(lambda: aws.stack("other"), what="the new repo's stack")
+
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        notify.wait_for("STOPPING=1")
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        stderr = daemon.stderr.read() if daemon.stderr else ""
+        daemon.wait()
+    assert "config.reload_refused" in stderr
+    assert "bogus_key" in stderr
+    assert "daemon.stopped" in stderr
+
+
+def test_sigterm_while_waiting_on_cloudformation_stops_at_once(tmp_path, repo, aws, notify):
+    topic_stack(repo, "slow", "x")
+    aws.proxy.slow("slow", polls=100_000)
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    daemon = start_syncd("run", "-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path)))
+    try:
+        notify.wait_for("READY=1")
+        wait_for(
+            lambda: any(r["kind"] == "executing" for r in journal_records(tmp_path / "state")),
+            what="the executing record",
+        )
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    # The apply is still open in the journal: the next start observes it.
+    kinds = [r["kind"] for r in journal_records(tmp_path / "state")]
+    assert kinds[-1] == "executing"
