@@ -23,7 +23,8 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    # !Ref and !Condition are not Fn:: functions in their long form.
+    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
     value: Any
     if isinstance(node, yaml.ScalarNode):
         value = loader.construct_scalar(node)
@@ -49,10 +50,10 @@ def parse_template(text: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise TemplateSyntaxError(f"not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise TemplateSyntaxError("a template must be a mapping with a Resources section")
+        raise TemplateSyntaxError("is not a mapping with a Resources section")
     resources = data.get("Resources")
     if not isinstance(resources, dict) or not resources:
-        raise TemplateSyntaxError("a template needs a non-empty Resources mapping")
+        raise TemplateSyntaxError("has no Resources, or they are empty")
     return data
 
 

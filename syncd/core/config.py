@@ -277,6 +277,9 @@ class _Reader:
         if not isinstance(value, list):
             self.problem("repos", f"must be a list, not {_kind(value)}")
             return ()
+        if not value:
+            self.problem("repos", "required: at least one repo")
+            return ()
         repos: list[RepoConfig] = []
         seen: set[str] = set()
         for i, item in enumerate(value):
@@ -323,7 +326,7 @@ class _Reader:
         init_from = self.get(d, "init_from", path, self.path, None)
         if init_from is not None and url and not local:
             self.problem(f"{path}.init_from", "only for a repo whose url is a local path")
-        prefix = self.get(d, "stack_prefix", path, _string, "")
+        prefix = self.get(d, "stack_prefix", path, _text, "")
         if prefix and not re.match(r"^[A-Za-z][A-Za-z0-9-]*$", prefix):
             self.problem(f"{path}.stack_prefix", "must start with a letter; letters, digits, -")
         secret = self.get(d, "webhook_secret_file", path, self.path, None)
@@ -367,8 +370,17 @@ def _did_you_mean(key: str, allowed: set[str]) -> str:
 
 
 def _string(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a non-empty string, not {_kind(value)}")
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {_kind(value)}")
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _text(value: object) -> str:
+    """A string that may be empty (stack_prefix: "" means no prefix)."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {_kind(value)}")
     return value
 
 

@@ -169,7 +169,16 @@ def load_stacks(repo: RepoConfig, tree: Tree) -> LoadResult:
             parsed.append(_load_one(repo, tree, path))
         except _Invalid as bad:
             name = bad.stack_name or default_stack_name(repo, path)
-            invalid[name] = InvalidStack(name, repo.name, bad.file, bad.reason)
+            if name in invalid:  # two bad files name one stack: say both
+                earlier = invalid[name]
+                invalid[name] = InvalidStack(
+                    name,
+                    repo.name,
+                    earlier.file,
+                    f"{earlier.reason}; and {path} names the same stack: {bad.file}: {bad.reason}",
+                )
+            else:
+                invalid[name] = InvalidStack(name, repo.name, bad.file, bad.reason)
     by_name: dict[str, list[StackSpec]] = {}
     for spec in parsed:
         by_name.setdefault(spec.name, []).append(spec)
@@ -216,17 +225,21 @@ class _Invalid(Exception):
         self.stack_name = stack_name
 
 
-def _read_text(tree: Tree, path: str, what: str) -> str:
+def _read_text(tree: Tree, path: str, what: str, stack_name: str | None = None) -> str:
+    """A file's text; errors carry the stack name when it is known, so that a bad template
+    is reported under its own stack (never as a missing one, which prune could delete)."""
     try:
         data = tree.read(path)
     except TreeError as exc:
-        raise _Invalid(path, f"{what} {exc}") from exc
+        raise _Invalid(path, f"{what} {exc}", stack_name) from exc
     if len(data) > MAX_FILE_BYTES:
-        raise _Invalid(path, f"{what} is {len(data)} bytes; the limit is {MAX_FILE_BYTES}")
+        raise _Invalid(
+            path, f"{what} is {len(data)} bytes; the limit is {MAX_FILE_BYTES}", stack_name
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Invalid(path, f"{what} is not UTF-8 text") from exc
+        raise _Invalid(path, f"{what} is not UTF-8 text", stack_name) from exc
 
 
 def _load_one(repo: RepoConfig, tree: Tree, path: str) -> StackSpec:
@@ -252,7 +265,7 @@ def _load_one(repo: RepoConfig, tree: Tree, path: str) -> StackSpec:
     if not isinstance(template_file, str) or not template_file:
         raise _Invalid(path, "template-file-path is required", name)
     template_file = _inside_repo(path, template_file, name)
-    body = _read_text(tree, template_file, "template")
+    body = _read_text(tree, template_file, "template", name)
     try:
         template = parse_template(body)
     except TemplateSyntaxError as exc:

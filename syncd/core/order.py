@@ -10,31 +10,79 @@ from collections.abc import Mapping, Set
 
 
 def dependency_cycles(deps: Mapping[str, Set[str]]) -> dict[str, str]:
-    """Stacks that sit on a dependency cycle (within `deps`), each with a readable cycle."""
+    """Every stack on a dependency cycle (within `deps`), each with a readable cycle.
+
+    A stack is on a cycle when it shares a strongly connected component with another stack,
+    or depends on itself (Tarjan's algorithm; iterative, so deep chains cannot overflow)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
     cyclic: dict[str, str] = {}
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-    path: list[str] = []
+    counter = 0
 
-    def visit(node: str) -> None:
-        state[node] = 1
-        path.append(node)
-        for dep in sorted(deps.get(node, ())):
-            if dep not in deps:
+    def edges(node: str) -> list[str]:
+        return sorted(d for d in deps.get(node, ()) if d in deps)
+
+    for root in sorted(deps):
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            succ = edges(node)
+            if i < len(succ):
+                work.append((node, i + 1))
+                nxt = succ[i]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
                 continue
-            if state.get(dep) == 1:
-                cycle = [*path[path.index(dep) :], dep]
-                text = " -> ".join(cycle)
-                for member in cycle:
-                    cyclic.setdefault(member, text)
-            elif dep not in state:
-                visit(dep)
-        path.pop()
-        state[node] = 2
-
-    for node in sorted(deps):
-        if node not in state:
-            visit(node)
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in deps.get(node, ()):
+                    _describe(sorted(component), deps, cyclic)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
     return cyclic
+
+
+def _describe(component: list[str], deps: Mapping[str, Set[str]], out: dict[str, str]) -> None:
+    """Name a concrete cycle for each member: one description for all members on it."""
+    members = set(component)
+    for start in component:
+        if start in out:
+            continue
+        path = [start]
+        seen = {start}
+        node = start
+        while True:
+            nexts = sorted(d for d in deps.get(node, ()) if d in members)
+            if start in nexts:
+                path.append(start)
+                break
+            node = next((n for n in nexts if n not in seen), nexts[0])
+            if node in seen:  # cannot happen in an SCC walk that prefers unseen nodes
+                path.append(node)
+                break
+            path.append(node)
+            seen.add(node)
+        text = " -> ".join(path)
+        for member in path:
+            out.setdefault(member, text)
 
 
 def topological(deps: Mapping[str, Set[str]]) -> list[str]:

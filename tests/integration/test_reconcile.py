@@ -436,3 +436,29 @@ def test_an_aws_refusal_fails_that_stack_alone(repo, aws, harness):
     assert "InsufficientCapabilitiesException" in h.state.stacks["a"].message
     assert aws.proxy.calls.count("CreateChangeSet") == 3
     assert aws.stack("b")["StackStatus"] == "CREATE_COMPLETE"
+
+
+def test_a_broken_template_never_reads_as_a_removed_stack(repo, aws, harness):
+    # The deployment file names its stack explicitly; its template then goes missing. The stack
+    # must be reported failed under its own name, and prune must not take it for removed.
+    repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "deployments/app.yaml": yaml.safe_dump(
+                {
+                    "template-file-path": "templates/topic.yaml",
+                    "stack-name": "app-prod",
+                    "parameters": {"Name": "app"},
+                }
+            ),
+        }
+    )
+    h = harness(defaults={"prune": True})
+    assert h.sync().ok
+    repo.commit({"templates/topic.yaml": None})
+    report = h.sync()
+    assert "app-prod" in report.invalid and "templates/topic.yaml" in report.invalid["app-prod"]
+    assert aws.stack("app-prod")["StackStatus"] == "CREATE_COMPLETE"
+    assert aws.proxy.count("DeleteStack") == 0
+    assert h.state.stacks["app-prod"].state is StackState.FAILED
+    assert set(h.state.stacks) == {"app-prod"}

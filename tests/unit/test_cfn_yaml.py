@@ -1,0 +1,211 @@
+"""syncd.core.cfn_yaml: templates as CloudFormation reads them, and their NoEcho parameters."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+import pytest
+
+from syncd.core.cfn_yaml import (
+    TemplateSyntaxError,
+    declared_parameters,
+    no_echo_parameters,
+    parse_template,
+)
+
+
+def template_with(value: str) -> str:
+    """A template whose one resource property is `value` (YAML)."""
+    return textwrap.dedent(
+        f"""\
+        Resources:
+          Thing:
+            Type: AWS::CloudFormation::WaitConditionHandle
+            Properties:
+              Value: {value}
+        """
+    )
+
+
+def property_of(text: str) -> Any:
+    return parse_template(text)["Resources"]["Thing"]["Properties"]["Value"]
+
+
+@pytest.mark.parametrize(
+    ("short", "long"),
+    [
+        ("!Ref Env", {"Ref": "Env"}),
+        ("!Ref AWS::Region", {"Ref": "AWS::Region"}),
+        ("!Sub '${Env}-queue'", {"Fn::Sub": "${Env}-queue"}),
+        (
+            "!Sub ['${Name}-x', {Name: !Ref Env}]",
+            {"Fn::Sub": ["${Name}-x", {"Name": {"Ref": "Env"}}]},
+        ),
+        ("!GetAtt Bucket.Arn", {"Fn::GetAtt": ["Bucket", "Arn"]}),
+        ("!GetAtt Nested.Outputs.VpcId", {"Fn::GetAtt": ["Nested", "Outputs.VpcId"]}),
+        ("!GetAtt [Bucket, Arn]", {"Fn::GetAtt": ["Bucket", "Arn"]}),
+        ("!If [IsProd, 1, 2]", {"Fn::If": ["IsProd", 1, 2]}),
+        (
+            "!If [IsProd, !Ref Big, !Ref AWS::NoValue]",
+            {"Fn::If": ["IsProd", {"Ref": "Big"}, {"Ref": "AWS::NoValue"}]},
+        ),
+        ("!Join ['', [a, !Ref B]]", {"Fn::Join": ["", ["a", {"Ref": "B"}]]}),
+        ("!Select [0, !GetAZs '']", {"Fn::Select": [0, {"Fn::GetAZs": ""}]}),
+        ("!Split [',', 'a,b']", {"Fn::Split": [",", "a,b"]}),
+        ("!FindInMap [Map, Key, Value]", {"Fn::FindInMap": ["Map", "Key", "Value"]}),
+        ("!Base64 hello", {"Fn::Base64": "hello"}),
+        ("!ImportValue shared-VpcId", {"Fn::ImportValue": "shared-VpcId"}),
+        ("!Cidr [10.0.0.0/16, 4, 8]", {"Fn::Cidr": ["10.0.0.0/16", 4, 8]}),
+        ("!Equals [!Ref Env, prod]", {"Fn::Equals": [{"Ref": "Env"}, "prod"]}),
+        (
+            "!And [!Equals [a, b], !Not [!Equals [c, d]]]",
+            {"Fn::And": [{"Fn::Equals": ["a", "b"]}, {"Fn::Not": [{"Fn::Equals": ["c", "d"]}]}]},
+        ),
+        ("!Or [!Equals [a, b], true]", {"Fn::Or": [{"Fn::Equals": ["a", "b"]}, True]}),
+        (
+            "!Transform {Name: AWS::Include, Parameters: {Location: s3://b/k}}",
+            {"Fn::Transform": {"Name": "AWS::Include", "Parameters": {"Location": "s3://b/k"}}},
+        ),
+    ],
+)
+def test_short_tags_become_their_long_form(short: str, long: object) -> None:
+    assert property_of(template_with(short)) == long
+
+
+def test_condition_short_tag_is_the_condition_function() -> None:
+    # CloudFormation's `!Condition IsProd` (inside Fn::And / Fn::Or / Fn::Not) is
+    # {"Condition": "IsProd"}, like !Ref -> {"Ref": ...}; there is no "Fn::Condition".
+    assert property_of(template_with("!Not [!Condition IsProd]")) == {
+        "Fn::Not": [{"Condition": "IsProd"}]
+    }
+
+
+def test_long_form_yaml_is_unchanged() -> None:
+    assert property_of(template_with("{Fn::GetAtt: [Bucket, Arn]}")) == {
+        "Fn::GetAtt": ["Bucket", "Arn"]
+    }
+
+
+def test_a_full_yaml_template_parses() -> None:
+    text = textwrap.dedent(
+        """\
+        AWSTemplateFormatVersion: "2010-09-09"
+        Description: app
+        Parameters:
+          Env:
+            Type: String
+            AllowedValues: [dev, prod]
+        Conditions:
+          IsProd: !Equals [!Ref Env, prod]
+        Resources:
+          Queue:
+            Type: AWS::SQS::Queue
+            Condition: IsProd
+            Properties:
+              QueueName: !Sub "${AWS::StackName}-${Env}"
+        Outputs:
+          QueueArn:
+            Value: !GetAtt Queue.Arn
+            Export:
+              Name: !Sub "${AWS::StackName}-QueueArn"
+        """
+    )
+    template = parse_template(text)
+    assert template["Conditions"] == {"IsProd": {"Fn::Equals": [{"Ref": "Env"}, "prod"]}}
+    assert template["Resources"]["Queue"]["Condition"] == "IsProd"
+    assert template["Outputs"]["QueueArn"]["Value"] == {"Fn::GetAtt": ["Queue", "Arn"]}
+
+
+@pytest.mark.parametrize("prefix", ["", "\n", "   \n\t"])
+def test_json_templates_parse(prefix: str) -> None:
+    body = {
+        "Parameters": {"Env": {"Type": "String"}},
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+    }
+    assert parse_template(prefix + json.dumps(body, indent=2)) == body
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        pytest.param('{"Resources": {', "not valid JSON", id="broken-json"),
+        pytest.param("Resources: [unclosed\n", "not valid YAML", id="broken-yaml"),
+        pytest.param("Resources:\n  A: !Ref\n    - [\n", "not valid YAML", id="broken-tagged-yaml"),
+        pytest.param("", "is not a mapping", id="empty"),
+        pytest.param("- Resources\n", "is not a mapping", id="list"),
+        pytest.param("just text\n", "is not a mapping", id="scalar"),
+        pytest.param("[1, 2]", "is not a mapping", id="json-list"),
+        pytest.param("Parameters: {}\n", "no Resources", id="no-resources"),
+        pytest.param("Resources: {}\n", "no Resources", id="empty-resources"),
+        pytest.param("Resources: [A]\n", "no Resources", id="resources-a-list"),
+        pytest.param('{"Resources": {}}', "no Resources", id="json-empty-resources"),
+    ],
+)
+def test_what_is_not_a_template_is_refused(text: str, needle: str) -> None:
+    with pytest.raises(TemplateSyntaxError, match=needle):
+        parse_template(text)
+
+
+def test_template_syntax_error_is_a_value_error() -> None:
+    assert issubclass(TemplateSyntaxError, ValueError)
+
+
+def test_python_object_tags_are_refused_not_constructed() -> None:
+    text = template_with("!!python/object/apply:os.system ['echo pwned']")
+    with pytest.raises(TemplateSyntaxError, match="not valid YAML"):
+        parse_template(text)
+
+
+PARAMS = {
+    "Parameters": {
+        "Plain": {"Type": "String"},
+        "BoolSecret": {"Type": "String", "NoEcho": True},
+        "StringSecret": {"Type": "String", "NoEcho": "true"},
+        "TitleSecret": {"Type": "String", "NoEcho": "True"},
+        "ExplicitlyNot": {"Type": "String", "NoEcho": False},
+        "StringNot": {"Type": "String", "NoEcho": "false"},
+    },
+    "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+}
+
+
+def test_no_echo_parameters() -> None:
+    assert no_echo_parameters(PARAMS) == frozenset({"BoolSecret", "StringSecret", "TitleSecret"})
+
+
+def test_no_echo_from_yaml_text() -> None:
+    text = textwrap.dedent(
+        """\
+        Parameters:
+          Password:
+            Type: String
+            NoEcho: true
+          User:
+            Type: String
+        Resources:
+          Topic:
+            Type: AWS::SNS::Topic
+        """
+    )
+    assert no_echo_parameters(parse_template(text)) == frozenset({"Password"})
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        {"Resources": {}},
+        {"Parameters": None},
+        {"Parameters": ["Password"]},
+        {"Parameters": {"Password": "NoEcho"}},
+    ],
+)
+def test_no_echo_without_parameter_mappings_is_empty(template: dict[str, Any]) -> None:
+    assert no_echo_parameters(template) == frozenset()
+
+
+def test_declared_parameters() -> None:
+    assert declared_parameters(PARAMS) == frozenset(PARAMS["Parameters"])
+    assert declared_parameters({"Resources": {}}) == frozenset()
+    assert declared_parameters({"Parameters": ["A"]}) == frozenset()
