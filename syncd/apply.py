@@ -23,7 +23,13 @@ from typing import Any
 
 import structlog
 
-from syncd.cloudformation import ChangeSetInfo, CloudFormation, NoChanges, ObservedStack
+from syncd.cloudformation import (
+    AlreadyExists,
+    ChangeSetInfo,
+    CloudFormation,
+    NoChanges,
+    ObservedStack,
+)
 from syncd.core.config import Approval, OnFailure
 from syncd.core.deployments import DesiredState
 from syncd.core.journal_state import Attempt, Kind, Result, StackState, StackView
@@ -164,10 +170,11 @@ class Applier:
         if cond in (Condition.BUSY, Condition.FAILED) and observed is not None:
             return self._block(spec.name, spec.repo, observed.status, log)
         action = "create" if cond in (Condition.ABSENT, Condition.REVIEW) else "update"
+        resuming = attempt is not None
         if attempt is None:
             attempt = self._start_version(view, desired, commit, action)
         log = log.bind(version=attempt.version)
-        change_set = self._create_change_set(desired, attempt, action, log)
+        change_set = self._create_change_set(desired, attempt, action, log, resuming=resuming)
         if change_set is None:
             return self._record_result(spec.name, Result.NO_CHANGES, observed, log)
         if spec.options.approval is Approval.MANUAL:
@@ -203,17 +210,20 @@ class Applier:
         return attempt
 
     def _create_change_set(
-        self, desired: DesiredState, attempt: Attempt, action: str, log: Any
+        self, desired: DesiredState, attempt: Attempt, action: str, log: Any, *, resuming: bool
     ) -> str | None:
         """The change set's ARN once it is ready, or None when it would change nothing."""
         spec = desired.spec
         if attempt.change_set:
             info = self.cfn.describe_change_set(attempt.change_set, spec.name)
             if info is not None and info.execution_status == EXECUTION_AVAILABLE:
-                return info.arn
+                return str(info.arn)
         name = change_set_name(spec.name, attempt.version, desired.digest)
-        arn = self._find_change_set(spec.name, name)
-        if arn is None:
+        # Only an attempt opened by an earlier process can have created this name already.
+        arn = self._find_change_set(spec.name, name) if resuming else None
+        for _ in range(3):
+            if arn is not None:
+                break
             try:
                 arn = self.cfn.create_change_set(
                     stack=spec.name,
@@ -229,7 +239,13 @@ class Applier:
             except NoChanges:
                 log.info("apply.no_changes")
                 return None
+            except AlreadyExists:
+                # Left by a run that crashed before recording it: use it, or clear it away.
+                arn = self._find_change_set(spec.name, name)
+                continue
             log.info("change_set.created", change_set=name, change_set_type=action.upper())
+        if arn is None:
+            raise AwsError(f"change set {name} exists and could not be replaced", retryable=True)
         info = self._wait_change_set(arn, spec.name)
         if info.status == CHANGE_SET_FAILED:
             self.cfn.delete_change_set(arn, spec.name)
@@ -290,13 +306,19 @@ class Applier:
         )
 
     def _wait_stack(self, stack: str, since: datetime, log: Any) -> ObservedStack | None:
+        """Poll until the stack settles, streaming its events to the log while it runs (an
+        operation that is over at the first poll costs no events call; a failure reads them)."""
         seen: set[str] = set()
+        streaming = False
         for _ in self.waiter.pauses():
             observed = self.cfn.describe(stack)
-            self._stream_events(stack, since, seen, log)
-            if observed is None or is_settled(observed.status):
+            settled = observed is None or is_settled(observed.status)
+            if streaming or not settled:
+                self._stream_events(stack, since, seen, log)
+                streaming = True
+            if settled:
                 return observed
-            log.debug("stack.waiting", stack_status=observed.status)
+            log.debug("stack.waiting", stack_status=observed.status if observed else None)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _stream_events(self, stack: str, since: datetime, seen: set[str], log: Any) -> None:

@@ -59,6 +59,10 @@ class NotFound(AwsError):
     """The stack or change set does not exist."""
 
 
+class AlreadyExists(AwsError):
+    """A change set of that name exists already (a crashed run created it)."""
+
+
 @dataclass(frozen=True)
 class ObservedStack:
     """A stack as DescribeStacks shows it."""
@@ -123,6 +127,8 @@ def translate(exc: Exception, what: str) -> AwsError:
         message = str(err.get("Message", "")) or str(exc)
         if means_no_changes(message):
             return NoChanges(message, code=code)
+        if code == "AlreadyExistsException":
+            return AlreadyExists(f"{what}: {message}", code=code)
         if code in ("ChangeSetNotFound", "ChangeSetNotFoundException", "NoSuchKey") or (
             code == "ValidationError" and "does not exist" in message
         ):

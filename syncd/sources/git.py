@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import git
 
@@ -33,9 +34,31 @@ _MAX_SYMLINK_HOPS = 8
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
-def redact(text: str) -> str:
-    """Hide user:password@ in every URL inside `text`."""
+def redact(text: str, url: str | None = None) -> str:
+    """Hide user:password@ in every URL inside `text`, and `url`'s own credentials wherever
+    they appear (git quotes them outside a URL too: "unable to look up user:secret@host")."""
+    if url:
+        userinfo = urlsplit(url).netloc.rpartition("@")[0] if "://" in url else ""
+        secrets = [userinfo, userinfo.partition(":")[2]]
+        for secret in sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True):
+            text = text.replace(secret, "***")
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+# Variables that would point git at another repository or inject configuration. GitPython
+# starts every command from a copy of os.environ, so they must leave the process itself.
+_FOREIGN_GIT_VARIABLES = re.compile(
+    r"^GIT_(DIR|WORK_TREE|INDEX_FILE|OBJECT_DIRECTORY|ALTERNATE_OBJECT_DIRECTORIES|COMMON_DIR|"
+    r"NAMESPACE|CEILING_DIRECTORIES|DISCOVERY_ACROSS_FILESYSTEM|CONFIG|CONFIG_PARAMETERS|"
+    r"CONFIG_COUNT|CONFIG_KEY_\d+|CONFIG_VALUE_\d+|REPLACE_REF_BASE|NO_REPLACE_OBJECTS|"
+    r"SHALLOW_FILE|GRAFT_FILE|QUARANTINE_PATH)$"
+)
+
+
+def isolate_process_environment() -> None:
+    """Drop inherited git variables (set when syncd runs from a git hook, for instance)."""
+    for key in [k for k in os.environ if _FOREIGN_GIT_VARIABLES.match(k)]:
+        del os.environ[key]
 
 
 def hermetic_env() -> dict[str, str]:
@@ -80,9 +103,13 @@ class GitSource:
 
     @property
     def display_url(self) -> str:
-        return redact(self.config.url)
+        return self._redact(self.config.url)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.config.url)
 
     def _git(self) -> git.Repo:
+        isolate_process_environment()
         if self._repo is None:
             if not (self.path / "HEAD").exists():
                 self.path.mkdir(parents=True, exist_ok=True)
@@ -113,7 +140,7 @@ class GitSource:
                 f"+refs/heads/{branch}:{TRACKING_REF}",
             )
         except git.GitCommandError as exc:
-            message = redact(f"{exc.stderr or exc}".strip())
+            message = self._redact(f"{exc.stderr or exc}".strip())
             if "couldn't find remote ref" in message or "not our ref" in message:
                 raise BranchMissing(
                     f"branch {branch!r} is gone from {self.display_url}; keeping commit "
@@ -143,7 +170,7 @@ class GitSource:
         except git.GitCommandError as exc:
             raise SourceError(
                 f"cannot fetch {ref!r} from {self.display_url}: "
-                f"{_last_line(redact(str(exc.stderr or exc)))}"
+                f"{_last_line(self._redact(str(exc.stderr or exc)))}"
             ) from None
 
     def tree(self, commit: str) -> GitTree:
@@ -225,25 +252,36 @@ class GitTree:
         return self._entries.keys()
 
     def read(self, path: str) -> bytes:
-        seen = 0
-        current = path
-        while True:
-            entry = self._entries.get(current)
-            if entry is None:
-                raise TreeError(f"{current!r} does not exist at commit {self.commit[:12]}")
-            mode, sha, size = entry
-            if mode != _SYMLINK:
-                if size > MAX_FILE_BYTES:
-                    raise TreeError(f"is {size} bytes; the limit is {MAX_FILE_BYTES}")
-                return self._blob(sha)
-            seen += 1
-            if seen > _MAX_SYMLINK_HOPS:
+        resolved = self._resolve(path)
+        entry = self._entries.get(resolved)
+        if entry is None:
+            raise TreeError(f"{path!r} does not exist at commit {self.commit[:12]}")
+        _, sha, size = entry
+        if size > MAX_FILE_BYTES:
+            raise TreeError(f"is {size} bytes; the limit is {MAX_FILE_BYTES}")
+        return self._blob(sha)
+
+    def _resolve(self, path: str) -> str:
+        """Follow symlinks in every component of `path`, never leaving the repo."""
+        parts = [p for p in path.split("/") if p]
+        done: list[str] = []
+        hops = 0
+        while parts:
+            candidate = "/".join([*done, parts[0]])
+            entry = self._entries.get(candidate)
+            if entry is None or entry[0] != _SYMLINK:
+                done.append(parts.pop(0))
+                continue
+            hops += 1
+            if hops > _MAX_SYMLINK_HOPS:
                 raise TreeError(f"{path!r}: too many symlinks")
-            target = self._blob(sha).decode("utf-8", "replace")
-            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
-            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            target = self._blob(entry[1]).decode("utf-8", "replace")
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(candidate), target))
+            if target.startswith("/") or joined == ".." or joined.startswith("../"):
                 raise TreeError(f"{path!r} is a symlink pointing outside the repo ({target})")
-            current = resolved
+            parts = [p for p in joined.split("/") if p and p != "."] + parts[1:]
+            done = []
+        return "/".join(done)
 
     def _blob(self, sha: str) -> bytes:
         return bytes(self._repo.odb.stream(bytes.fromhex(sha)).read())

@@ -462,3 +462,35 @@ def test_a_broken_template_never_reads_as_a_removed_stack(repo, aws, harness):
     assert aws.proxy.count("DeleteStack") == 0
     assert h.state.stacks["app-prod"].state is StackState.FAILED
     assert set(h.state.stacks) == {"app-prod"}
+
+
+def test_a_crash_right_after_the_version_record_creates_one_change_set(repo, aws, harness):
+    topic_stack(repo, "s", "v1")
+    h = harness()
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_version(record):
+        if record.kind is Kind.VERSION:
+            raise Crash()
+
+    h.app.journal.subscribe(crash_after_version)
+    with pytest.raises(Crash):
+        h.sync()
+    h.close()
+    h.open()
+    assert h.sync().outcomes["s"] is Outcome.SUCCEEDED
+    assert aws.proxy.count("CreateChangeSet") == 1
+    assert aws.proxy.count("DescribeChangeSet") >= 2  # looked for it by name, then waited
+    assert [(r.version, r.result.value) for r in h.state.history] == [(1, "succeeded")]
+
+
+def test_a_change_set_name_taken_already_is_looked_up_not_fatal(repo, aws, harness):
+    # AWS refuses a second change set of the same name (moto does not; the proxy plays AWS).
+    topic_stack(repo, "s", "v1")
+    aws.proxy.error("CreateChangeSet", 400, "AlreadyExistsException", times=1)
+    h = harness()
+    assert h.sync().outcomes["s"] is Outcome.SUCCEEDED
+    assert aws.proxy.count("CreateChangeSet") == 2
+    assert aws.stack("s")["StackStatus"] == "CREATE_COMPLETE"

@@ -38,6 +38,8 @@ class GitRepo:
         self.branch = branch
         self.bare.mkdir(parents=True)
         git("init", "--quiet", "--bare", "--initial-branch", branch, cwd=self.bare)
+        # Let tests delete the followed branch on the "server" (a bare repo refuses by default).
+        git("config", "receive.denyDeleteCurrent", "ignore", cwd=self.bare)
         self.work.mkdir()
         git("init", "--quiet", "--initial-branch", branch, cwd=self.work)
         git("remote", "add", "origin", str(self.bare), cwd=self.work)
