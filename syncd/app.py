@@ -87,7 +87,7 @@ def open_app(
         aws = dataclasses.replace(aws, region=aws.region or "us-east-1")
         template_bucket = template_bucket or EMBEDDED_TEMPLATE_BUCKET
     try:
-        cfn = CloudFormation(make_session(aws), endpoint, template_bucket)
+        cfn = CloudFormation(make_session(aws, endpoint), endpoint, template_bucket)
         if aws.embedded and template_bucket:
             cfn.ensure_bucket(template_bucket)
     except BaseException:

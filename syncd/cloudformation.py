@@ -99,14 +99,21 @@ class StackEvent:
     reason: str | None
 
 
-def make_session(aws: AwsConfig) -> boto3.Session:
-    """A boto3 session from the config (region, profile, and the role to assume, if any)."""
+def make_session(aws: AwsConfig, endpoint_url: str | None = None) -> boto3.Session:
+    """A boto3 session from the config (region, profile, and the role to assume, if any).
+
+    The role's credentials are refreshed by botocore before they expire; STS is reached at
+    `endpoint_url` too when one is set (an emulator), never at AWS behind its back."""
     session = boto3.Session(profile_name=aws.profile, region_name=aws.region)
     if not aws.role_arn:
         return session
     base = session._session  # botocore session
+
+    def sts_client(service: str, **kwargs: Any) -> Any:
+        return base.create_client(service, endpoint_url=endpoint_url, **kwargs)
+
     fetcher = AssumeRoleCredentialFetcher(
-        client_creator=base.create_client,
+        client_creator=sts_client,
         source_credentials=session.get_credentials(),
         role_arn=aws.role_arn,
         extra_args={"RoleSessionName": "syncd"},

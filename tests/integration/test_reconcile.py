@@ -494,3 +494,12 @@ def test_a_change_set_name_taken_already_is_looked_up_not_fatal(repo, aws, harne
     assert h.sync().outcomes["s"] is Outcome.SUCCEEDED
     assert aws.proxy.count("CreateChangeSet") == 2
     assert aws.stack("s")["StackStatus"] == "CREATE_COMPLETE"
+
+
+def test_role_arn_is_assumed_for_cloudformation(repo, aws, harness):
+    topic_stack(repo, "s", "v1")
+    h = harness(aws={"role_arn": "arn:aws:iam::123456789012:role/syncd-deployer"})
+    assert h.sync().outcomes["s"] is Outcome.SUCCEEDED
+    # moto's STS hands out credentials for the role; CloudFormation was called with them.
+    creds = h.app.cfn._cfn._request_signer._credentials.get_frozen_credentials()
+    assert creds.access_key != "testing"
