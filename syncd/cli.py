@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +101,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     app = open_app(config)
     try:
         observe_world(app.cfn, app.journal)
-        reports: list[PassReport] = []
-        threads = []
-        for sync in app.syncs.values():
-            thread = threading.Thread(target=lambda s=sync: reports.append(s.run_pass(only)))
-            thread.start()
-            threads.append(thread)
-        for thread in threads:
-            thread.join()
+        # One thread per repo, as in the daemon; an unexpected error in any is re-raised here.
+        with ThreadPoolExecutor(max_workers=len(app.syncs)) as pool:
+            futures = [pool.submit(s.run_pass, only) for s in app.syncs.values()]
+            reports: list[PassReport] = [f.result() for f in futures]
         rows = _sync_rows(reports, app)
     finally:
         app.close()

@@ -28,6 +28,14 @@ from syncd.reconcile import RepoSync, jittered, observe_world
 MAX_BACKOFF = 900.0
 
 
+def next_delay(poll_interval: float, failures: int) -> float:
+    """The pause before a repo's next pass: its poll interval (±10% jitter), or after
+    `failures` failed fetches in a row, the interval doubled each time up to MAX_BACKOFF."""
+    if not failures:
+        return jittered(poll_interval)
+    return min(poll_interval * 2 ** (failures - 1), max(poll_interval, MAX_BACKOFF))
+
+
 class RepoWorker:
     """Runs one repo's passes: on its poll timer, or at once when triggered."""
 
@@ -61,12 +69,7 @@ class RepoWorker:
                 failures += 1
                 self.log.exception("pass.crashed")
             self.passes += 1
-            interval = self.sync.repo.poll_interval
-            if failures:
-                delay = min(interval * 2 ** (failures - 1), max(interval, MAX_BACKOFF))
-            else:
-                delay = jittered(interval)
-            self.mailbox.wait(delay)
+            self.mailbox.wait(next_delay(self.sync.repo.poll_interval, failures))
 
 
 class Daemon:
@@ -147,14 +150,20 @@ class Daemon:
             self.log.error("config.reload_refused", problems=["state_dir cannot change on reload"])
             self.notifier.ready(status=self._status_line())
             return
-        self._stop_workers()
         old = self.app
-        self.app = open_app(
-            config,
-            journal=old.journal,
-            emulator=old.emulator if config.aws.embedded else None,
-        )
-        self.app._owns_journal = True
+        try:  # build the new wiring first: if that fails, the old one keeps running
+            new = open_app(
+                config,
+                journal=old.journal,
+                emulator=old.emulator if config.aws.embedded else None,
+            )
+        except SyncdError as exc:
+            self.log.error("config.reload_failed", error=str(exc))
+            self.notifier.ready(status=self._status_line())
+            return
+        self._stop_workers()
+        new._owns_journal = True
+        self.app = new
         if not config.aws.embedded and old.emulator is not None:
             old.emulator.stop()
         self._start_workers()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -255,3 +256,25 @@ def test_the_quick_start_config_deploys_the_sample_on_the_embedded_emulator(tmp_
         ).stdout.count("\n")
         == 1
     )
+
+
+def test_logs_are_json_lines_with_context_and_never_show_credentials(tmp_path, repo, aws):
+    topic_stack(repo, "s", "v1")
+    secret_url = "https://deploy:hunter2secret@127.0.0.1:9/private.git"
+    config = write_config(
+        tmp_path,
+        [{"name": "r", "url": str(repo.bare)}, {"name": "private", "url": secret_url}],
+        aws.endpoint,
+    )
+    result = run_syncd("sync", "-c", str(config))
+    assert result.returncode == 1  # the private repo cannot be fetched
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert all({"event", "level", "timestamp"} <= set(line) for line in lines)
+    created = [line for line in lines if line["event"] == "change_set.created"]
+    assert created and created[0]["repo"] == "r" and created[0]["stack"] == "s"
+    assert len(created[0]["commit"]) == 12
+    journal = (tmp_path / "state" / "journal" / "segment-000001.jsonl").read_text()
+    status = run_syncd("status", "-c", str(config)).stdout
+    for text in (result.stderr, result.stdout, journal, status):
+        assert "hunter2secret" not in text
+    assert "deploy:***@" not in journal and "***@127.0.0.1:9" in journal

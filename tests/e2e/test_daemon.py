@@ -130,3 +130,28 @@ def test_sigterm_while_waiting_on_cloudformation_stops_at_once(tmp_path, repo, a
     # The apply is still open in the journal: the next start observes it.
     kinds = [r["kind"] for r in journal_records(tmp_path / "state")]
     assert kinds[-1] == "executing"
+
+
+def test_an_unreachable_repo_backs_off_while_the_others_deploy(tmp_path, repo, aws, notify):
+    topic_stack(repo, "fine", "fine")
+    config = write_config(
+        tmp_path,
+        [
+            {"name": "gone", "url": "git://127.0.0.1:9/nothing.git", "poll_interval": "200ms"},
+            {"name": "r", "url": str(repo.bare), "poll_interval": "200ms"},
+        ],
+        aws.endpoint,
+    )
+    daemon = start_syncd("run", "-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path)))
+    try:
+        notify.wait_for("READY=1")
+        wait_for(lambda: aws.stack("fine"), what="the healthy repo's stack")
+        records = journal_records(tmp_path / "state")
+        errors = [r for r in records if r["kind"] == "source_error"]
+        assert [e["data"]["repo"] for e in errors] == ["gone"]  # journaled once, not per retry
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()

@@ -503,3 +503,16 @@ def test_role_arn_is_assumed_for_cloudformation(repo, aws, harness):
     # moto's STS hands out credentials for the role; CloudFormation was called with them.
     creds = h.app.cfn._cfn._request_signer._credentials.get_frozen_credentials()
     assert creds.access_key != "testing"
+
+
+def test_a_deleted_branch_prunes_nothing(repo, aws, harness):
+    topic_stack(repo, "s", "v1")
+    h = harness(defaults={"prune": True})
+    assert h.sync().ok
+    repo.delete_branch()
+    report = h.sync()
+    assert report.source_error and "is gone" in report.source_error
+    assert aws.stack("s")["StackStatus"] == "CREATE_COMPLETE"
+    assert aws.proxy.count("DeleteStack") == 0
+    assert "is gone" in h.state.repos["r"].error
+    assert h.state.stacks["s"].state is StackState.IN_SYNC
