@@ -301,9 +301,12 @@ def measure_syncd_inprocess(ctx: Context, phase: str) -> float:
     whole commit, loads all deployment files, resolves and digests every stack, and compares
     with the journal. Imports and opening the journal are outside the timing.
     """
+    from syncd import logs
     from syncd.app import load_config, open_app
     from syncd.apply import Outcome
     from syncd.reconcile import observe_world
+
+    logs.configure(json_output=True, level="warning")  # stderr, and only what matters
 
     run_dir = ctx.work_dir / f"syncd-inproc-run{ctx.run}"
     config_path = run_dir / "syncd.yaml"
