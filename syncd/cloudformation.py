@@ -122,7 +122,7 @@ def make_session(aws: AwsConfig, endpoint_url: str | None = None) -> boto3.Sessi
         method="assume-role", refresh_using=fetcher.fetch_credentials
     )
     assumed = boto3.Session(region_name=session.region_name)
-    assumed._session._credentials = creds  # type: ignore[attr-defined]
+    assumed._session._credentials = creds  # type: ignore[attr-defined, unused-ignore]
     return assumed
 
 

@@ -33,7 +33,7 @@ def next_delay(poll_interval: float, failures: int) -> float:
     `failures` failed fetches in a row, the interval doubled each time up to MAX_BACKOFF."""
     if not failures:
         return jittered(poll_interval)
-    return min(poll_interval * 2 ** (failures - 1), max(poll_interval, MAX_BACKOFF))
+    return min(poll_interval * 2.0 ** (failures - 1), max(poll_interval, MAX_BACKOFF))
 
 
 class RepoWorker:

@@ -228,7 +228,7 @@ class RepoSync:
             # CloudFormation, nor add a journal record every poll.
             count = self._retries.get(spec.name, 0) + 1
             self._retries[spec.name] = count
-            delay = min(RETRY_FIRST * 2 ** (count - 1), RETRY_MAX)
+            delay = min(RETRY_FIRST * 2.0 ** (count - 1), RETRY_MAX)
             self._retry_at[spec.name] = time.monotonic() + delay
             log.info("apply.retry_scheduled", stack=spec.name, in_seconds=delay)
         elif outcome.ok:
