@@ -67,6 +67,7 @@ class Journal:
         self._lock_file = lock_file
         self._clock = clock
         self._file: IO[bytes] | None = None
+        self._broken = ""  # set when a failed write could not be undone: no more appends
         self._listeners: list[Callable[[Record], None]] = []
 
     @classmethod
@@ -115,16 +116,37 @@ class Journal:
                 sort_keys=True,
                 separators=(",", ":"),
             )
+            if self._broken:
+                raise JournalCorrupt(f"{self.path}: {self._broken}; restart syncd")
             f = self._writable()
-            f.write(line.encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+            good = f.tell()
+            try:
+                f.write(line.encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                self._undo(f, good, exc)
+                raise JournalCorrupt(
+                    f"{self.path}: record seq {seq} could not be written ({exc}); "
+                    "it was not acknowledged and nothing acted on it"
+                ) from exc
             self._last_hash = digest
             record = Record(seq, time, kind, data)
             self.state.apply(record)
             for listener in self._listeners:
                 listener(record)
             return record
+
+    def _undo(self, f: IO[bytes], good: int, exc: OSError) -> None:
+        """A failed write (disk full, I/O error) may have left part of the line: cut it off,
+        so that the file still ends at the last acknowledged record. If even that fails, no
+        record may follow it: the next start finds a torn tail, never a gap."""
+        try:
+            f.truncate(good)
+            f.seek(good)
+            os.fsync(f.fileno())
+        except OSError as second:
+            self._broken = f"a failed write ({exc}) could not be undone ({second})"
 
     def records(self) -> Iterator[Record]:
         """Every record on disk, in order (reads the file again)."""

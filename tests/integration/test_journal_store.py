@@ -539,3 +539,51 @@ def test_concurrent_appends_make_one_valid_chain(tmp_path: Path) -> None:
     assert on_disk == sorted((r for rs in returned for r in rs), key=lambda r: r.seq)
     assert reopened.state.last_seq == total
     assert len(lines_of(segment(tmp_path))) == total
+
+
+def test_a_failed_write_is_undone_and_the_journal_stays_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import syncd.journal.store as store
+
+    journal = Journal.open(tmp_path, writer=True, warn=lambda _: None)
+    journal.append(Kind.SOURCE_OK, repo="a")
+    size = journal.path.stat().st_size
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def failing_fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(store.os, "fsync", failing_fsync)
+    with pytest.raises(JournalCorrupt, match="record seq 2 could not be written"):
+        journal.append(Kind.SOURCE_OK, repo="b")
+    assert journal.path.stat().st_size == size  # the partial line was cut off
+    assert journal.state.last_seq == 1  # not acknowledged, not folded in
+    record = journal.append(Kind.SOURCE_OK, repo="c")
+    assert record.seq == 2
+    journal.close()
+    reopened = Journal.open(tmp_path, writer=False, warn=lambda _: None)
+    assert [r.data["repo"] for r in reopened.records()] == ["a", "c"]
+
+
+def test_a_failed_write_that_cannot_be_undone_stops_all_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import syncd.journal.store as store
+
+    journal = Journal.open(tmp_path, writer=True, warn=lambda _: None)
+    journal.append(Kind.SOURCE_OK, repo="a")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(store.os, "fsync", broken_fsync)
+    with pytest.raises(JournalCorrupt):
+        journal.append(Kind.SOURCE_OK, repo="b")
+    monkeypatch.undo()
+    with pytest.raises(JournalCorrupt, match="could not be undone"):
+        journal.append(Kind.SOURCE_OK, repo="c")
