@@ -35,50 +35,56 @@ _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
 def redact(text: str, url: str | None = None) -> str:
-    """Hide user:password@ in every URL inside `text`, and `url`'s own credentials wherever
-    they appear (git quotes them outside a URL too: "unable to look up user:secret@host")."""
-    if url:
-        userinfo = urlsplit(url).netloc.rpartition("@")[0] if "://" in url else ""
-        secrets = [userinfo, userinfo.partition(":")[2]]
-        for secret in sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True):
-            text = text.replace(secret, "***")
+    """Hide the userinfo of every URL in `text`, and `url`'s own password wherever it
+    appears (git quotes it outside a URL too: "unable to look up user:secret@host")."""
+    if url and "://" in url:
+        userinfo = urlsplit(url).netloc.rpartition("@")[0]
+        user, _, password = userinfo.partition(":")
+        if password:
+            text = text.replace(userinfo, "***").replace(password, "***")
+        elif user:
+            text = text.replace(f"{user}@", "***@")  # a token given as the user name
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
-# Variables that would point git at another repository or inject configuration. GitPython
-# starts every command from a copy of os.environ, so they must leave the process itself.
-_FOREIGN_GIT_VARIABLES = re.compile(
-    r"^GIT_(DIR|WORK_TREE|INDEX_FILE|OBJECT_DIRECTORY|ALTERNATE_OBJECT_DIRECTORIES|COMMON_DIR|"
-    r"NAMESPACE|CEILING_DIRECTORIES|DISCOVERY_ACROSS_FILESYSTEM|CONFIG|CONFIG_PARAMETERS|"
-    r"CONFIG_COUNT|CONFIG_KEY_\d+|CONFIG_VALUE_\d+|REPLACE_REF_BASE|NO_REPLACE_OBJECTS|"
-    r"SHALLOW_FILE|GRAFT_FILE|QUARANTINE_PATH)$"
+# Git variables an operator may set for syncd (how to reach and trust their Git servers);
+# every other GIT_* variable is dropped. GitPython starts each git command from a copy of
+# os.environ, so an inherited GIT_DIR (syncd run from a hook), GIT_CONFIG_PARAMETERS or
+# GIT_SSL_NO_VERIFY would otherwise reach git whatever syncd passes.
+OPERATOR_GIT_VARIABLES = frozenset(
+    {
+        "GIT_SSH_COMMAND",
+        "GIT_SSH",
+        "GIT_SSL_CAINFO",
+        "GIT_SSL_CAPATH",
+        "GIT_SSL_CERT",
+        "GIT_SSL_KEY",
+    }
 )
 
 
 def isolate_process_environment() -> None:
-    """Drop inherited git variables (set when syncd runs from a git hook, for instance)."""
-    for key in [k for k in os.environ if _FOREIGN_GIT_VARIABLES.match(k)]:
-        del os.environ[key]
+    """Drop inherited git variables that syncd does not allow."""
+    for key in [k for k in os.environ if k.startswith("GIT_")]:
+        if key not in OPERATOR_GIT_VARIABLES:
+            del os.environ[key]
 
 
 def hermetic_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("GIT_") or k in ("GIT_SSH_COMMAND", "GIT_SSH")
+    """What syncd sets for every git command: no system or user config, no prompt of any kind
+    (git's, the credential helper's, or ssh's: askpass is forced and always fails), only the
+    transports syncd supports, and messages in English."""
+    return {
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        "SSH_ASKPASS": "/bin/false",
+        "SSH_ASKPASS_REQUIRE": "force",
+        "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
+        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+        "LC_ALL": "C",
     }
-    env.update(
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_CONFIG_GLOBAL=os.devnull,
-        GIT_TERMINAL_PROMPT="0",
-        GIT_ASKPASS="/bin/false",
-        SSH_ASKPASS="/bin/false",
-        GIT_ALLOW_PROTOCOL="file:git:http:https:ssh",
-        LC_ALL="C",
-    )
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-    env.pop("SSH_ASKPASS_REQUIRE", None)
-    return env
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ class GitSource:
                     f"branch {branch!r} is gone from {self.display_url}; keeping commit "
                     f"{(previous or 'none')[:12]} until it returns"
                 ) from None
-            raise SourceError(f"cannot fetch {self.display_url}: {_last_line(message)}") from None
+            raise SourceError(f"cannot fetch {self.display_url}: {_reason(message)}") from None
         commit = self.current()
         if commit is None:  # pragma: no cover - fetch succeeded but wrote no ref
             raise SourceError(f"fetch of {self.display_url} produced no commit")
@@ -170,7 +176,7 @@ class GitSource:
         except git.GitCommandError as exc:
             raise SourceError(
                 f"cannot fetch {ref!r} from {self.display_url}: "
-                f"{_last_line(self._redact(str(exc.stderr or exc)))}"
+                f"{_reason(self._redact(str(exc.stderr or exc)))}"
             ) from None
 
     def tree(self, commit: str) -> GitTree:
@@ -208,6 +214,7 @@ class GitSource:
             return
         if not source.is_dir():
             raise SourceError(f"init_from {source} is not a folder")
+        isolate_process_environment()
         env = hermetic_env() | {
             "GIT_AUTHOR_NAME": "syncd",
             "GIT_AUTHOR_EMAIL": "syncd@localhost",
@@ -226,10 +233,22 @@ class GitSource:
             g.clone("--quiet", "--bare", str(work), str(target))
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    useful = [line for line in lines if line.startswith(("fatal:", "error:", "stderr:"))]
-    return (useful or lines or ["unknown error"])[-1].removeprefix("stderr: ").strip("'")
+# git's own closing words on any transport failure; the reason is on the lines before them.
+_BOILERPLATE = (
+    "Could not read from remote repository",
+    "Please make sure you have the correct access rights",
+    "and the repository exists",
+)
+
+
+def _reason(text: str) -> str:
+    """The informative lines of git's stderr (ssh's "Permission denied (publickey)", curl's
+    "The requested URL returned error: 401"), joined; git's generic last line only if alone."""
+    text = text.replace("stderr: '", "").strip().strip("'")
+    lines = [line.strip() for line in text.splitlines() if line.strip().strip("@")]
+    useful = [line for line in lines if not any(b in line for b in _BOILERPLATE)]
+    chosen = (useful or lines or ["unknown error"])[-3:]  # ssh and curl end with the reason
+    return "; ".join(line.removeprefix("fatal: ").removeprefix("error: ") for line in chosen)
 
 
 class GitTree:
