@@ -3,14 +3,20 @@
     version record -> CreateChangeSet -> wait -> change_set record -> executing record (fsync)
     -> ExecuteChangeSet -> wait for the stack to settle, streaming its events -> result record
 
-Crash windows, and why each is safe:
+The rule that keeps it safe: once an `executing` record is on disk, only an observed, settled
+stack may close that attempt. Any other error leaves it open, and the next pass asks
+CloudFormation what became of it; it is never executed again blindly (CloudFormation refuses a
+second execute of one change set anyway, and the execute carries a ClientRequestToken).
+
+Crash windows:
 - after `version`, before the change set is recorded: the change set's name is derived from the
-  version and digest, so the next start finds it (AlreadyExists) and carries on with it;
-- after `executing`, before the result: the next start never executes again blindly; it asks
-  CloudFormation what became of the change set (still AVAILABLE means the call never happened)
-  and of the stack, waits for it to settle, and records what it finds;
+  version and digest, so the next start finds it and carries on with it;
+- after `executing`, before the result: the next start looks at the change set (still AVAILABLE
+  means the call never reached CloudFormation, so it is made now) and at the stack, waits for it
+  to settle, and records what it finds;
 - while waiting: SIGTERM leaves the wait at once; the operation goes on in CloudFormation and is
   observed after the restart.
+One stack is never worked on by two threads at once (a lock per stack name).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from syncd.core.stack_status import (
     CHANGE_SET_FAILED,
     CHANGE_SET_PENDING,
     EXECUTION_AVAILABLE,
+    EXECUTION_RUNNING,
     Condition,
     blocked_reason,
     condition,
@@ -83,75 +90,132 @@ class Waiter:
             pause = min(pause * 2, self.max_pause)
 
 
+class NotExecuted(AwsError):
+    """ExecuteChangeSet failed and the change set is still AVAILABLE: it did not run."""
+
+
+# How many polls a just-executed stack may still look unstarted (REVIEW_IN_PROGRESS, missing,
+# or its old status) before syncd takes that at face value.
+_START_POLLS = 20
+
+
 @dataclass
 class Applier:
-    """Everything one stack's apply needs; shared by all stacks of a pass."""
+    """Everything one stack's apply needs; shared by all stacks and repos."""
 
     cfn: CloudFormation
     journal: Journal
     waiter: Waiter
     log: Any = field(default_factory=lambda: structlog.get_logger("syncd.apply"))
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    # --- the entry point ------------------------------------------------------------------
+    def _lock(self, stack: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(stack, threading.Lock())
+
+    # --- entry points ------------------------------------------------------------------------
 
     def apply(self, desired: DesiredState, commit: str) -> Outcome:
         """Bring one stack to `desired`; returns what happened. Never raises AwsError."""
         spec = desired.spec
         log = self.log.bind(repo=spec.repo, stack=spec.name, commit=commit[:12])
-        view = self.journal.state.stacks.get(spec.name)
-        if view is not None and view.attempt is not None and view.attempt.digest != desired.digest:
-            self._finish_stale_attempt(view, log)
-        view = self.journal.state.stacks.get(spec.name)
-        attempt = view.attempt if view else None
-        if (
-            attempt is not None
-            and attempt.change_set
-            and not attempt.executing
-            and view is not None
-            and view.state is StackState.AWAITING_APPROVAL
-            and spec.options.approval is Approval.MANUAL
-        ):
-            return Outcome.AWAITING_APPROVAL  # nothing new: no call until someone approves
-        if attempt is None and not self._needs_apply(view, desired):
-            if (
-                view is not None
-                and view.state in (StackState.FAILED, StackState.BLOCKED)
-                and view.digest == desired.digest
-                and view.failed_digest is None
-            ):
-                # e.g. a broken deployment file was fixed back to what is deployed
-                self.journal.append(Kind.RECOVERED, stack=spec.name)
-            return Outcome.IN_SYNC
-        problem = self.cfn.template_problem(spec.name, spec.template_body)
-        if problem and not (attempt and attempt.executing):
-            # A config problem, not the template's: blocked, and applied once the config allows.
-            return self._block(spec.name, spec.repo, None, log, reason=problem)
+        with self._lock(spec.name):
+            return self._guarded(spec.name, log, lambda: self._apply(desired, commit, log))
+
+    def hold(self, stack: str, repo: str, reason: str) -> Outcome:
+        """The stack cannot be applied now (a dependency failed, an output is missing)."""
+        log = self.log.bind(repo=repo, stack=stack)
+        with self._lock(stack):
+
+            def step() -> Outcome:
+                view = self.journal.state.stacks.get(stack)
+                attempt = view.attempt if view else None
+                if attempt is not None and attempt.executing:
+                    return self._resume_execution(stack, attempt, log)
+                if attempt is not None and attempt.awaiting_approval:
+                    return Outcome.AWAITING_APPROVAL  # its change set stays valid meanwhile
+                return self._block(stack, repo, None, log, reason=reason)
+
+            return self._guarded(stack, log, step)
+
+    def close(self, view: StackView, why: str) -> Outcome | None:
+        """The stack is no longer desired as its open attempt says (file removed or invalid):
+        observe an execution to its end, or end an attempt that never executed."""
+        if view.attempt is None:
+            return None
+        log = self.log.bind(repo=view.repo, stack=view.stack)
+        with self._lock(view.stack):
+            return self._guarded(view.stack, log, lambda: self._close_attempt(view.stack, why, log))
+
+    def delete(self, view: StackView, commit: str) -> Outcome:
+        """Delete a stack whose deployment file is gone from the branch (prune: true)."""
+        log = self.log.bind(repo=view.repo, stack=view.stack, commit=commit[:12])
+        with self._lock(view.stack):
+            return self._guarded(view.stack, log, lambda: self._delete(view.stack, commit, log))
+
+    def _guarded(self, stack: str, log: Any, step: Any) -> Outcome:
         try:
-            if attempt is not None and attempt.executing:
-                return self._resume_execution(spec.name, attempt, log)
-            return self._apply(view, attempt, desired, commit, log)
+            outcome: Outcome = step()
+            return outcome
         except Interrupted:
             log.info("apply.interrupted")
             return Outcome.INTERRUPTED
+        except NotExecuted as exc:
+            return self._fail(stack, str(exc), exc.retryable, log)
         except AwsError as exc:
-            return self._fail(spec.name, str(exc), exc.retryable, log)
+            view = self.journal.state.stacks.get(stack)
+            if view is not None and view.attempt is not None and view.attempt.executing:
+                # The outcome is unknown: leave the attempt open; the next pass observes it.
+                log.error("apply.outcome_unknown", error=str(exc))
+                return Outcome.FAILED
+            return self._fail(stack, str(exc), exc.retryable, log)
+
+    # --- apply ---------------------------------------------------------------------------------
+
+    def _apply(self, desired: DesiredState, commit: str, log: Any) -> Outcome:
+        spec = desired.spec
+        view = self.journal.state.stacks.get(spec.name)
+        if (
+            view is not None
+            and view.repo not in ("", spec.repo)
+            and not view.removed
+            and (view.version is not None or view.attempt is not None)
+        ):
+            # Checked again here, under the stack's lock: two repos racing for one new stack.
+            log.error("deployment.conflict", owner=view.repo)
+            return Outcome.FAILED
+        if view is not None and view.attempt is not None and view.attempt.digest != desired.digest:
+            self._close_attempt(spec.name, "superseded by a newer commit", log)
+            view = self.journal.state.stacks.get(spec.name)
+        attempt = view.attempt if view else None
+        if attempt is not None and attempt.executing:
+            return self._resume_execution(spec.name, attempt, log)
+        if attempt is not None and attempt.awaiting_approval and _manual(desired):
+            return Outcome.AWAITING_APPROVAL  # nothing new: no call until someone approves
+        if attempt is None and not self._needs_apply(view, desired):
+            failed = view is not None and view.state is StackState.FAILED
+            return Outcome.FAILED if failed else Outcome.IN_SYNC
+        problem = self.cfn.template_problem(spec.name, spec.template_body)
+        if problem:
+            # A config problem, not the template's: blocked, and applied once the config allows.
+            return self._block(spec.name, spec.repo, None, log, reason=problem)
+        return self._change(view, attempt, desired, commit, log)
 
     def _needs_apply(self, view: StackView | None, desired: DesiredState) -> bool:
         if view is None:
             return True
+        if view.version is not None and view.digest == desired.digest:
+            # What is deployed is what is wanted: act only when the stack is not in sync
+            # (drifted, blocked, or failed on a newer version that has since been reverted).
+            return view.state is not StackState.IN_SYNC
         if view.failed_digest == desired.digest:
             # The same desired state failed before: only a new commit retries it, unless the
             # failure was syncd's own (retryable) or on_failure asks for retries.
             return view.retryable or desired.spec.options.on_failure is not OnFailure.KEEP
-        if view.version is None:
-            return True
-        if view.digest == desired.digest:
-            return view.state in (StackState.BLOCKED, StackState.DRIFTED)
         return True
 
-    # --- a fresh or resumed attempt -------------------------------------------------------
-
-    def _apply(
+    def _change(
         self,
         view: StackView | None,
         attempt: Attempt | None,
@@ -165,7 +229,7 @@ class Applier:
         if cond is Condition.ROLLED_BACK_CREATE and observed is not None:
             if spec.options.on_failure is not OnFailure.RECREATE:
                 return self._block(spec.name, spec.repo, observed.status, log)
-            self._delete_failed_create(observed, log)
+            self._delete_failed_create(spec.name, observed, log)
             observed, cond = None, Condition.ABSENT
         if cond in (Condition.BUSY, Condition.FAILED) and observed is not None:
             return self._block(spec.name, spec.repo, observed.status, log)
@@ -177,10 +241,11 @@ class Applier:
         change_set = self._create_change_set(desired, attempt, action, log, resuming=resuming)
         if change_set is None:
             return self._record_result(spec.name, Result.NO_CHANGES, observed, log)
-        if spec.options.approval is Approval.MANUAL:
+        if _manual(desired):
             log.info("apply.awaiting_approval", change_set=change_set)
             return Outcome.AWAITING_APPROVAL
-        return self._execute(spec.name, change_set, attempt.executing_at, log)
+        before = observed.status if observed else None
+        return self._execute(spec.name, change_set, before, log)
 
     def _start_version(
         self, view: StackView | None, desired: DesiredState, commit: str, action: str
@@ -200,6 +265,7 @@ class Applier:
             commit=commit,
             digest=desired.digest,
             action=action,
+            deployment_file=spec.deployment_file,
             template_file=spec.template_file,
             parameters=desired.redacted_parameters(),
             tags=dict(spec.tags),
@@ -218,7 +284,7 @@ class Applier:
             info = self.cfn.describe_change_set(attempt.change_set, spec.name)
             if info is not None and info.execution_status == EXECUTION_AVAILABLE:
                 return str(info.arn)
-        name = change_set_name(spec.name, attempt.version, desired.digest)
+        name = change_set_name(attempt.version, desired.digest)
         # Only an attempt opened by an earlier process can have created this name already.
         arn = self._find_change_set(spec.name, name) if resuming else None
         for _ in range(3):
@@ -260,7 +326,7 @@ class Applier:
             arn=info.arn,
             name=info.name or name,
             changes=info.changes,
-            awaiting_approval=spec.options.approval is Approval.MANUAL,
+            awaiting_approval=_manual(desired),
         )
         for change in info.changes:
             log.info("change_set.change", **change)
@@ -285,34 +351,68 @@ class Applier:
                 return info
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _execute(self, stack: str, arn: str, _: str | None, log: Any) -> Outcome:
+    def _execute(self, stack: str, arn: str, before: str | None, log: Any) -> Outcome:
         # The intent is on disk before the call: after a crash, the next start observes.
         self.journal.append(Kind.EXECUTING, stack=stack, change_set=arn)
         started = datetime.now(UTC)
         log.info("change_set.executing", change_set=arn)
-        self.cfn.execute_change_set(arn, stack)
-        return self._settle(stack, started, log)
+        self._execute_call(stack, arn, log)
+        return self._settle(stack, started, log, change_set=arn, before=before)
 
-    # --- waiting and results --------------------------------------------------------------
+    def _execute_call(self, stack: str, arn: str, log: Any) -> None:
+        """ExecuteChangeSet; on an error, find out whether it ran before deciding anything."""
+        try:
+            self.cfn.execute_change_set(arn, stack, token=_request_token(arn))
+        except AwsError as exc:
+            info = self.cfn.describe_change_set(arn, stack)
+            if info is not None and info.execution_status == EXECUTION_AVAILABLE:
+                raise NotExecuted(str(exc), code=exc.code, retryable=exc.retryable) from exc
+            log.warning("change_set.execute_error_but_ran", error=str(exc))
 
-    def _settle(self, stack: str, since: datetime, log: Any) -> Outcome:
-        observed = self._wait_stack(stack, since, log)
+    # --- waiting and results -----------------------------------------------------------------
+
+    def _settle(
+        self,
+        stack: str,
+        since: datetime,
+        log: Any,
+        *,
+        change_set: str | None = None,
+        before: str | None = None,
+    ) -> Outcome:
+        observed = self._wait_stack(stack, since, log, change_set=change_set, before=before)
         status = observed.status if observed else None
-        if operation_succeeded(status):
+        if status is not None and operation_succeeded(status):
             return self._record_result(stack, Result.SUCCEEDED, observed, log)
         reason = self._failure_reason(stack, since) or (observed.reason if observed else None)
+        if observed is None:
+            reason = "the stack disappeared while it was being changed"
         return self._fail(
             stack, f"{status}: {reason or 'the operation failed'}", False, log, stack_status=status
         )
 
-    def _wait_stack(self, stack: str, since: datetime, log: Any) -> ObservedStack | None:
+    def _wait_stack(
+        self,
+        stack: str,
+        since: datetime,
+        log: Any,
+        *,
+        change_set: str | None = None,
+        before: str | None = None,
+        deleting: bool = False,
+    ) -> ObservedStack | None:
         """Poll until the stack settles, streaming its events to the log while it runs (an
-        operation that is over at the first poll costs no events call; a failure reads them)."""
+        operation that is over at the first poll costs no events call; a failure reads them).
+
+        Right after an execute the stack may not show the operation yet (REVIEW_IN_PROGRESS,
+        not listed, or still its old status): that is not taken as the end of it."""
         seen: set[str] = set()
         streaming = False
-        for _ in self.waiter.pauses():
+        for poll, _ in enumerate(self.waiter.pauses()):
             observed = self.cfn.describe(stack)
             settled = observed is None or is_settled(observed.status)
+            if settled and not deleting and poll < _START_POLLS:
+                settled = not self._not_started(stack, observed, change_set, before, poll)
             if streaming or not settled:
                 self._stream_events(stack, since, seen, log)
                 streaming = True
@@ -320,6 +420,26 @@ class Applier:
                 return observed
             log.debug("stack.waiting", stack_status=observed.status if observed else None)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _not_started(
+        self,
+        stack: str,
+        observed: ObservedStack | None,
+        change_set: str | None,
+        before: str | None,
+        poll: int,
+    ) -> bool:
+        if observed is None or observed.status == "REVIEW_IN_PROGRESS":
+            return change_set is not None
+        if change_set is None or poll > 0 or observed.status != before:
+            return False
+        # Same terminal status as before the execute: ask the change set (costs one call,
+        # only for updates that are over at the first poll).
+        info = self.cfn.describe_change_set(change_set, stack)
+        return info is not None and info.execution_status in (
+            EXECUTION_AVAILABLE,
+            EXECUTION_RUNNING,
+        )
 
     def _stream_events(self, stack: str, since: datetime, seen: set[str], log: Any) -> None:
         for event in self.cfn.events(stack):
@@ -386,29 +506,24 @@ class Applier:
         view = self.journal.state.stacks.get(stack)
         if view is not None and view.attempt is not None and not view.attempt.executing:
             # An attempt that never reached execute ends here; the stack is blocked, not failed.
-            self.journal.append(
-                Kind.RESULT,
-                stack=stack,
-                result=Result.FAILED.value,
-                stack_status=stack_status,
-                message=reason,
-                retryable=True,
-            )
+            self._end_unexecuted(stack, view.attempt, reason, log, stack_status=stack_status)
             view = self.journal.state.stacks.get(stack)
         if view is None or view.state is not StackState.BLOCKED or view.message != reason:
             self.journal.append(
                 Kind.BLOCKED, repo=repo, stack=stack, stack_status=stack_status, reason=reason
             )
-        log.warning("apply.blocked", stack_status=stack_status, reason=reason)
+            log.warning("apply.blocked", stack_status=stack_status, reason=reason)
         return Outcome.BLOCKED
 
-    def _delete_failed_create(self, observed: ObservedStack, log: Any) -> None:
-        """on_failure: recreate. A ROLLBACK_COMPLETE stack holds no resources; delete it."""
+    def _delete_failed_create(self, stack: str, observed: ObservedStack, log: Any) -> None:
+        """on_failure: recreate. A ROLLBACK_COMPLETE stack holds no resources; delete it,
+        journaled first like every other act."""
+        self.journal.append(Kind.RECREATING, stack=stack, stack_status=observed.status)
         log.warning("stack.recreate", stack_status=observed.status)
         self.cfn.delete_stack(observed.name)
-        self._wait_stack(observed.name, datetime.now(UTC), log)
+        self._wait_stack(observed.name, datetime.now(UTC), log, deleting=True)
 
-    # --- after a crash or a newer commit ----------------------------------------------------
+    # --- open attempts: after a crash, a newer commit, or a removed file -----------------------
 
     def _resume_execution(self, stack: str, attempt: Attempt, log: Any) -> Outcome:
         """The journal says we were about to execute; find out what CloudFormation did."""
@@ -422,7 +537,7 @@ class Applier:
         if info is not None and info.execution_status == EXECUTION_AVAILABLE:
             # Still AVAILABLE: the execute call never reached CloudFormation. Make it now.
             log.info("change_set.resume_execute", change_set=info.arn)
-            self.cfn.execute_change_set(info.arn, stack)
+            self._execute_call(stack, info.arn, log)
         else:
             log.info(
                 "change_set.observe_after_restart",
@@ -430,63 +545,70 @@ class Applier:
             )
         return self._settle(stack, since, log)
 
-    def _finish_stale_attempt(self, view: StackView, log: Any) -> None:
-        """A newer commit arrived while an older attempt was open: close the older one."""
-        attempt = view.attempt
-        assert attempt is not None
-        try:
-            if attempt.executing:
-                self._resume_execution(view.stack, attempt, log)
-                return
-            if attempt.change_set:
-                self.cfn.delete_change_set(attempt.change_set, view.stack)
-        except Interrupted:
-            raise
-        except AwsError as exc:
-            log.warning("apply.stale_attempt_cleanup_failed", error=str(exc))
+    def _close_attempt(self, stack: str, why: str, log: Any) -> Outcome | None:
+        """End an open attempt: an executing one only by observing it to the end."""
+        view = self.journal.state.stacks.get(stack)
+        attempt = view.attempt if view else None
+        if attempt is None:
+            return None
+        if attempt.executing:
+            return self._resume_execution(stack, attempt, log)
+        self._end_unexecuted(stack, attempt, why, log)
+        return None
+
+    def _end_unexecuted(
+        self, stack: str, attempt: Attempt, why: str, log: Any, stack_status: str | None = None
+    ) -> None:
+        """An attempt that never executed: remove its change set (best effort; one that is
+        left behind can do no harm) and record that it ended."""
+        if attempt.change_set:
+            try:
+                self.cfn.delete_change_set(attempt.change_set, stack)
+            except AwsError as exc:
+                log.warning("change_set.cleanup_failed", error=str(exc))
         self.journal.append(
             Kind.RESULT,
-            stack=view.stack,
+            stack=stack,
             result=Result.FAILED.value,
-            message=f"superseded by a newer commit before version {attempt.version} ran",
+            stack_status=stack_status,
+            message=f"version {attempt.version} did not run: {why}",
             retryable=True,
         )
 
-    # --- prune ------------------------------------------------------------------------------
+    # --- prune ---------------------------------------------------------------------------------
 
-    def delete(self, view: StackView, commit: str) -> Outcome:
-        """Delete a stack whose deployment file is gone (prune: true)."""
-        log = self.log.bind(repo=view.repo, stack=view.stack, commit=commit[:12])
-        try:
-            if view.attempt is None or view.attempt.action != "delete":
-                self.journal.append(
-                    Kind.VERSION,
-                    repo=view.repo,
-                    stack=view.stack,
-                    version=view.latest_version + 1,
-                    commit=commit,
-                    digest="",
-                    action="delete",
-                    template_file="",
-                    parameters={},
-                    tags={},
-                    dependencies=[],
-                )
-            self.journal.append(Kind.EXECUTING, stack=view.stack, change_set=None)
-            since = datetime.now(UTC)
-            log.warning("stack.deleting")
-            self.cfn.delete_stack(view.stack)
-            return self._settle_delete(view.stack, since, log)
-        except Interrupted:
-            return Outcome.INTERRUPTED
-        except AwsError as exc:
-            return self._fail(view.stack, str(exc), exc.retryable, log)
+    def _delete(self, stack: str, commit: str, log: Any) -> Outcome:
+        view = self.journal.state.stacks[stack]
+        if view.attempt is not None and view.attempt.action != "delete":
+            self._close_attempt(stack, "its deployment file was removed", log)
+            view = self.journal.state.stacks[stack]
+        if view.attempt is not None and view.attempt.executing:
+            return self._resume_execution(stack, view.attempt, log)
+        if view.attempt is None:
+            retry = view.failed_digest == ""  # a delete that failed before: same version
+            self.journal.append(
+                Kind.VERSION,
+                repo=view.repo,
+                stack=stack,
+                version=view.latest_version if retry else view.latest_version + 1,
+                commit=commit,
+                digest="",
+                action="delete",
+                deployment_file=view.deployment_file,
+                template_file="",
+                parameters={},
+                tags={},
+                dependencies=[],
+            )
+        self.journal.append(Kind.EXECUTING, stack=stack, change_set=None)
+        since = datetime.now(UTC)
+        log.warning("stack.deleting")
+        self.cfn.delete_stack(stack)
+        return self._settle_delete(stack, since, log)
 
     def _settle_delete(self, stack: str, since: datetime, log: Any) -> Outcome:
-        observed = self._wait_stack(stack, since, log)
-        if observed is None:
-            return self._record_result(stack, Result.SUCCEEDED, None, log)
-        if observed.status == "DELETE_COMPLETE":
+        observed = self._wait_stack(stack, since, log, deleting=True)
+        if observed is None or observed.status == "DELETE_COMPLETE":
             return self._record_result(stack, Result.SUCCEEDED, None, log)
         return self._fail(
             stack,
@@ -497,7 +619,16 @@ class Applier:
         )
 
 
-def change_set_name(stack: str, version: int, digest: str) -> str:
+def _manual(desired: DesiredState) -> bool:
+    return desired.spec.options.approval is Approval.MANUAL
+
+
+def _request_token(change_set_arn: str) -> str:
+    """ExecuteChangeSet's ClientRequestToken: the same for every retry of one change set."""
+    return "syncd-" + change_set_arn.rsplit("/", 1)[-1][-64:]
+
+
+def change_set_name(version: int, digest: str) -> str:
     """Deterministic, so that a restarted syncd finds the change set it created."""
     return f"syncd-v{version}-{digest[:16]}"
 

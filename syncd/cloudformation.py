@@ -317,12 +317,14 @@ class CloudFormation:
             tags={t["Key"]: t["Value"] for t in raw.get("Tags") or []},
         )
 
-    def execute_change_set(self, arn: str, stack: str) -> None:
+    def execute_change_set(self, arn: str, stack: str, token: str) -> None:
+        """Execute by ARN; `token` makes botocore's retries of this call one operation."""
         self._call(
             f"ExecuteChangeSet {stack}",
             self._cfn.execute_change_set,
             ChangeSetName=arn,
             StackName=stack,
+            ClientRequestToken=token,
         )
 
     def delete_change_set(self, arn: str, stack: str) -> None:

@@ -22,7 +22,14 @@ import structlog
 from syncd.apply import Applier, Outcome
 from syncd.cloudformation import CloudFormation
 from syncd.core.config import OnFailure, RepoConfig
-from syncd.core.deployments import LoadResult, StackSpec, UnresolvedOutput, load_stacks, resolve
+from syncd.core.deployments import (
+    InvalidStack,
+    LoadResult,
+    StackSpec,
+    UnresolvedOutput,
+    load_stacks,
+    resolve,
+)
 from syncd.core.journal_state import Kind, StackState, StackView
 from syncd.core.order import dependency_cycles, ready
 from syncd.errors import AwsError, BranchMissing, SourceError
@@ -77,6 +84,9 @@ class RepoSync:
         self._retry_at: dict[str, float] = {}
         self._retries: dict[str, int] = {}
         self._running = threading.Lock()
+        self._external: set[str] = set()  # other repos' stacks whose outputs this repo reads
+        self._last_external: tuple[Any, ...] = ()
+        self._conflicts: set[str] = set()  # stacks another repo owns, logged once
 
     def run_pass(self, only: Set[str] | None = None) -> PassReport:
         with self._running:
@@ -88,20 +98,31 @@ class RepoSync:
         if commit is None:
             return report
         report.commit = commit
-        if commit == self._last_commit and not self._has_work(only):
+        if (
+            commit == self._last_commit
+            and not self._has_work(only)
+            and self._external_outputs() == self._last_external
+        ):
             report.skipped = True
             return report
         log = self.log.bind(commit=commit[:12])
-        loaded = load_stacks(self.repo, self.source.tree(commit))
-        specs = {n: s for n, s in loaded.stacks.items() if only is None or n in only}
-        self._record_invalid(loaded, commit, report, log)
-        for name, cycle in dependency_cycles({n: s.dependencies for n, s in specs.items()}).items():
-            spec = specs.pop(name)
-            self._invalid(name, spec.deployment_file, f"dependency cycle: {cycle}", commit, report)
+        tree = self.source.tree(commit)
+        loaded = load_stacks(self.repo, tree)
+        invalid = self._attribute(loaded.invalid, loaded.stacks)
+        specs = self._refuse(dict(loaded.stacks), invalid, report, log)
+        if only is not None:
+            specs = {n: s for n, s in specs.items() if n in only}
+            invalid = {n: i for n, i in invalid.items() if n in only}
+        self._record_invalid(invalid, loaded, commit, report, log)
+        self._close_open_attempts(specs, invalid, only)
         report.outcomes = self._apply_in_order(specs, commit, log)
         if only is None:
-            self._removed(loaded, commit, report, log)
-        self._last_commit = commit
+            self._removed(set(tree.paths()), loaded, invalid, commit, report, log)
+            self._external = {
+                d for s in loaded.stacks.values() for d in s.dependencies if d not in loaded.stacks
+            }
+            self._last_commit = commit
+            self._last_external = self._external_outputs()
         return report
 
     # --- steps --------------------------------------------------------------------------------
@@ -145,7 +166,7 @@ class RepoSync:
     def _has_work(self, only: Set[str] | None) -> bool:
         now = time.monotonic()
         for view in self._views():
-            if only is not None and view.stack not in only:
+            if (only is not None and view.stack not in only) or view.removed:
                 continue
             if view.state not in _SETTLED or view.attempt is not None:
                 return True
@@ -160,10 +181,95 @@ class RepoSync:
     def _views(self) -> list[StackView]:
         return [v for v in list(self.journal.state.stacks.values()) if v.repo == self.repo.name]
 
-    def _record_invalid(
-        self, loaded: LoadResult, commit: str, report: PassReport, log: Any
+    def _refuse(
+        self,
+        specs: dict[str, StackSpec],
+        invalid: dict[str, InvalidStack],
+        report: PassReport,
+        log: Any,
+    ) -> dict[str, StackSpec]:
+        """Take out the stacks that must not be applied: those another repo manages (reported,
+        never journaled onto the owner's stack) and those on a dependency cycle (invalid)."""
+        for name in list(specs):
+            owner = self._owner(name)
+            if owner is None:
+                continue
+            file = specs.pop(name).deployment_file
+            report.invalid[name] = f"{file}: stack {name!r} is managed by repo {owner!r}"
+            if name not in self._conflicts:
+                self._conflicts.add(name)
+                log.error("deployment.conflict", stack=name, owner=owner, file=file)
+        deps = {n: s.dependencies for n, s in specs.items()}
+        for name, cycle in dependency_cycles(deps).items():
+            file = specs.pop(name).deployment_file
+            invalid[name] = InvalidStack(
+                name, self.repo.name, file, f"dependency cycle: {cycle}", file
+            )
+        return specs
+
+    def _owner(self, stack: str) -> str | None:
+        """The other repo that manages `stack` (deployed it, or is applying it), if any."""
+        view = self.journal.state.stacks.get(stack)
+        if view is None or view.repo in ("", self.repo.name) or view.removed:
+            return None
+        return view.repo if view.version is not None or view.attempt is not None else None
+
+    def _external_outputs(self) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+        """The outputs of the other repos' stacks this repo's stacks read: when they change,
+        the pass must run even though this repo's commit did not move."""
+        stacks = self.journal.state.stacks
+        return tuple(
+            (name, tuple(sorted(stacks[name].outputs.items())))
+            for name in sorted(self._external)
+            if name in stacks
+        )
+
+    def _attribute(
+        self, invalid: Mapping[str, InvalidStack], good: Mapping[str, StackSpec]
+    ) -> dict[str, InvalidStack]:
+        """A file too broken to name its stack is reported under the stack it last described,
+        so that stack shows the failure (and is never taken for removed)."""
+        by_file = {
+            v.deployment_file: v.stack for v in self._views() if v.deployment_file and not v.removed
+        }
+        out: dict[str, InvalidStack] = {}
+        for name, bad in invalid.items():
+            known = by_file.get(bad.deployment_file)
+            if known and known != name and known not in good and known not in invalid:
+                bad = InvalidStack(known, bad.repo, bad.file, bad.reason, bad.deployment_file)
+            out[bad.name] = bad
+        return out
+
+    def _close_open_attempts(
+        self,
+        specs: Mapping[str, StackSpec],
+        invalid: Mapping[str, InvalidStack],
+        only: Set[str] | None,
     ) -> None:
-        for name, bad in loaded.invalid.items():
+        """An apply left open (a crash, a stop) for a stack this pass will not apply is ended
+        now: observed to its end if it executed, else recorded as not run."""
+        for view in self._views():
+            if view.attempt is None or view.stack in specs:
+                continue
+            if only is not None and view.stack not in only:
+                continue
+            why = (
+                "its deployment file is invalid"
+                if view.stack in invalid
+                else ("its deployment file no longer describes it")
+            )
+            with self.slots:
+                self.applier.close(view, why)
+
+    def _record_invalid(
+        self,
+        invalid: Mapping[str, InvalidStack],
+        loaded: LoadResult,
+        commit: str,
+        report: PassReport,
+        log: Any,
+    ) -> None:
+        for name, bad in invalid.items():
             self._invalid(name, bad.file, bad.reason, commit, report)
         for spec in loaded.stacks.values():
             for note in spec.notes:
@@ -199,7 +305,7 @@ class RepoSync:
             if dep is not None:
                 if done[dep] is Outcome.INTERRUPTED:
                     return Outcome.INTERRUPTED
-                return self._block(name, f"waits for stack {dep}, which is {done[dep].value}")
+                return self._hold(name, f"waits for stack {dep}, which is {done[dep].value}")
             return self._sync_stack(specs[name], commit, log)
 
         return run_in_dependency_order(deps, run, self.concurrency)
@@ -208,9 +314,9 @@ class RepoSync:
         try:
             desired = resolve(spec, self._outputs_of)
         except UnresolvedOutput as exc:
-            return self._block(spec.name, str(exc))
+            return self._hold(spec.name, str(exc))
         except AwsError as exc:
-            return self._block(spec.name, f"cannot read outputs: {exc}")
+            return self._hold(spec.name, f"cannot read outputs: {exc}")
         view = self.journal.state.stacks.get(spec.name)
         if (
             view is not None
@@ -245,30 +351,38 @@ class RepoSync:
         observed = self.cfn.describe(stack)  # a stack syncd does not manage
         return observed.outputs if observed else None
 
-    def _block(self, stack: str, reason: str) -> Outcome:
-        view = self.journal.state.stacks.get(stack)
-        if view is None or view.state is not StackState.BLOCKED or view.message != reason:
-            self.journal.append(Kind.BLOCKED, repo=self.repo.name, stack=stack, reason=reason)
-            self.log.warning("apply.blocked", stack=stack, reason=reason)
-        return Outcome.BLOCKED
+    def _hold(self, stack: str, reason: str) -> Outcome:
+        with self.slots:
+            return self.applier.hold(stack, self.repo.name, reason)
 
-    def _removed(self, loaded: LoadResult, commit: str, report: PassReport, log: Any) -> None:
-        present = set(loaded.stacks) | set(loaded.invalid)
+    def _removed(
+        self,
+        paths: Set[str],
+        loaded: LoadResult,
+        invalid: Mapping[str, InvalidStack],
+        commit: str,
+        report: PassReport,
+        log: Any,
+    ) -> None:
+        """Stacks this repo described before and no longer does. Deleted only with prune: true
+        and their deployment file gone from the branch (SPEC §9); otherwise left alone."""
+        present = set(loaded.stacks) | set(invalid)
         for view in self._views():
             if view.stack in present or view.removed:
                 continue
-            if view.version is None and view.attempt is None:
-                continue  # never deployed: nothing to prune or keep
-            if self.repo.options_for(view.stack).prune:
+            file_gone = not (view.deployment_file and view.deployment_file in paths)
+            if view.version is not None and file_gone and self.repo.options_for(view.stack).prune:
                 with self.slots:
                     report.outcomes[view.stack] = self.applier.delete(view, commit)
-            else:
-                self.journal.append(Kind.REMOVED, repo=self.repo.name, stack=view.stack)
-                log.warning(
-                    "stack.left_alone",
-                    stack=view.stack,
-                    reason="deployment file removed; prune is off",
-                )
+                continue
+            reason = (
+                "deployment file removed; prune is off, so the stack is left alone"
+                if file_gone
+                else f"{view.deployment_file} no longer describes this stack (a changed "
+                "stack-name or deployments glob); the stack is left alone"
+            )
+            self.journal.append(Kind.REMOVED, repo=self.repo.name, stack=view.stack, reason=reason)
+            log.warning("stack.left_alone", stack=view.stack, reason=reason)
 
 
 def run_in_dependency_order(

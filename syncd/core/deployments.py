@@ -92,12 +92,14 @@ class StackSpec:
 
 @dataclass(frozen=True)
 class InvalidStack:
-    """A deployment file that cannot be applied, and why."""
+    """A deployment file that cannot be applied, and why (`file` is where the problem is: the
+    deployment file itself or its template)."""
 
     name: str
     repo: str
     file: str
     reason: str
+    deployment_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,9 +178,10 @@ def load_stacks(repo: RepoConfig, tree: Tree) -> LoadResult:
                     repo.name,
                     earlier.file,
                     f"{earlier.reason}; and {path} names the same stack: {bad.file}: {bad.reason}",
+                    earlier.deployment_file,
                 )
             else:
-                invalid[name] = InvalidStack(name, repo.name, bad.file, bad.reason)
+                invalid[name] = InvalidStack(name, repo.name, bad.file, bad.reason, path)
     by_name: dict[str, list[StackSpec]] = {}
     for spec in parsed:
         by_name.setdefault(spec.name, []).append(spec)
@@ -195,6 +198,7 @@ def load_stacks(repo: RepoConfig, tree: Tree) -> LoadResult:
                 first,
                 f"stack {name!r} is named by more than one deployment file: "
                 + ", ".join(sorted(others)),
+                first,
             )
             continue
         stacks[name] = specs[0]

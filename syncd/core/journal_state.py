@@ -19,13 +19,16 @@ class Kind(StrEnum):
     SOURCE_OK = "source_ok"  # it can be fetched again: {repo}
     INVALID = "invalid"  # a deployment file is bad: {repo, stack, commit, file, reason}
     VERSION = "version"  # a new desired state starts to apply: {repo, stack, version, commit,
-    #                      digest, action, template_file, parameters, tags, dependencies}
-    CHANGE_SET = "change_set"  # created and described: {stack, version, arn, name, changes}
-    EXECUTING = "executing"  # about to call ExecuteChangeSet / DeleteStack: {stack, version}
+    #                      digest, action, deployment_file, template_file, parameters, tags,
+    #                      dependencies}
+    CHANGE_SET = "change_set"  # created and described: {stack, version, arn, name, changes,
+    #                            awaiting_approval}
+    EXECUTING = "executing"  # about to call ExecuteChangeSet (change_set: ARN) or DeleteStack
+    #                          (change_set: null): {stack, change_set}
     RESULT = "result"  # the attempt ended: {stack, version, result, stack_status, message,
     #                    outputs, retryable}
     BLOCKED = "blocked"  # cannot apply now: {repo, stack, stack_status, reason}
-    RECOVERED = "recovered"  # a failed/blocked stack is back in sync as it was: {stack}
+    RECREATING = "recreating"  # about to delete a ROLLBACK_COMPLETE stack: {stack, stack_status}
     OBSERVED = "observed"  # what CloudFormation showed: {stack, stack_status, outputs, drift}
     REMOVED = "removed"  # the deployment file is gone and prune is off: {repo, stack}
 
@@ -67,7 +70,7 @@ class Attempt:
     action: str
     started_at: str
     change_set: str | None = None
-    change_set_name: str | None = None
+    awaiting_approval: bool = False
     executing: bool = False
     executing_at: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)  # redacted: NoEcho shows ****
@@ -93,6 +96,7 @@ class StackView:
     failed_digest: str | None = None  # digest of the last failed attempt
     retryable: bool = False
     invalid_file: str | None = None
+    deployment_file: str | None = None  # the file that last described the stack
     removed: bool = False
 
     def as_status(self) -> dict[str, Any]:
@@ -208,6 +212,7 @@ def _version(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
         tags=dict(d.get("tags", {})),
     )
     view.latest_version = max(view.latest_version, d["version"])
+    view.deployment_file = d.get("deployment_file") or view.deployment_file
     view.state = StackState.APPLYING
     view.message = ""
     view.invalid_file = None
@@ -229,7 +234,7 @@ def _change_set(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     view = s.stack(d["stack"])
     if view.attempt is not None:
         view.attempt.change_set = d["arn"]
-        view.attempt.change_set_name = d.get("name")
+        view.attempt.awaiting_approval = bool(d.get("awaiting_approval"))
     row = s._open_rows.get(d["stack"])
     if row is not None:
         row.change_set = d["arn"]
@@ -292,13 +297,10 @@ def _blocked(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
         view.stack_status = d["stack_status"]
 
 
-def _recovered(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+def _recreating(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     view = s.stack(d["stack"])
-    view.state = StackState.IN_SYNC if view.version is not None else StackState.PENDING
-    view.message = ""
-    view.invalid_file = None
-    view.failed_digest = None
-    view.removed = False
+    view.stack_status = d.get("stack_status")
+    view.message = "deleting the stack its failed first create left behind, to create it again"
 
 
 def _observed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
@@ -314,8 +316,14 @@ def _observed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
 
 def _removed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     view = s.stack(d["stack"], d["repo"])
+    if view.version is None:  # never deployed: nothing is left to show
+        del s.stacks[d["stack"]]
+        return
     view.removed = True
-    view.message = "deployment file removed; prune is off, so the stack is left alone"
+    view.state = StackState.IN_SYNC if view.state is not StackState.DRIFTED else view.state
+    view.message = d.get("reason") or (
+        "deployment file removed; prune is off, so the stack is left alone"
+    )
 
 
 _HANDLERS = {
@@ -328,7 +336,7 @@ _HANDLERS = {
     Kind.EXECUTING: _executing,
     Kind.RESULT: _result,
     Kind.BLOCKED: _blocked,
-    Kind.RECOVERED: _recovered,
+    Kind.RECREATING: _recreating,
     Kind.OBSERVED: _observed,
     Kind.REMOVED: _removed,
 }

@@ -514,7 +514,13 @@ def test_a_bad_input_marks_only_its_stack_invalid(
     assert list(result.stacks) == ["good"]
     assert list(result.invalid) == ["bad"]
     bad = result.invalid["bad"]
-    assert bad == InvalidStack(name="bad", repo="platform", file=file, reason=bad.reason)
+    assert bad == InvalidStack(
+        name="bad",
+        repo="platform",
+        file=file,
+        reason=bad.reason,
+        deployment_file="deployments/bad.yaml",
+    )
     assert needle in bad.reason
 
 

@@ -358,12 +358,14 @@ def test_blocked_then_recovered(journal: Journal) -> None:
     assert status["stack_status"] == "UPDATE_IN_PROGRESS"
     assert (status["version"], status["commit"], status["last_sync"]) == (1, C1, synced)
 
-    journal.add(Kind.RECOVERED, stack="network")
+    # Once the stack can be updated, the same version is applied again: no changes.
+    journal.version(1, C1, "update")
+    journal.result(1, "no_changes", "UPDATE_COMPLETE")
     status = journal.state().stacks["network"].as_status()
     assert status["state"] == "in_sync"
     assert status["message"] == ""
     assert (status["version"], status["commit"]) == (1, C1)
-    assert len(journal.state().history) == 1
+    assert [h.result for h in journal.state().history] == [Result.SUCCEEDED, Result.NO_CHANGES]
 
 
 def test_blocked_without_a_status_keeps_the_known_one(journal: Journal) -> None:
@@ -372,7 +374,7 @@ def test_blocked_without_a_status_keeps_the_known_one(journal: Journal) -> None:
     assert journal.state().stacks["network"].stack_status == "CREATE_COMPLETE"
 
 
-def test_a_never_deployed_stack_recovers_to_pending(journal: Journal) -> None:
+def test_a_never_deployed_stack_whose_file_is_removed_leaves_status(journal: Journal) -> None:
     journal.add(
         Kind.BLOCKED,
         repo="platform",
@@ -381,11 +383,8 @@ def test_a_never_deployed_stack_recovers_to_pending(journal: Journal) -> None:
         reason="ROLLBACK_COMPLETE: the first create failed",
     )
     assert journal.state().stacks["app"].state is StackState.BLOCKED
-    journal.add(Kind.RECOVERED, stack="app")
-    status = journal.state().stacks["app"].as_status()
-    assert status["state"] == "pending"
-    assert status["repo"] == "platform"
-    assert status["version"] is None
+    journal.add(Kind.REMOVED, repo="platform", stack="app")
+    assert "app" not in journal.state().stacks
 
 
 def test_invalid_deployment_file(journal: Journal) -> None:
@@ -413,7 +412,9 @@ def test_invalid_deployment_file(journal: Journal) -> None:
     assert view.invalid_file == "deployments/network.yaml"
     assert len(state.history) == 1
 
-    journal.add(Kind.RECOVERED, stack="network")
+    # The file is fixed back to what is deployed: applied again, CloudFormation finds no changes.
+    journal.version(1, C1, "update")
+    journal.result(1, "no_changes", "CREATE_COMPLETE")
     view = journal.state().stacks["network"]
     assert view.state is StackState.IN_SYNC
     assert view.invalid_file is None
@@ -608,3 +609,42 @@ def test_source_errors_per_repo(journal: Journal) -> None:
     assert state.repos["platform"].error is None
     assert state.repos["other"].error is None
     assert state.repos["other"].commit == C2
+
+
+def test_the_deployment_file_and_approval_are_remembered(journal: Journal) -> None:
+    journal.add(
+        Kind.VERSION,
+        repo="platform",
+        stack="app",
+        version=1,
+        commit=C1,
+        digest="d",
+        action="create",
+        deployment_file="deployments/app.yaml",
+        template_file="t.yaml",
+        parameters={},
+        tags={},
+        dependencies=[],
+    )
+    journal.change_set(1, stack="app", awaiting_approval=True)
+    view = journal.state().stacks["app"]
+    assert view.deployment_file == "deployments/app.yaml"
+    assert view.attempt is not None and view.attempt.awaiting_approval
+    assert view.state is StackState.AWAITING_APPROVAL
+
+
+def test_recreating_says_why_the_stack_is_being_deleted(journal: Journal) -> None:
+    journal.add(Kind.RECREATING, stack="app", stack_status="ROLLBACK_COMPLETE")
+    view = journal.state().stacks["app"]
+    assert view.stack_status == "ROLLBACK_COMPLETE"
+    assert "create it again" in view.message
+
+
+def test_a_removed_stack_left_alone_no_longer_counts_as_failed(journal: Journal) -> None:
+    journal.apply(1, C1, "create", "CREATE_COMPLETE")
+    journal.version(2, C2, "update")
+    journal.result(2, "failed", "UPDATE_ROLLBACK_COMPLETE", message="boom")
+    journal.add(Kind.REMOVED, repo="platform", stack="network")
+    view = journal.state().stacks["network"]
+    assert (view.removed, view.state, view.version) == (True, StackState.IN_SYNC, 1)
+    assert "left alone" in view.message
