@@ -37,7 +37,28 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the config file: {exc.strerror}"]) from None
-    return parse_config(text, str(path), path.resolve().parent)
+    config = parse_config(text, str(path), path.resolve().parent)
+    problems = not_built_yet(config)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return config
+
+
+def not_built_yet(config: Config) -> list[str]:
+    """SPEC keys whose feature this version does not have: refused, never silently ignored, so
+    nobody believes their journal is mirrored or their webhook is heard when it is not."""
+    soon = "is not available in this version of syncd yet"
+    problems = []
+    if config.backup.url:
+        problems.append(f"backup.url: the journal's S3 mirror {soon}")
+    if config.http.listen:
+        problems.append(f"http.listen: the HTTP endpoints {soon}")
+    for i, repo in enumerate(config.repos):
+        if repo.watch:
+            problems.append(f"repos[{i}].watch: watching a repository {soon}; use poll_interval")
+        if repo.webhook_secret_file:
+            problems.append(f"repos[{i}].webhook_secret_file: webhooks {soon}")
+    return problems
 
 
 @dataclass

@@ -134,7 +134,14 @@ class Daemon:
         for worker in self.workers:
             worker.trigger()
         for worker in self.workers:
-            worker.thread.join(timeout=60)
+            # No time limit: a worker left running beside its successor would give a repo two
+            # passes at once. Every wait a worker can be in is bounded (git fetch, botocore's
+            # timeouts) or left at once on stop; systemd's TimeoutStopSec is the last word.
+            while worker.thread.is_alive():
+                worker.thread.join(timeout=5.0)
+                if worker.thread.is_alive():
+                    self.log.info("daemon.waiting_for_worker", repo=worker.sync.repo.name)
+                    self.notifier.watchdog()
         self.workers = []
 
     def _do_reload(self) -> None:

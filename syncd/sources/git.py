@@ -70,6 +70,14 @@ def isolate_process_environment() -> None:
             del os.environ[key]
 
 
+# The longest a fetch may take before it is stopped and retried with back-off: a server that
+# accepts and then never answers must not hold the repo's worker (or a reload) forever.
+FETCH_TIMEOUT = 300.0
+DEFAULT_SSH_COMMAND = (
+    "ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
+)
+
+
 def hermetic_env() -> dict[str, str]:
     """What syncd sets for every git command: no system or user config, no prompt of any kind
     (git's, the credential helper's, or ssh's: askpass is forced and always fails), only the
@@ -82,7 +90,10 @@ def hermetic_env() -> dict[str, str]:
         "SSH_ASKPASS": "/bin/false",
         "SSH_ASKPASS_REQUIRE": "force",
         "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
-        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", DEFAULT_SSH_COMMAND),
+        # A server that stops sending mid-transfer fails the fetch instead of holding it.
+        "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+        "GIT_HTTP_LOW_SPEED_TIME": "60",
         "LC_ALL": "C",
     }
 
@@ -102,9 +113,12 @@ class FetchResult:
 class GitSource:
     """One repo's branch, mirrored into `state_dir/repos/<name>.git`."""
 
-    def __init__(self, repo: RepoConfig, state_dir: Path) -> None:
+    def __init__(
+        self, repo: RepoConfig, state_dir: Path, fetch_timeout: float = FETCH_TIMEOUT
+    ) -> None:
         self.config = repo
         self.path = state_dir / "repos" / f"{repo.name}.git"
+        self.fetch_timeout = fetch_timeout
         self._repo: git.Repo | None = None
 
     @property
@@ -144,6 +158,7 @@ class GitSource:
                 "--",
                 self.config.url,
                 f"+refs/heads/{branch}:{TRACKING_REF}",
+                kill_after_timeout=self.fetch_timeout,
             )
         except git.GitCommandError as exc:
             message = self._redact(f"{exc.stderr or exc}".strip())
@@ -171,7 +186,14 @@ class GitSource:
             except git.GitCommandError:
                 pass
         try:
-            repo.git.fetch("--no-tags", "--quiet", "--", self.config.url, f"+{ref}:refs/syncd/plan")
+            repo.git.fetch(
+                "--no-tags",
+                "--quiet",
+                "--",
+                self.config.url,
+                f"+{ref}:refs/syncd/plan",
+                kill_after_timeout=self.fetch_timeout,
+            )
             return str(repo.git.rev_parse("--verify", "refs/syncd/plan^{commit}"))
         except git.GitCommandError as exc:
             raise SourceError(
@@ -244,6 +266,9 @@ _BOILERPLATE = (
 def _reason(text: str) -> str:
     """The informative lines of git's stderr (ssh's "Permission denied (publickey)", curl's
     "The requested URL returned error: 401"), joined; git's generic last line only if alone."""
+    timeout = re.search(r"did not complete in (\S+) secs", text)
+    if timeout:  # GitPython killed it; its message quotes the whole command line
+        return f"no answer within {timeout.group(1)} s (the fetch was stopped)"
     text = text.replace("stderr: '", "").strip().strip("'")
     lines = [line.strip() for line in text.splitlines() if line.strip().strip("@")]
     useful = [line for line in lines if not any(b in line for b in _BOILERPLATE)]

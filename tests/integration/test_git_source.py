@@ -278,6 +278,42 @@ def test_unreachable_remote_fails_quickly_with_source_error(
     assert error.__suppress_context__ is True
 
 
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A git:// address whose server accepts the connection and then never says a word."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        try:
+            while True:
+                accepted.append(listener.accept()[0])
+        except OSError:
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"git://127.0.0.1:{listener.getsockname()[1]}/silent.git"
+    listener.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_a_server_that_never_answers_is_given_up_on_after_the_fetch_timeout(
+    silent_server: str, tmp_path: Path
+) -> None:
+    source = GitSource(RepoConfig(name="app", url=silent_server), tmp_path / "state", 1.0)
+    error, elapsed = bounded(source.fetch)
+    assert isinstance(error, SourceError), error
+    assert str(error) == (
+        f"cannot fetch {silent_server}: no answer within 1 s (the fetch was stopped)"
+    )
+    assert elapsed >= 1.0
+    error, _ = bounded(lambda: source.resolve("refs/pull/1/head"))
+    assert isinstance(error, SourceError) and "no answer within 1 s" in str(error), error
+
+
 def test_resolve_redacts_credentials_too(tmp_path: Path) -> None:
     source = source_for("https://user:secret@127.0.0.1:1/x.git", tmp_path / "state")
     error, _ = bounded(lambda: source.resolve("refs/pull/1/head"))
