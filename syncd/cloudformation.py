@@ -9,8 +9,6 @@ metrics and the benchmarks.
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -169,8 +167,6 @@ class CloudFormation:
         endpoint_url: str | None = None,
         template_bucket: str | None = None,
     ) -> None:
-        self.calls: Counter[str] = Counter()
-        self._calls_lock = threading.Lock()
         self.region = session.region_name or "us-east-1"
         self._cfn = session.client(
             "cloudformation", endpoint_url=endpoint_url, config=_RETRY_CONFIG
@@ -178,17 +174,6 @@ class CloudFormation:
         s3_config = _RETRY_CONFIG.merge(botocore.config.Config(s3={"addressing_style": "path"}))
         self._s3 = session.client("s3", endpoint_url=endpoint_url, config=s3_config)
         self._template_bucket = template_bucket
-        for client in (self._cfn, self._s3):
-            client.meta.events.register("before-call.*.*", self._count)
-
-    def _count(self, event_name: str, **_: Any) -> None:
-        operation = event_name.rsplit(".", 1)[-1]
-        with self._calls_lock:
-            self.calls[operation] += 1
-
-    def call_count(self) -> int:
-        with self._calls_lock:
-            return sum(self.calls.values())
 
     def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
         try:

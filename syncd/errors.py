@@ -7,10 +7,11 @@ SyncdError
 ├── JournalCorrupt       the journal is damaged beyond a torn last record: stop, name the record
 ├── SourceError          a repo cannot be fetched or read: back off and retry, others go on
 │   └── BranchMissing    the branch is gone on the remote: keep the last commit, journal it
-├── StackInputError      a deployment file or template is bad: that stack fails, others go on
 └── AwsError             CloudFormation or S3 refused or failed; `retryable` says whether a
-    │                    later pass may try again without a new commit
-    └── StackBusy        the stack is in a state that cannot be updated now (blocked)
+                         later pass may try again without a new commit
+
+A bad deployment file or template is not an exception: loading returns it as an InvalidStack
+(syncd.core.deployments), so that one bad stack never stops the others.
 """
 
 from __future__ import annotations
@@ -54,15 +55,6 @@ class BranchMissing(SourceError):
     """The followed branch no longer exists on the remote."""
 
 
-class StackInputError(SyncdError):
-    """A deployment file or template is invalid; names the file and the reason."""
-
-    def __init__(self, file: str, reason: str) -> None:
-        self.file = file
-        self.reason = reason
-        super().__init__(f"{file}: {reason}")
-
-
 class AwsError(SyncdError):
     """An AWS call failed for a reason syncd understands."""
 
@@ -70,11 +62,3 @@ class AwsError(SyncdError):
         self.code = code
         self.retryable = retryable
         super().__init__(message)
-
-
-class StackBusy(AwsError):
-    """The stack's status does not allow a change now; the stack is reported blocked."""
-
-    def __init__(self, message: str, *, stack_status: str) -> None:
-        self.stack_status = stack_status
-        super().__init__(message, code="StackBusy", retryable=True)

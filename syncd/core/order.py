@@ -1,7 +1,7 @@
 """Dependency order: `stack-output` parameters make one stack wait for another.
 
-Pure. `dependency_cycles` finds the stacks that can never be ordered; the scheduler in
-`syncd.apply_order` uses `ready` to start each stack once everything it needs has settled.
+Pure. `dependency_cycles` finds the stacks that can never be ordered; a repo's pass
+(`syncd.reconcile`) uses `ready` to start each stack once everything it needs has settled.
 """
 
 from __future__ import annotations
@@ -83,26 +83,6 @@ def _describe(component: list[str], deps: Mapping[str, Set[str]], out: dict[str,
         text = " -> ".join(path)
         for member in path:
             out.setdefault(member, text)
-
-
-def topological(deps: Mapping[str, Set[str]]) -> list[str]:
-    """A stable order in which every stack comes after those it depends on (cycles left out)."""
-    cyclic = dependency_cycles(deps)
-    done: set[str] = set()
-    order: list[str] = []
-    remaining = sorted(n for n in deps if n not in cyclic)
-    while remaining:
-        progressed = False
-        for node in list(remaining):
-            needs = {d for d in deps[node] if d in deps}
-            if needs <= done:
-                order.append(node)
-                done.add(node)
-                remaining.remove(node)
-                progressed = True
-        if not progressed:  # depends on a cyclic stack: it can never run
-            break
-    return order
 
 
 def ready(deps: Mapping[str, Set[str]], finished: Set[str], started: Set[str]) -> list[str]:

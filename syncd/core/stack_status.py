@@ -85,11 +85,9 @@ def blocked_reason(stack_status: str) -> str:
 
 # Change set statuses (Status) and execution statuses (ExecutionStatus).
 CHANGE_SET_PENDING = frozenset({"CREATE_PENDING", "CREATE_IN_PROGRESS"})
-CHANGE_SET_READY = "CREATE_COMPLETE"
 CHANGE_SET_FAILED = "FAILED"
 EXECUTION_AVAILABLE = "AVAILABLE"
 EXECUTION_RUNNING = "EXECUTE_IN_PROGRESS"
-EXECUTION_DONE = frozenset({"EXECUTE_COMPLETE", "EXECUTE_FAILED"})
 
 # CloudFormation says "no changes" in two ways: a FAILED change set with one of these reasons,
 # or (when parameters are passed) a ValidationError from CreateChangeSet itself.

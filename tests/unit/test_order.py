@@ -4,33 +4,45 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.core.order import dependency_cycles, ready, topological
+from syncd.core.order import dependency_cycles, ready
 
 Deps = dict[str, set[str]]
+
+
+def waves(deps: Deps) -> list[list[str]]:
+    """What a pass does with `ready`: start every ready stack, let them all settle, repeat."""
+    finished: set[str] = set()
+    started: set[str] = set()
+    out: list[list[str]] = []
+    while wave := ready(deps, finished, started):
+        out.append(wave)
+        started |= set(wave)
+        finished |= set(wave)
+    return out
 
 
 def test_no_dependencies_no_cycles() -> None:
     deps: Deps = {"a": set(), "b": set()}
     assert dependency_cycles(deps) == {}
-    assert topological(deps) == ["a", "b"]
+    assert waves(deps) == [["a", "b"]]
 
 
 def test_empty_set() -> None:
     assert dependency_cycles({}) == {}
-    assert topological({}) == []
+    assert waves({}) == []
     assert ready({}, set(), set()) == []
 
 
 def test_self_cycle() -> None:
     deps: Deps = {"a": {"a"}, "b": set()}
     assert dependency_cycles(deps) == {"a": "a -> a"}
-    assert topological(deps) == ["b"]
+    assert waves(deps) == [["b"]]
 
 
 def test_two_cycle() -> None:
     deps: Deps = {"a": {"b"}, "b": {"a"}, "c": set()}
     assert dependency_cycles(deps) == {"a": "a -> b -> a", "b": "a -> b -> a"}
-    assert topological(deps) == ["c"]
+    assert waves(deps) == [["c"]]
 
 
 def test_three_cycle() -> None:
@@ -39,13 +51,13 @@ def test_three_cycle() -> None:
     assert set(cycles) == {"net", "app", "db"}
     assert len(set(cycles.values())) == 1
     assert cycles["app"] == "app -> db -> net -> app"
-    assert topological(deps) == []
+    assert waves(deps) == []
 
 
 def test_a_stack_depending_on_a_cycle_is_not_on_it_but_never_ordered() -> None:
     deps: Deps = {"a": {"b"}, "b": {"a"}, "c": {"a"}, "d": set()}
     assert set(dependency_cycles(deps)) == {"a", "b"}
-    assert topological(deps) == ["d"]
+    assert waves(deps) == [["d"]]
     assert ready(deps, finished={"d"}, started={"d"}) == []
 
 
@@ -67,11 +79,11 @@ def test_two_separate_cycles() -> None:
 def test_dependencies_outside_the_set_are_ignored() -> None:
     deps: Deps = {"app": {"shared-vpc"}, "db": {"app", "other-repo-stack"}}
     assert dependency_cycles(deps) == {}
-    assert topological(deps) == ["app", "db"]
+    assert waves(deps) == [["app"], ["db"]]
     assert ready(deps, finished=set(), started=set()) == ["app"]
 
 
-def test_topological_puts_every_stack_after_its_dependencies() -> None:
+def test_every_stack_starts_after_its_dependencies_have_settled() -> None:
     deps: Deps = {
         "app": {"db", "network"},
         "db": {"network"},
@@ -79,17 +91,7 @@ def test_topological_puts_every_stack_after_its_dependencies() -> None:
         "dns": set(),
         "cdn": {"app", "dns"},
     }
-    order = topological(deps)
-    assert sorted(order) == sorted(deps)
-    for stack, needs in deps.items():
-        for need in needs:
-            assert order.index(need) < order.index(stack), (need, stack, order)
-
-
-def test_topological_is_stable() -> None:
-    deps: Deps = {"c": set(), "b": set(), "a": {"c"}}
-    assert topological(deps) == ["b", "c", "a"]
-    assert topological(dict(reversed(deps.items()))) == ["b", "c", "a"]
+    assert waves(deps) == [["dns", "network"], ["db"], ["app"], ["cdn"]]
 
 
 @pytest.mark.parametrize(
