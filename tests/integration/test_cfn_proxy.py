@@ -224,6 +224,46 @@ def test_fail_update_ends_in_update_rollback_complete(proxy: FaultProxy) -> None
     assert status(cf, "alpha") == "UPDATE_COMPLETE"
 
 
+def test_a_rolled_back_update_shows_the_parameters_from_before(proxy: FaultProxy) -> None:
+    cf = cfn(proxy)
+    template = json.dumps(
+        {
+            "Parameters": {"Name": {"Type": "String"}},
+            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {"Name": {"Value": {"Ref": "Name"}}},
+        }
+    )
+
+    def update(kind: str, name: str) -> None:
+        change_set = cf.create_change_set(
+            StackName="alpha",
+            ChangeSetName=f"cs-{uuid.uuid4().hex[:8]}",
+            ChangeSetType=kind,
+            TemplateBody=template,
+            Parameters=[{"ParameterKey": "Name", "ParameterValue": name}],
+            Tags=[{"Key": "v", "Value": name}],
+        )
+        cf.execute_change_set(ChangeSetName=change_set["Id"], StackName="alpha")
+
+    def shown() -> tuple[str, str, str, str]:
+        stack = cf.describe_stacks(StackName="alpha")["Stacks"][0]
+        return (
+            stack["StackStatus"],
+            stack["Parameters"][0]["ParameterValue"],
+            stack["Outputs"][0]["OutputValue"],
+            stack["Tags"][0]["Value"],
+        )
+
+    update("CREATE", "v1")
+    proxy.fail("alpha", polls=1)
+    update("UPDATE", "v2")
+    assert shown() == ("UPDATE_IN_PROGRESS", "v2", "v2", "v2")
+    assert shown() == ("UPDATE_ROLLBACK_IN_PROGRESS", "v1", "v1", "v1")
+    assert shown() == ("UPDATE_ROLLBACK_COMPLETE", "v1", "v1", "v1")
+    update("UPDATE", "v3")
+    assert shown() == ("UPDATE_COMPLETE", "v3", "v3", "v3")
+
+
 def test_hold_shows_a_status_until_release(proxy: FaultProxy) -> None:
     cf = cfn(proxy)
     deploy(cf, "alpha")

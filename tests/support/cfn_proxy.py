@@ -14,18 +14,20 @@ credential scope) so that tests can show what moto cannot:
   then ROLLBACK_COMPLETE (create) or UPDATE_ROLLBACK_COMPLETE (update), which stays until a
   DeleteStack (or, for the update, a later execute). DescribeStackEvents gets the resource's
   *_FAILED event and the rollback events as those states are shown, all newer than moto's.
+  While an update shows its rollback, DescribeStacks also shows the parameters, outputs and tags
+  the stack had before that execute, as CloudFormation would after rolling back.
 - `hold`: DescribeStacks shows a fixed status (someone else's update) until `release`.
 
 "Shown" means one scripted status per DescribeStacks response that includes the stack, by name,
 by ARN or in the paginated listing; `hold` wins over the script and pauses it.
 
-Not modelled: moto has applied the change (resources, outputs, template) whatever status is
-shown, and a "failed" change is not undone; no request is refused because of a shown status (a
-held or ROLLBACK_COMPLETE stack still takes change sets: add an `error()` for that); resources
-(DescribeStackResources, ListStackResources) keep moto's states; the failed resource's type is
-made up (`fail(..., resource=)` names it). S3 and all other traffic passes through untouched, and
-`calls` lists CloudFormation only. Request bodies are read by Content-Length (botocore always
-sends one); chunked uploads are not supported.
+Not modelled: moto has applied the change (resources, template) whatever status is shown, and
+a "failed" change is not undone beyond what DescribeStacks shows; no request is refused because
+of a shown status (a held or ROLLBACK_COMPLETE stack still takes change sets: add an `error()`
+for that); resources (DescribeStackResources, ListStackResources) keep moto's states; the failed
+resource's type is made up (`fail(..., resource=)` names it). S3 and all other traffic passes
+through untouched, and `calls` lists CloudFormation only. Request bodies are read by
+Content-Length (botocore always sends one); chunked uploads are not supported.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class _Frame:
     events: tuple[_EVENT, ...] = ()  # published the first time the frame is shown
     reason: str | None = None  # shown as StackStatusReason
     sticky: bool = False  # keep showing it once the script has run out
+    rolled_back: bool = False  # show the parameters, outputs and tags from before the execute
 
 
 @dataclass
@@ -70,6 +73,7 @@ class _Stack:
     sticky: _Frame | None = None
     events: list[ET.Element] = field(default_factory=list)
     ghost: ET.Element | None = None  # DescribeStacks member of a stack being (slowly) deleted
+    before: ET.Element | None = None  # its member before a failing update's execute
 
 
 class FaultProxy:
@@ -162,15 +166,22 @@ class FaultProxy:
             fault = self._faults[action].pop(0) if self._faults.get(action) else None
             st = self._stacks.get(_name(params.get("StackName", "")))
             slow_delete = action == "DeleteStack" and st is not None and bool(st.slow)
+            known = self._known(params) if action == "ExecuteChangeSet" else None
+            failing_update = (
+                known is not None
+                and known[1] == "UPDATE"
+                and self._stack(known[0]).fail is not None
+            )
         if fault:
             return _reply(h, fault[0], [("Content-Type", "text/xml")], _error_xml(*fault))
         ghost = self._snapshot(h, params["StackName"]) if slow_delete else None
+        before = self._snapshot(h, known[0]) if known and failing_update else None
         status, headers, data = self._forward(h, body)
         with self._lock:
             if status == 200 and action == "CreateChangeSet":
                 self._on_create_change_set(params, data)
             elif status == 200 and action == "ExecuteChangeSet":
-                self._on_execute(params)
+                self._on_execute(params, before)
             elif status == 200 and action == "DeleteStack":
                 self._on_delete(params["StackName"], ghost)
             elif action == "DescribeStacks" and status in (200, 400):
@@ -206,10 +217,14 @@ class FaultProxy:
         if arn := ET.fromstring(data).findtext(f".//{_q('Id')}"):
             self._change_sets[arn] = known
 
-    def _on_execute(self, params: dict[str, str]) -> None:
+    def _known(self, params: dict[str, str]) -> tuple[str, str] | None:
+        """(stack, ChangeSetType) of the change set an ExecuteChangeSet names."""
         name = params["ChangeSetName"]
         stack = _name(params.get("StackName", ""))
-        known = self._change_sets.get(name) or self._change_sets.get((stack, name))
+        return self._change_sets.get(name) or self._change_sets.get((stack, name))
+
+    def _on_execute(self, params: dict[str, str], before: ET.Element | None) -> None:
+        known = self._known(params)
         if known is None:
             return
         st, kind = self._stack(known[0]), known[1]
@@ -225,9 +240,11 @@ class FaultProxy:
                 (resource, f"{kind}_FAILED", reason),
                 (None, rolling, why),
             )
+            restore = kind == "UPDATE" and before is not None
+            st.before = before
             st.script = [busy] * polls + [
-                _Frame(rolling, failed, why),
-                _Frame(done, ((None, done, ""),), sticky=True),
+                _Frame(rolling, failed, why, rolled_back=restore),
+                _Frame(done, ((None, done, ""),), sticky=True, rolled_back=restore),
             ]
         elif st.slow is not None:
             st.script, st.slow = [busy] * st.slow, None
@@ -297,6 +314,9 @@ class FaultProxy:
                 _set(member, "StackStatus", frame.status)
                 if frame.reason:
                     _set(member, "StackStatusReason", frame.reason)
+                before = self._stacks[member.findtext(_q("StackName"), "")].before
+                if frame.rolled_back and before is not None:
+                    _restore(member, before)
         return 200, ET.tostring(root, encoding="unicode", default_namespace=NS).encode()
 
     def _describe_events(self, stack: str, data: bytes) -> bytes:
@@ -354,6 +374,15 @@ def _q(tag: str) -> str:
 def _name(stack: str) -> str:
     """The stack name from a name or a stack ARN (arn:...:stack/NAME/ID)."""
     return stack.split("/")[1] if stack.startswith("arn:") else stack
+
+
+def _restore(member: ET.Element, before: ET.Element) -> None:
+    """Show what a rollback puts back: the earlier parameters, outputs and tags."""
+    for tag in ("Parameters", "Outputs", "Tags"):
+        for old in member.findall(_q(tag)):
+            member.remove(old)
+        if (earlier := before.find(_q(tag))) is not None:
+            member.append(copy.deepcopy(earlier))
 
 
 def _set(parent: ET.Element, tag: str, text: str) -> None:
