@@ -8,7 +8,7 @@ which step of an apply it marks; its `data` carries the facts of that step.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -169,6 +169,38 @@ class JournalState:
         d = record.data
         handler = _HANDLERS[record.kind]
         handler(self, record, d)
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """The folded state as plain JSON data (a snapshot spares replaying all records)."""
+        row_index = {id(row): i for i, row in enumerate(self.history)}
+        return {
+            "stacks": [asdict(view) for view in self.stacks.values()],
+            "history": [asdict(row) for row in self.history],
+            "repos": [asdict(repo) for repo in self.repos.values()],
+            "last_seq": self.last_seq,
+            "last_time": self.last_time,
+            "open_rows": {stack: row_index[id(row)] for stack, row in self._open_rows.items()},
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: Mapping[str, Any]) -> JournalState:
+        history = [
+            HistoryRow(**{**row, "result": Result(row["result"])}) for row in data["history"]
+        ]
+        stacks = {}
+        for view in data["stacks"]:
+            attempt = Attempt(**view["attempt"]) if view["attempt"] is not None else None
+            stacks[view["stack"]] = StackView(
+                **{**view, "state": StackState(view["state"]), "attempt": attempt}
+            )
+        return cls(
+            stacks=stacks,
+            history=history,
+            repos={repo["repo"]: RepoView(**repo) for repo in data["repos"]},
+            last_seq=data["last_seq"],
+            last_time=data["last_time"],
+            _open_rows={stack: history[i] for stack, i in data["open_rows"].items()},
+        )
 
 
 def fold(records: Iterable[Record]) -> JournalState:

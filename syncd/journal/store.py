@@ -1,14 +1,18 @@
-"""The journal on local disk: append-only, each record fsynced before syncd acts on it.
+"""The journal on local disk: append-only segments, each record fsynced before syncd acts on it.
 
-One JSON object a line in `state_dir/journal/segment-000001.jsonl`:
-`{"seq", "time", "kind", "data", "prev", "hash"}`, where `hash` is SHA-256 over the previous
-record's hash and this record's canonical body. The chain makes any changed, removed, reordered or
-inserted record visible; the mirror to S3 (next) uploads records as they are.
+`state_dir/journal/` holds `segment-<first seq>.jsonl` files (the record format and its checks
+are in `syncd.core.journal_format`) and `snapshot-<seq>.json` files: the folded state at that
+record, so that start-up and `status` fold only the records after it. A segment is closed and a
+new one started when it passes `segment_bytes`; a snapshot is written every `snapshot_every`
+records and at a clean close.
 
 Hazards: a crash mid-write leaves a torn last line, which `open` drops with a warning (the record
-was never acknowledged, since `append` returns only after fsync). Any other damage raises
-`JournalCorrupt` naming the segment and record: syncd must not guess at history. Only one process
-may write: `open(writer=True)` takes an exclusive lock on `state_dir/syncd.lock`.
+was never acknowledged: `append` returns only after fsync). Any other damage raises
+`JournalCorrupt` naming the segment and record: syncd must not guess at history. A writer checks
+the whole chain at open; a reader (`status`, `history`) trusts the newest snapshot and checks
+only what follows it. Snapshots are derived data: a damaged one is skipped with a warning. New
+files are made durable by an fsync of the folder too. Only one process may write:
+`open(writer=True)` takes an exclusive lock on `state_dir/syncd.lock`.
 """
 
 from __future__ import annotations
@@ -17,33 +21,140 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from syncd.core.journal_format import GENESIS, Damage, encode, verify
 from syncd.core.journal_state import JournalState, Kind, Record
 from syncd.errors import JournalCorrupt, StateLocked
 
-GENESIS = "0" * 64
-SEGMENT = "segment-000001.jsonl"
+SEGMENT_BYTES = 4 * 1024 * 1024
+SNAPSHOT_EVERY = 1000
+SNAPSHOTS_KEPT = 2
+_SEGMENT = re.compile(r"^segment-(\d+)\.jsonl$")
+_SNAPSHOT = re.compile(r"^snapshot-(\d+)\.json$")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"segment-{first_seq:012d}.jsonl"
 
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _body(seq: int, time: str, kind: str, data: Any) -> bytes:
-    return json.dumps(
-        {"seq": seq, "time": time, "kind": kind, "data": data},
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode()
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    first_seq: int
 
 
-def chain_hash(prev: str, seq: int, time: str, kind: str, data: Any) -> str:
-    return hashlib.sha256(prev.encode() + _body(seq, time, kind, data)).hexdigest()
+def segments(directory: Path) -> list[Segment]:
+    """The segment files in order of their first record."""
+    found = []
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if m := _SEGMENT.match(path.name):
+                found.append(Segment(path, int(m.group(1))))
+    return sorted(found, key=lambda s: s.first_seq)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What a check of the segments found: where the chain ends, the records kept, the hash at
+    the marked seq, and the torn tail of the last segment."""
+
+    last_seq: int
+    last_hash: str
+    good_bytes: int  # of the last segment
+    torn: int
+    records: tuple[Record, ...] = ()
+    marked_hash: str | None = None
+
+
+def check_segments(
+    found: list[Segment],
+    *,
+    keep_after: int | None = None,
+    mark: int | None = None,
+    trust_start: bool = False,
+) -> Checked:
+    """Verify the chain through `found`; keep the records after seq `keep_after`; report the
+    hash of record `mark`. A segment must start right after the one before it; only the last
+    may end torn. `trust_start`: `found` begins mid-journal and its first link is taken on trust.
+    """
+    seq = found[0].first_seq - 1 if found and trust_start else 0
+    prev: str | None = None if trust_start else GENESIS
+    kept: list[Record] = []
+    marked = GENESIS if mark == 0 else None
+    good_bytes = torn = 0
+    for index, seg in enumerate(found):
+        last = index == len(found) - 1
+        where = str(seg.path)
+        if seg.first_seq != seq + 1:
+            raise JournalCorrupt(
+                f"{where}: starts at seq {seg.first_seq}, but the record before it is seq {seq}: "
+                + ("a segment is missing" if seg.first_seq > seq + 1 else "segments overlap")
+            )
+        data = seg.path.read_bytes()
+        if not data and not last:
+            raise JournalCorrupt(f"{where}: empty, but later segments follow it")
+        try:
+            result = verify(
+                data,
+                where=where,
+                after_seq=seq,
+                prev=prev,
+                allow_torn=last,
+                keep_after=keep_after,
+                mark=mark,
+            )
+        except Damage as exc:
+            raise JournalCorrupt(str(exc)) from None
+        kept.extend(result.records)
+        marked = result.marked_hash or marked
+        seq, prev = result.last_seq, result.last_hash
+        good_bytes, torn = result.good_bytes, result.torn
+    return Checked(seq, prev or GENESIS, good_bytes, torn, tuple(kept), marked)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    seq: int
+    hash: str
+    state: dict[str, Any]
+
+
+def read_snapshots(directory: Path, warn: Callable[[str], None]) -> list[Snapshot]:
+    """Every intact snapshot, newest first; a damaged one is skipped with a warning."""
+    found = []
+    if not directory.is_dir():
+        return []
+    for path in directory.iterdir():
+        m = _SNAPSHOT.match(path.name)
+        if not m:
+            continue
+        try:
+            doc = json.loads(path.read_bytes())
+            body = {k: doc[k] for k in ("seq", "hash", "state")}
+            if doc["check"] != _snapshot_check(body) or doc["seq"] != int(m.group(1)):
+                raise ValueError("its checksum does not match")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warn(f"journal snapshot {path} is unusable ({exc}); folding from the records instead")
+            continue
+        found.append(Snapshot(path, doc["seq"], doc["hash"], doc["state"]))
+    return sorted(found, key=lambda s: s.seq, reverse=True)
+
+
+def _snapshot_check(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 class Journal:
@@ -52,45 +163,64 @@ class Journal:
     def __init__(
         self,
         directory: Path,
-        records: list[Record],
+        state: JournalState,
         last_hash: str,
         lock_file: IO[bytes] | None,
+        *,
+        current: Segment | None = None,
+        segment_bytes: int = SEGMENT_BYTES,
+        snapshot_every: int = SNAPSHOT_EVERY,
         clock: Callable[[], str] = utc_now,
     ) -> None:
         self.directory = directory
-        self.path = directory / SEGMENT
-        self.state = JournalState()
-        for record in records:
-            self.state.apply(record)
+        self.state = state
         self._last_hash = last_hash
         self._lock = threading.Lock()
         self._lock_file = lock_file
         self._clock = clock
+        self._current = current
+        self._segment_bytes = segment_bytes
+        self._snapshot_every = snapshot_every
+        self._snapshot_seq = state.last_seq
         self._file: IO[bytes] | None = None
         self._broken = ""  # set when a failed write could not be undone: no more appends
         self._listeners: list[Callable[[Record], None]] = []
 
     @classmethod
-    def open(cls, state_dir: Path, *, writer: bool, warn: Callable[[str], None] = print) -> Journal:
+    def open(
+        cls,
+        state_dir: Path,
+        *,
+        writer: bool,
+        warn: Callable[[str], None] = print,
+        segment_bytes: int = SEGMENT_BYTES,
+        snapshot_every: int = SNAPSHOT_EVERY,
+    ) -> Journal:
         """Read the journal (creating it for a writer); a writer holds the state_dir lock."""
         directory = state_dir / "journal"
         lock_file = None
         if writer:
             directory.mkdir(parents=True, exist_ok=True)
             lock_file = _lock(state_dir)
-        path = directory / SEGMENT
-        records, last_hash, good_bytes, torn = _read(path)
-        if torn:
-            warn(
-                f"journal {path}: dropped a torn last record ({torn} bytes) left by a crash; "
-                "it was never acknowledged"
-            )
-            if writer:
-                with open(path, "r+b") as f:
-                    f.truncate(good_bytes)
-                    f.flush()
-                    os.fsync(f.fileno())
-        return cls(directory, records, last_hash, lock_file)
+        try:
+            state, last_hash, current = _load(directory, writer=writer, warn=warn)
+        except BaseException:
+            if lock_file is not None:
+                lock_file.close()
+            raise
+        return cls(
+            directory,
+            state,
+            last_hash,
+            lock_file,
+            current=current,
+            segment_bytes=segment_bytes,
+            snapshot_every=snapshot_every,
+        )
+
+    @property
+    def last_hash(self) -> str:
+        return self._last_hash
 
     def subscribe(self, listener: Callable[[Record], None]) -> None:
         """Call `listener` with every record appended from now on (under the journal's lock)."""
@@ -103,36 +233,26 @@ class Journal:
         with self._lock:
             seq = self.state.last_seq + 1
             time = self._clock()
-            digest = chain_hash(self._last_hash, seq, time, kind.value, data)
-            line = json.dumps(
-                {
-                    "seq": seq,
-                    "time": time,
-                    "kind": kind.value,
-                    "data": data,
-                    "prev": self._last_hash,
-                    "hash": digest,
-                },
-                sort_keys=True,
-                separators=(",", ":"),
-            )
+            line, digest = encode(seq, time, kind.value, data, self._last_hash)
             if self._broken:
-                raise JournalCorrupt(f"{self.path}: {self._broken}; restart syncd")
-            f = self._writable()
+                raise JournalCorrupt(f"{self.directory}: {self._broken}; restart syncd")
+            f, path = self._writable(seq)
             good = f.tell()
             try:
-                f.write(line.encode() + b"\n")
+                f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
             except OSError as exc:
                 self._undo(f, good, exc)
                 raise JournalCorrupt(
-                    f"{self.path}: record seq {seq} could not be written ({exc}); "
+                    f"{path}: record seq {seq} could not be written ({exc}); "
                     "it was not acknowledged and nothing acted on it"
                 ) from exc
             self._last_hash = digest
             record = Record(seq, time, kind, data)
             self.state.apply(record)
+            if seq - self._snapshot_seq >= self._snapshot_every:
+                self._write_snapshot()
             for listener in self._listeners:
                 listener(record)
             return record
@@ -148,12 +268,58 @@ class Journal:
         except OSError as second:
             self._broken = f"a failed write ({exc}) could not be undone ({second})"
 
-    def records(self) -> Iterator[Record]:
-        """Every record on disk, in order (reads the file again)."""
-        records, _, _, _ = _read(self.path)
-        return iter(records)
+    def _writable(self, seq: int) -> tuple[IO[bytes], Path]:
+        """The open segment for record `seq`: a new one when the current one is full."""
+        if self._current is not None and self._file is None:
+            self._file = open(self._current.path, "ab")  # noqa: SIM115 - kept open for appends
+        if self._current is None or (
+            self._file is not None and self._file.tell() >= self._segment_bytes
+        ):
+            if self._file is not None:
+                self._file.close()
+            self._current = Segment(self.directory / segment_name(seq), seq)
+            self._file = open(self._current.path, "ab")  # noqa: SIM115 - kept open for appends
+            # A new file's directory entry must be durable too, or a crash can lose it.
+            _fsync_dir(self.directory)
+        assert self._file is not None
+        return self._file, self._current.path
+
+    def snapshot(self) -> None:
+        """Write a snapshot of the state now (a clean stop does, so the next start is quick)."""
+        with self._lock:
+            if self._lock_file is not None and self.state.last_seq > self._snapshot_seq:
+                self._write_snapshot()
+
+    def _write_snapshot(self) -> None:
+        """Atomically: a temporary file, fsynced, renamed, and the folder fsynced. A failure
+        costs only speed at the next start, so it is not an error of the append."""
+        seq = self.state.last_seq
+        body = {"seq": seq, "hash": self._last_hash, "state": self.state.to_snapshot()}
+        doc = {**body, "check": _snapshot_check(body)}
+        path = self.directory / f"snapshot-{seq:012d}.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(json.dumps(doc, separators=(",", ":")).encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(self.directory)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return
+        self._snapshot_seq = seq
+        older = sorted(p for p in self.directory.glob("snapshot-*.json") if p != path)
+        for old in older[: max(0, len(older) - (SNAPSHOTS_KEPT - 1))]:
+            old.unlink(missing_ok=True)
+
+    def records(self, after: int = 0) -> Iterator[Record]:
+        """Every record on disk after seq `after`, in order (reads and checks every file)."""
+        return iter(check_segments(segments(self.directory), keep_after=after).records)
 
     def close(self) -> None:
+        if self._lock_file is not None and not self._broken:
+            self.snapshot()
         with self._lock:
             if self._file is not None:
                 self._file.close()
@@ -162,14 +328,56 @@ class Journal:
                 self._lock_file.close()
                 self._lock_file = None
 
-    def _writable(self) -> IO[bytes]:
-        if self._file is None:
-            created = not self.path.exists()
-            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for appends
-            if created:
-                # A new file's directory entry must be durable too, or a crash can lose it.
-                _fsync_dir(self.directory)
-        return self._file
+
+def _load(
+    directory: Path, *, writer: bool, warn: Callable[[str], None]
+) -> tuple[JournalState, str, Segment | None]:
+    """The folded state, the last hash, and the segment to append to.
+
+    A writer checks every segment; a reader only those holding records after the snapshot."""
+    if writer:  # a snapshot a crash left half-written
+        for tmp in directory.glob("snapshot-*.tmp"):
+            tmp.unlink(missing_ok=True)
+    found = segments(directory)
+    snapshots = read_snapshots(directory, warn)
+    base = snapshots[0] if snapshots else None
+    scope = found
+    if not writer and base is not None:
+        # The segment holding the record right after the snapshot, and every later one.
+        start = max((i for i, s in enumerate(found) if s.first_seq <= base.seq + 1), default=0)
+        scope = found[start:]
+    checked = check_segments(
+        scope,
+        keep_after=base.seq if base else 0,
+        mark=base.seq if base else None,
+        trust_start=scope is not found and bool(scope) and scope[0].first_seq > 1,
+    )
+    if base is not None:
+        if base.seq > checked.last_seq:
+            raise JournalCorrupt(
+                f"{directory}: the records end at seq {checked.last_seq}, but {base.path.name} "
+                f"shows that seq {base.seq} was written: records were cut off"
+            )
+        if checked.marked_hash != base.hash:
+            raise JournalCorrupt(
+                f"{base.path}: does not match record seq {base.seq} of the segments "
+                "(one of them was changed, or the snapshot belongs to another journal)"
+            )
+    state = JournalState.from_snapshot(base.state) if base else JournalState()
+    for record in checked.records:
+        state.apply(record)
+    if checked.torn:
+        last = found[-1]
+        warn(
+            f"journal {last.path}: dropped a torn last record ({checked.torn} bytes) left by a "
+            "crash; it was never acknowledged"
+        )
+        if writer:
+            with open(last.path, "r+b") as f:
+                f.truncate(checked.good_bytes)
+                f.flush()
+                os.fsync(f.fileno())
+    return state, checked.last_hash, (found[-1] if found else None)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -198,45 +406,3 @@ def _lock(state_dir: Path) -> IO[bytes]:
     f.write(str(os.getpid()).encode())
     f.flush()
     return f
-
-
-def _read(path: Path) -> tuple[list[Record], str, int, int]:
-    """Records, the last hash, the length of the good prefix, and the torn tail's length."""
-    if not path.exists():
-        return [], GENESIS, 0, 0
-    data = path.read_bytes()
-    records: list[Record] = []
-    prev = GENESIS
-    offset = 0
-    lines = data.split(b"\n")
-    for index, raw in enumerate(lines):
-        last = index == len(lines) - 1
-        if last and raw == b"":
-            break
-        try:
-            obj = json.loads(raw)
-            seq, time, kind, body = obj["seq"], obj["time"], obj["kind"], obj["data"]
-            stored_prev, stored_hash = obj["prev"], obj["hash"]
-        except (ValueError, KeyError, TypeError) as exc:
-            if last:  # no newline after it: a write the crash cut short
-                return records, prev, offset, len(raw)
-            raise JournalCorrupt(
-                f"{path}: record {index + 1} (line {index + 1}) is unreadable: {exc}"
-            ) from exc
-        where = f"{path}: record seq {seq} (line {index + 1})"
-        if last:
-            # A complete-looking line without its newline was never acknowledged either.
-            return records, prev, offset, len(raw)
-        if seq != len(records) + 1:
-            raise JournalCorrupt(f"{where}: expected seq {len(records) + 1}")
-        if stored_prev != prev:
-            raise JournalCorrupt(f"{where}: does not follow the record before it")
-        if chain_hash(prev, seq, time, kind, body) != stored_hash:
-            raise JournalCorrupt(f"{where}: its content does not match its hash")
-        try:
-            records.append(Record(seq, time, Kind(kind), body))
-        except ValueError as exc:
-            raise JournalCorrupt(f"{where}: unknown kind {kind!r}") from exc
-        prev = stored_hash
-        offset += len(raw) + 1
-    return records, prev, offset, 0

@@ -62,7 +62,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
 
 
 def journal_records(state_dir: Path) -> list[dict[str, Any]]:
-    path = state_dir / "journal" / "segment-000001.jsonl"
+    path = state_dir / "journal" / "segment-000000000001.jsonl"
     if not path.exists():
         return []
     records = []

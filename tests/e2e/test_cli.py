@@ -289,7 +289,7 @@ def test_logs_are_json_lines_with_context_and_never_show_credentials(tmp_path, r
     created = [line for line in lines if line["event"] == "change_set.created"]
     assert created and created[0]["repo"] == "r" and created[0]["stack"] == "s"
     assert len(created[0]["commit"]) == 12
-    journal = (tmp_path / "state" / "journal" / "segment-000001.jsonl").read_text()
+    journal = (tmp_path / "state" / "journal" / "segment-000000000001.jsonl").read_text()
     status = run_syncd("status", "-c", str(config)).stdout
     for text in (result.stderr, result.stdout, journal, status):
         assert "hunter2secret" not in text

@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 
+from syncd.core.journal_format import GENESIS, chain_hash
 from syncd.core.journal_state import Kind, Record
 from syncd.errors import JournalCorrupt, StateLocked
 from syncd.journal import store
-from syncd.journal.store import GENESIS, SEGMENT, Journal, chain_hash
+from syncd.journal.store import Journal, segment_name
+
+SEGMENT = segment_name(1)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,11 +77,15 @@ def segment(state_dir: Path) -> Path:
 
 
 def write_history(state_dir: Path, count: int = len(HISTORY)) -> list[Record]:
+    """Append HISTORY, then stop as a crash would: without the snapshot a clean close writes
+    (the damage tests below edit segments, which a snapshot would rightly contradict)."""
     journal = Journal.open(state_dir, writer=True, warn=Warnings())
     try:
         return [journal.append(kind, **data) for kind, data in HISTORY[:count]]
     finally:
         journal.close()
+        for snapshot in (state_dir / "journal").glob("snapshot-*.json"):
+            snapshot.unlink()
 
 
 def lines_of(path: Path) -> list[bytes]:
@@ -548,7 +555,7 @@ def test_a_failed_write_is_undone_and_the_journal_stays_readable(
 
     journal = Journal.open(tmp_path, writer=True, warn=lambda _: None)
     journal.append(Kind.SOURCE_OK, repo="a")
-    size = journal.path.stat().st_size
+    size = segment(tmp_path).stat().st_size
     real_fsync = os.fsync
     calls = {"n": 0}
 
@@ -561,7 +568,7 @@ def test_a_failed_write_is_undone_and_the_journal_stays_readable(
     monkeypatch.setattr(store.os, "fsync", failing_fsync)
     with pytest.raises(JournalCorrupt, match="record seq 2 could not be written"):
         journal.append(Kind.SOURCE_OK, repo="b")
-    assert journal.path.stat().st_size == size  # the partial line was cut off
+    assert segment(tmp_path).stat().st_size == size  # the partial line was cut off
     assert journal.state.last_seq == 1  # not acknowledged, not folded in
     record = journal.append(Kind.SOURCE_OK, repo="c")
     assert record.seq == 2

@@ -648,3 +648,28 @@ def test_a_removed_stack_left_alone_no_longer_counts_as_failed(journal: Journal)
     view = journal.state().stacks["network"]
     assert (view.removed, view.state, view.version) == (True, StackState.IN_SYNC, 1)
     assert "left alone" in view.message
+
+
+def test_a_snapshot_taken_at_any_record_folds_on_exactly_like_the_full_fold(
+    journal: Journal,
+) -> None:
+    import json
+
+    journal.apply(1, C1, "create", "CREATE_COMPLETE", outputs={"VpcId": "vpc-1"})
+    journal.add(Kind.COMMIT, repo="platform", commit=C2, previous=C1, forced=False, changes=[])
+    journal.version(2, C2, "update")
+    journal.change_set(2, awaiting_approval=True)
+    journal.version(1, C2, "create", stack="app")
+    journal.add(Kind.BLOCKED, repo="platform", stack="db", stack_status=None, reason="waits")
+    journal.executing(2)
+    journal.result(2, "failed", "UPDATE_ROLLBACK_COMPLETE", message="boom", retryable=True)
+    journal.result(1, "succeeded", "CREATE_COMPLETE", stack="app")
+    journal.add(Kind.SOURCE_ERROR, repo="platform", message="unreachable")
+    full = journal.state()
+    for cut in range(len(journal.records) + 1):
+        snapshot = json.loads(json.dumps(fold(journal.records[:cut]).to_snapshot()))
+        resumed = JournalState.from_snapshot(snapshot)
+        for record in journal.records[cut:]:
+            resumed.apply(record)
+        assert resumed == full, cut
+        assert resumed.to_snapshot() == full.to_snapshot()
