@@ -11,6 +11,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -19,6 +20,7 @@ from syncd.cloudformation import CloudFormation, make_session
 from syncd.core.config import Config, parse_config
 from syncd.emulator import Emulator, start_emulator
 from syncd.errors import ConfigError
+from syncd.journal.mirror import Mirror
 from syncd.journal.store import Journal
 from syncd.reconcile import RepoSync
 from syncd.sources.git import GitSource
@@ -49,8 +51,6 @@ def not_built_yet(config: Config) -> list[str]:
     nobody believes their journal is mirrored or their webhook is heard when it is not."""
     soon = "is not available in this version of syncd yet"
     problems = []
-    if config.backup.url:
-        problems.append(f"backup.url: the journal's S3 mirror {soon}")
     if config.http.listen:
         problems.append(f"http.listen: the HTTP endpoints {soon}")
     for i, repo in enumerate(config.repos):
@@ -71,6 +71,7 @@ class App:
     syncs: dict[str, RepoSync]
     stop: threading.Event
     emulator: Emulator | None = None
+    mirror: Mirror | None = None
     _owns_journal: bool = field(default=True, repr=False)
 
     def close(self) -> None:
@@ -107,10 +108,14 @@ def open_app(
         endpoint = emulator.url
         aws = dataclasses.replace(aws, region=aws.region or "us-east-1")
         template_bucket = template_bucket or EMBEDDED_TEMPLATE_BUCKET
+    mirror = None
     try:
-        cfn = CloudFormation(make_session(aws, endpoint), endpoint, template_bucket)
+        session = make_session(aws, endpoint)
+        cfn = CloudFormation(session, endpoint, template_bucket)
         if aws.embedded and template_bucket:
             cfn.ensure_bucket(template_bucket)
+        if config.backup.url:
+            mirror = open_mirror(config, journal, session, endpoint)
     except BaseException:
         if emulator is not None:
             emulator.stop()
@@ -118,6 +123,8 @@ def open_app(
             journal.close()
         raise
     applier = Applier(cfn, journal, Waiter(stop, max_pause=aws.wait_poll))
+    if mirror is not None:
+        applier.before_acting = lambda: mirror.flush(when_healthy=True)
     slots = threading.Semaphore(config.concurrency)
     syncs = {
         repo.name: RepoSync(
@@ -131,4 +138,21 @@ def open_app(
         )
         for repo in config.repos
     }
-    return App(config, journal, cfn, syncs, stop, emulator, owns_journal)
+    return App(config, journal, cfn, syncs, stop, emulator, mirror, owns_journal)
+
+
+def open_mirror(config: Config, journal: Journal, session: Any, endpoint: str | None) -> Mirror:
+    """The journal's S3 mirror at backup.url (the embedded emulator's bucket made if missing)."""
+    from syncd.s3 import S3Store
+
+    assert config.backup.url
+    store = S3Store(
+        session,
+        config.backup.url,
+        endpoint_url=endpoint,
+        sse=config.backup.sse,
+        kms_key_id=config.backup.kms_key_id,
+    )
+    if config.aws.embedded:
+        store.ensure_bucket()
+    return Mirror(journal, store, config.state_dir, interval=config.backup.interval)

@@ -22,6 +22,7 @@ One stack is never worked on by two threads at once (a lock per stack name).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -106,6 +107,9 @@ class Applier:
     cfn: CloudFormation
     journal: Journal
     waiter: Waiter
+    # Called after an intent (execute, delete) is journaled and before the AWS call: the
+    # journal's mirror uploads it, so a host lost mid-apply still has the intent in S3.
+    before_acting: Callable[[], object] = field(default=lambda: None)
     log: Any = field(default_factory=lambda: structlog.get_logger("syncd.apply"))
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -354,6 +358,7 @@ class Applier:
     def _execute(self, stack: str, arn: str, before: str | None, log: Any) -> Outcome:
         # The intent is on disk before the call: after a crash, the next start observes.
         self.journal.append(Kind.EXECUTING, stack=stack, change_set=arn)
+        self.before_acting()
         started = datetime.now(UTC)
         log.info("change_set.executing", change_set=arn)
         self._execute_call(stack, arn, log)
@@ -519,6 +524,7 @@ class Applier:
         """on_failure: recreate. A ROLLBACK_COMPLETE stack holds no resources; delete it,
         journaled first like every other act."""
         self.journal.append(Kind.RECREATING, stack=stack, stack_status=observed.status)
+        self.before_acting()
         log.warning("stack.recreate", stack_status=observed.status)
         self.cfn.delete_stack(observed.name)
         self._wait_stack(observed.name, datetime.now(UTC), log, deleting=True)
@@ -537,6 +543,7 @@ class Applier:
         if info is not None and info.execution_status == EXECUTION_AVAILABLE:
             # Still AVAILABLE: the execute call never reached CloudFormation. Make it now.
             log.info("change_set.resume_execute", change_set=info.arn)
+            self.before_acting()
             self._execute_call(stack, info.arn, log)
         else:
             log.info(
@@ -601,6 +608,7 @@ class Applier:
                 dependencies=[],
             )
         self.journal.append(Kind.EXECUTING, stack=stack, change_set=None)
+        self.before_acting()
         since = datetime.now(UTC)
         log.warning("stack.deleting")
         self.cfn.delete_stack(stack)

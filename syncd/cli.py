@@ -50,6 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stack", nargs="?", metavar="STACK")
     _format(p)
     command("validate", "check config, deployment files and templates (cfn-lint); no AWS calls")
+    _format(command("backup", "mirror the journal to S3 now (backup.url)"))
+    p = command("restore", "rebuild the journal from S3 (backup.url)")
+    p.add_argument("--at", metavar="TIME", help="as it was at TIME (ISO 8601), not the latest")
+    p.add_argument("--force", action="store_true", help="replace a journal (kept beside it)")
+    p.add_argument(
+        "--partial", action="store_true", help="restore a damaged backup up to the damage"
+    )
+    p.add_argument("--lineage", metavar="ID", help="a lineage other than the newest")
+    _format(p)
+    journal = command("journal", "the journal itself")
+    journal_sub = journal.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
+    p = journal_sub.add_parser(
+        "verify",
+        parents=[common],
+        help="check every record; name the first bad one",
+        description="check every record, locally (and in S3 with --remote); name the first bad one",
+    )
+    p.add_argument("--remote", action="store_true", help="check the S3 backup too")
+    _format(p)
     return parser
 
 
@@ -106,6 +125,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
             futures = [pool.submit(s.run_pass, only) for s in app.syncs.values()]
             reports: list[PassReport] = [f.result() for f in futures]
         rows = _sync_rows(reports, app)
+        if app.mirror is not None and not app.mirror.flush():
+            print(
+                f"syncd: warning: backup not up to date: {app.mirror.cursor.error}", file=sys.stderr
+            )
     finally:
         app.close()
     if only:
@@ -166,7 +189,7 @@ def _read_journal(args: argparse.Namespace) -> Any:
 def cmd_status(args: argparse.Namespace) -> int:
     from syncd import render
 
-    _, journal = _read_journal(args)
+    config, journal = _read_journal(args)
     views = sorted(journal.state.stacks.values(), key=lambda v: (v.repo, v.stack))
     rows = [v.as_status() for v in views]
     if args.format == "json":
@@ -176,8 +199,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         for repo in sorted(journal.state.repos.values(), key=lambda r: r.repo):
             if repo.error:
                 print(f"repo {repo.repo}: {repo.error}")
+        if config.backup.url:
+            print(_backup_line(config, journal))
     bad = {"failed", "blocked"}
     return EXIT_FAILED if any(r["state"] in bad for r in rows) else EXIT_OK
+
+
+def _backup_line(config: Any, journal: Any) -> str:
+    from syncd.journal.mirror import Cursor, backlog
+
+    cursor = Cursor.load(config.state_dir / "mirror.json")
+    waiting, oldest = backlog(journal, cursor)
+    if not waiting:
+        return f"backup: all {cursor.seq} record(s) in {config.backup.url}"
+    line = f"backup: {waiting} record(s) not yet in {config.backup.url}"
+    line += f", the oldest from {oldest}" if oldest else ""
+    if cursor.error:
+        line += f"; failing since {cursor.error_since}: {cursor.error}"
+    return line
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -230,10 +269,151 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _mirror_store(config: Any) -> Any:
+    from syncd.cloudformation import make_session
+    from syncd.s3 import S3Store
+
+    if not config.backup.url:
+        raise UsageError("backup.url is not set in the config: there is no S3 backup")
+    endpoint = config.aws.endpoint_url
+    if config.aws.embedded:
+        raise UsageError(
+            "the embedded emulator lives only while syncd runs: its S3 cannot hold a backup "
+            "to restore or verify from another process"
+        )
+    session = make_session(config.aws, endpoint)
+    return S3Store(
+        session,
+        config.backup.url,
+        endpoint_url=endpoint,
+        sse=config.backup.sse,
+        kms_key_id=config.backup.kms_key_id,
+    )
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from syncd import render
+    from syncd.app import open_journal
+    from syncd.journal.mirror import Mirror
+
+    config = _config(args)
+    store = _mirror_store(config)
+    journal = open_journal(config)
+    try:
+        mirror = Mirror(journal, store, config.state_dir, interval=config.backup.interval)
+        sent = mirror.cycle()
+        cursor = mirror.cursor
+    finally:
+        journal.close()
+    result = {
+        "url": store.url,
+        "lineage": cursor.lineage,
+        "uploaded_records": sent,
+        "last_seq": cursor.seq,
+        "last_hash": cursor.hash,
+    }
+    if args.format == "json":
+        print(render.as_json(result))
+    else:
+        print(
+            f"backup: {sent} new record(s) uploaded; {store.url}lineages/{cursor.lineage}/ "
+            f"holds records 1..{cursor.seq}"
+        )
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from syncd import render
+    from syncd.journal.restore import normalise_time, restore
+
+    config = _config(args)
+    store = _mirror_store(config)
+    at = normalise_time(args.at) if args.at else None
+    read = restore(
+        store,
+        config.state_dir,
+        at=at,
+        force=args.force,
+        partial=args.partial,
+        lineage_id=args.lineage,
+    )
+    result = {
+        "url": store.url,
+        "lineage": read.lineage.id,
+        "records": read.last_seq,
+        "last_time": read.last_time,
+        "damage": read.damage,
+    }
+    if args.format == "json":
+        print(render.as_json(result))
+    else:
+        print(
+            f"restored {read.last_seq} record(s) from {store.url}lineages/{read.lineage.id}/"
+            + (f", up to {read.last_time}" if read.last_time else "")
+        )
+        if read.damage:
+            print(f"stopped before damage: {read.damage}")
+    return EXIT_OK
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from syncd import render
+    from syncd.journal.store import Journal, verify_journal
+
+    config = _config(args)
+    warnings: list[str] = []
+    result: dict[str, Any] = {"ok": True, "local": None, "remote": None}
+    try:
+        checked = verify_journal(config.state_dir, warnings.append)
+        result["local"] = {
+            "records": checked.last_seq,
+            "last_hash": checked.last_hash,
+            "torn_tail_bytes": checked.torn,
+            "problem": None,
+        }
+    except JournalCorrupt as exc:
+        result["ok"] = False
+        result["local"] = {"problem": str(exc)}
+    if args.remote:
+        from syncd.journal.restore import verify_remote
+
+        store = _mirror_store(config)
+        local = None
+        if result["ok"]:
+            local = Journal.open(config.state_dir, writer=False, warn=warnings.append)
+        read = verify_remote(store, local)
+        result["remote"] = {
+            "url": store.url,
+            "lineage": read.lineage.id,
+            "records": read.last_seq,
+            "last_hash": read.last_hash,
+            "deletions_visible": read.deleted is not None,
+            "problem": read.damage,
+        }
+        result["ok"] = result["ok"] and not read.damage
+    if args.format == "json":
+        print(render.as_json(result))
+    else:
+        for where in ("local", "remote"):
+            part = result[where]
+            if part is None:
+                continue
+            if part["problem"]:
+                print(f"{where}: DAMAGED: {part['problem']}")
+            else:
+                print(f"{where}: ok, {part['records']} record(s), last hash {part['last_hash']}")
+        for warning in warnings:
+            print(f"warning: {warning}")
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
 _COMMANDS = {
     "run": cmd_run,
     "sync": cmd_sync,
     "status": cmd_status,
     "history": cmd_history,
     "validate": cmd_validate,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
+    "journal": cmd_journal,
 }

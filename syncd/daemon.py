@@ -82,6 +82,7 @@ class Daemon:
         self._reload = threading.Event()
         self.app: App | None = None
         self.workers: list[RepoWorker] = []
+        self.mirror_thread: threading.Thread | None = None
 
     def run(self) -> int:
         config = load_config(self.config_file)  # ConfigError: nothing has started
@@ -111,7 +112,9 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
-            if all(w.thread.is_alive() for w in self.workers):
+            threads = [w.thread for w in self.workers]
+            threads += [self.mirror_thread] if self.mirror_thread is not None else []
+            if all(t.is_alive() for t in threads):
                 self.notifier.watchdog()
             self.notifier.status(self._status_line())
 
@@ -127,6 +130,11 @@ class Daemon:
         self.workers = [RepoWorker(s, self.app.stop) for s in self.app.syncs.values()]
         for worker in self.workers:
             worker.start()
+        if self.app.mirror is not None:
+            self.mirror_thread = threading.Thread(
+                target=self.app.mirror.run, args=(self.app.stop,), name="mirror", daemon=True
+            )
+            self.mirror_thread.start()
 
     def _stop_workers(self) -> None:
         if self.app is not None:
@@ -143,6 +151,11 @@ class Daemon:
                     self.log.info("daemon.waiting_for_worker", repo=worker.sync.repo.name)
                     self.notifier.watchdog()
         self.workers = []
+        if self.mirror_thread is not None:  # after the workers: its last cycle sends their records
+            while self.mirror_thread.is_alive():
+                self.mirror_thread.join(timeout=5.0)
+                self.notifier.watchdog()
+            self.mirror_thread = None
 
     def _do_reload(self) -> None:
         assert self.app is not None

@@ -8,7 +8,8 @@ SyncdError
 ├── SourceError          a repo cannot be fetched or read: back off and retry, others go on
 │   └── BranchMissing    the branch is gone on the remote: keep the last commit, journal it
 └── AwsError             CloudFormation or S3 refused or failed; `retryable` says whether a
-                         later pass may try again without a new commit
+    │                    later pass may try again without a new commit
+    └── ObjectExists     a conditional put found its S3 key taken (the mirror reads it back)
 
 A bad deployment file or template is not an exception: loading returns it as an InvalidStack
 (syncd.core.deployments), so that one bad stack never stops the others.
@@ -62,3 +63,7 @@ class AwsError(SyncdError):
         self.code = code
         self.retryable = retryable
         super().__init__(message)
+
+
+class ObjectExists(AwsError):
+    """A conditional put found the key taken."""

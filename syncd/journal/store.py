@@ -201,7 +201,7 @@ class Journal:
         lock_file = None
         if writer:
             directory.mkdir(parents=True, exist_ok=True)
-            lock_file = _lock(state_dir)
+            lock_file = lock_state_dir(state_dir)
         try:
             state, last_hash, current = _load(directory, writer=writer, warn=warn)
         except BaseException:
@@ -353,16 +353,7 @@ def _load(
         trust_start=scope is not found and bool(scope) and scope[0].first_seq > 1,
     )
     if base is not None:
-        if base.seq > checked.last_seq:
-            raise JournalCorrupt(
-                f"{directory}: the records end at seq {checked.last_seq}, but {base.path.name} "
-                f"shows that seq {base.seq} was written: records were cut off"
-            )
-        if checked.marked_hash != base.hash:
-            raise JournalCorrupt(
-                f"{base.path}: does not match record seq {base.seq} of the segments "
-                "(one of them was changed, or the snapshot belongs to another journal)"
-            )
+        _check_snapshot(directory, base, checked)
     state = JournalState.from_snapshot(base.state) if base else JournalState()
     for record in checked.records:
         state.apply(record)
@@ -380,6 +371,32 @@ def _load(
     return state, checked.last_hash, (found[-1] if found else None)
 
 
+def _check_snapshot(directory: Path, base: Snapshot, checked: Checked) -> None:
+    """The snapshot must describe a record the segments hold, with the same hash."""
+    if base.seq > checked.last_seq:
+        raise JournalCorrupt(
+            f"{directory}: the records end at seq {checked.last_seq}, but {base.path.name} "
+            f"shows that seq {base.seq} was written: records were cut off"
+        )
+    if checked.marked_hash != base.hash:
+        raise JournalCorrupt(
+            f"{base.path}: does not match record seq {base.seq} of the segments "
+            "(one of them was changed, or the snapshot belongs to another journal)"
+        )
+
+
+def verify_journal(state_dir: Path, warn: Callable[[str], None]) -> Checked:
+    """Check every record of every segment, and the newest snapshot against them; raise
+    JournalCorrupt at the first problem. Safe beside a running daemon (it only reads)."""
+    directory = state_dir / "journal"
+    snapshots = read_snapshots(directory, warn)
+    base = snapshots[0] if snapshots else None
+    checked = check_segments(segments(directory), keep_after=None, mark=base.seq if base else None)
+    if base is not None:
+        _check_snapshot(directory, base, checked)
+    return checked
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -388,7 +405,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _lock(state_dir: Path) -> IO[bytes]:
+def lock_state_dir(state_dir: Path) -> IO[bytes]:
+    """Take the state_dir's writer lock (StateLocked when another process has it)."""
     path = state_dir / "syncd.lock"
     f = open(path, "a+b")  # noqa: SIM115 - held for the life of the process
     try:

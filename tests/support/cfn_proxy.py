@@ -17,6 +17,10 @@ credential scope) so that tests can show what moto cannot:
   While an update shows its rollback, DescribeStacks also shows the parameters, outputs and tags
   the stack had before that execute, as CloudFormation would after rolling back.
 - `hold`: DescribeStacks shows a fixed status (someone else's update) until `release`.
+- S3: `s3_error` fails the next N requests of a method with an error reply (`store=True`:
+  forwards the request first, so S3 keeps what the client is told failed); `s3_down`/`s3_up`
+  answer every S3 request with 503 in between. `events` lists CloudFormation actions and S3
+  requests ("PUT /bucket/key") in the order they arrived.
 
 "Shown" means one scripted status per DescribeStacks response that includes the stack, by name,
 by ARN or in the paginated listing; `hold` wins over the script and pauses it.
@@ -83,6 +87,9 @@ class FaultProxy:
         self.upstream = urlsplit(upstream_url).netloc  # host:port
         self.url = ""
         self.calls: list[str] = []
+        self.events: list[str] = []
+        self._s3_faults: list[tuple[str, int, str, bool]] = []  # (method, status, code, store)
+        self._s3_down = False
         self._lock = threading.Lock()
         self._faults: dict[str, list[tuple[int, str, str]]] = {}  # action -> (status, code, msg)
         self._stacks: dict[str, _Stack] = {}
@@ -110,8 +117,30 @@ class FaultProxy:
         """Forget every rule, scripted status, injected event and call."""
         with self._lock:
             self.calls.clear()
+            self.events.clear()
             self._faults.clear()
             self._stacks.clear()
+            self._s3_faults.clear()
+            self._s3_down = False
+
+    def s3_error(
+        self,
+        method: str,
+        times: int = 1,
+        status: int = 503,
+        code: str = "ServiceUnavailable",
+        store: bool = False,
+    ) -> None:
+        with self._lock:
+            self._s3_faults.extend([(method, status, code, store)] * times)
+
+    def s3_down(self) -> None:
+        with self._lock:
+            self._s3_down = True
+
+    def s3_up(self) -> None:
+        with self._lock:
+            self._s3_down = False
 
     def count(self, action: str | None = None) -> int:
         with self._lock:
@@ -157,12 +186,15 @@ class FaultProxy:
         body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
         scope = _SCOPE.search(h.headers.get("Authorization", ""))
         form = h.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded")
+        if scope and scope.group(1) == "s3":
+            return self._serve_s3(h, body)
         if not (scope and scope.group(1) == "cloudformation" and form):
             return _reply(h, *self._forward(h, body))
         params = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
         action = params.get("Action", "")
         with self._lock:
             self.calls.append(action)
+            self.events.append(action)
             fault = self._faults[action].pop(0) if self._faults.get(action) else None
             st = self._stacks.get(_name(params.get("StackName", "")))
             slow_delete = action == "DeleteStack" and st is not None and bool(st.slow)
@@ -189,6 +221,22 @@ class FaultProxy:
             elif status == 200 and action == "DescribeStackEvents" and "NextToken" not in params:
                 data = self._describe_events(_name(params["StackName"]), data)
         _reply(h, status, headers, data)
+
+    def _serve_s3(self, h: _Handler, body: bytes) -> None:
+        with self._lock:
+            self.events.append(f"{h.command} {h.path}")
+            fault = None
+            if self._s3_down:
+                fault = (h.command, 503, "ServiceUnavailable", False)
+            else:
+                index = next((i for i, f in enumerate(self._s3_faults) if f[0] == h.command), None)
+                if index is not None:
+                    fault = self._s3_faults.pop(index)
+        if fault is None:
+            return _reply(h, *self._forward(h, body))
+        if fault[3]:
+            self._forward(h, body)  # S3 keeps it; the client hears of a failure
+        _reply(h, fault[1], [("Content-Type", "application/xml")], _s3_error_xml(fault[2]))
 
     def _forward(self, h: _Handler, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(self.upstream, timeout=60)
@@ -383,6 +431,13 @@ def _restore(member: ET.Element, before: ET.Element) -> None:
             member.remove(old)
         if (earlier := before.find(_q(tag))) is not None:
             member.append(copy.deepcopy(earlier))
+
+
+def _s3_error_xml(code: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+        f"<Message>Injected {code}</Message></Error>"
+    ).encode()
 
 
 def _set(parent: ET.Element, tag: str, text: str) -> None:

@@ -1,0 +1,147 @@
+"""Lose the host, restore from S3, carry on: the `syncd` command against moto's CloudFormation
+and S3 over HTTP (through the fault proxy), with real Git repos."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+
+from tests.conftest import deployment, topic_stack, write_config
+from tests.e2e.conftest import json_out, run_syncd
+
+BUCKET = "syncd-backups"
+
+
+@pytest.fixture
+def backup(aws):
+    s3 = boto3.client("s3", endpoint_url=aws.emulator.url, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    return s3
+
+
+def records_objects(s3):
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", []) if "/records/" in o["Key"]]
+    return {k: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+
+
+def test_lose_the_host_restore_and_carry_on_without_redeploying(tmp_path, repo, aws, backup):
+    topic_stack(repo, "alpha", "a1")
+    repo.commit({"deployments/beta.yaml": deployment(Name="b1")})
+    config = write_config(
+        tmp_path,
+        [{"name": "r", "url": str(repo.bare)}],
+        aws.endpoint,
+        backup={"url": f"s3://{BUCKET}/prod/", "interval": "1s"},
+    )
+    times = []
+    for name in ("a2", "a3"):
+        assert run_syncd("sync", "-c", str(config)).returncode == 0
+        time.sleep(0.01)
+        times.append(datetime.now(UTC).isoformat(timespec="milliseconds"))
+        time.sleep(0.01)
+        repo.commit({"deployments/alpha.yaml": deployment(Name=name)})
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    history = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
+    rows = [(h["stack"], h["version"]) for h in history]
+    assert sorted(rows[:2]) == [("alpha", 1), ("beta", 1)]  # applied side by side
+    assert rows[2:] == [("alpha", 2), ("alpha", 3)]
+    verified = run_syncd("journal", "verify", "--remote", "-c", str(config), "--format", "json")
+    assert verified.returncode == 0, verified.stdout
+    report = json_out(verified)
+    assert report["remote"]["records"] == report["local"]["records"]
+
+    # Every intent to execute was in S3 before its ExecuteChangeSet.
+    objects = records_objects(backup)
+    for index, event in enumerate(aws.proxy.events):
+        if event != "ExecuteChangeSet":
+            continue
+        before = [e for e in aws.proxy.events[:index] if e.startswith("PUT ") and "/records/" in e]
+        sent = b"".join(objects[e.split(f"/{BUCKET}/", 1)[1]] for e in before)
+        assert sent.count(b'"kind":"executing"') >= aws.proxy.events[: index + 1].count(
+            "ExecuteChangeSet"
+        )
+
+    shutil.rmtree(tmp_path / "state")  # the host is gone
+    restored = run_syncd("restore", "-c", str(config), "--format", "json")
+    assert restored.returncode == 0, restored.stderr
+    assert json_out(run_syncd("history", "-c", str(config), "--format", "json")) == history
+    aws.proxy.reset()
+    result = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert {r["outcome"] for r in json_out(result)} == {"in_sync"}
+    assert aws.proxy.count("CreateChangeSet") == 0 and aws.proxy.count("ExecuteChangeSet") == 0
+
+    # Point in time: between version 2 and version 3 of alpha.
+    again = run_syncd("restore", "--at", times[1], "--force", "-c", str(config))
+    assert again.returncode == 0, again.stderr
+    at = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
+    assert at == history[:3]
+    assert list((tmp_path / "state").glob("journal.replaced-*"))
+
+
+def test_restore_refuses_a_damaged_backup_and_verify_names_it(tmp_path, repo, aws, backup):
+    topic_stack(repo, "alpha", "a1")
+    config = write_config(
+        tmp_path,
+        [{"name": "r", "url": str(repo.bare)}],
+        aws.endpoint,
+        backup={"url": f"s3://{BUCKET}/prod/"},
+    )
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    key, body = next(iter(records_objects(backup).items()))
+    backup.put_object(Bucket=BUCKET, Key=key, Body=body.replace(b"a1", b"zz", 1))
+    verify = run_syncd("journal", "verify", "--remote", "-c", str(config))
+    assert verify.returncode == 1
+    assert "remote: DAMAGED" in verify.stdout and "record seq" in verify.stdout
+    shutil.rmtree(tmp_path / "state")
+    refused = run_syncd("restore", "-c", str(config))
+    assert refused.returncode == 1
+    assert "the backup is damaged" in refused.stderr and "--partial" in refused.stderr
+    assert not (tmp_path / "state" / "journal").exists()
+
+
+def test_journal_verify_names_the_first_bad_local_record(tmp_path, repo, aws):
+    topic_stack(repo, "alpha", "a1")
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    ok = run_syncd("journal", "verify", "-c", str(config))
+    assert ok.returncode == 0 and ok.stdout.startswith("local: ok,"), ok.stdout
+    segment = next((tmp_path / "state" / "journal").glob("segment-*.jsonl"))
+    lines = segment.read_bytes().splitlines(keepends=True)
+    lines[2], lines[3] = lines[3], lines[2]
+    segment.write_bytes(b"".join(lines))
+    bad = run_syncd("journal", "verify", "-c", str(config), "--format", "json")
+    assert bad.returncode == 1
+    problem = json_out(bad)["local"]["problem"]
+    assert f"{segment.name}: record seq 4 (line 3): expected seq 3" in problem
+
+
+def test_syncing_goes_on_while_s3_is_down_and_the_backlog_shows(tmp_path, repo, aws, backup):
+    topic_stack(repo, "alpha", "a1")
+    config = write_config(
+        tmp_path,
+        [{"name": "r", "url": str(repo.bare)}],
+        aws.endpoint,
+        backup={"url": f"s3://{BUCKET}/prod/"},
+    )
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    aws.proxy.s3_down()
+    repo.commit({"deployments/alpha.yaml": deployment(Name="a2")})
+    result = run_syncd("sync", "-c", str(config))
+    assert result.returncode == 0, result.stderr  # the stack was applied all the same
+    assert aws.parameters("alpha") == {"Name": "a2"}
+    assert "backup not up to date" in result.stderr
+    status = run_syncd("status", "-c", str(config)).stdout
+    assert "record(s) not yet in s3://syncd-backups/prod/, the oldest from 20" in status
+    assert "failing since" in status
+    aws.proxy.s3_up()
+    done = run_syncd("backup", "-c", str(config), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json_out(done)["uploaded_records"] > 0
+    assert "backup: all " in run_syncd("status", "-c", str(config)).stdout
+    assert run_syncd("journal", "verify", "--remote", "-c", str(config)).returncode == 0
