@@ -4,6 +4,7 @@ and S3 over HTTP (through the fault proxy), with real Git repos."""
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from datetime import UTC, datetime
 
@@ -145,3 +146,49 @@ def test_syncing_goes_on_while_s3_is_down_and_the_backlog_shows(tmp_path, repo, 
     assert json_out(done)["uploaded_records"] > 0
     assert "backup: all " in run_syncd("status", "-c", str(config)).stdout
     assert run_syncd("journal", "verify", "--remote", "-c", str(config)).returncode == 0
+
+
+def test_the_daemon_mirrors_within_the_interval_and_flushes_on_sigterm(tmp_path, repo, aws, backup):
+    from tests.e2e.conftest import start_syncd, wait_for
+
+    topic_stack(repo, "alpha", "a1")
+    config = write_config(
+        tmp_path,
+        [{"name": "r", "url": str(repo.bare), "poll_interval": "200ms"}],
+        aws.endpoint,
+        backup={"url": f"s3://{BUCKET}/prod/", "interval": "500ms"},
+    )
+    daemon = start_syncd("run", "-c", str(config))
+    try:
+        wait_for(lambda: aws.stack("alpha"), what="the first create")
+        wait_for(
+            lambda: any(b'"kind":"result"' in body for body in records_objects(backup).values()),
+            timeout=10,
+            what="the result record in S3",
+        )
+        aws.proxy.s3_down()  # an outage: the daemon syncs on, the backlog waits on disk
+        repo.commit({"deployments/alpha.yaml": deployment(Name="alphatwo")})
+        wait_for(lambda: aws.parameters("alpha") == {"Name": "alphatwo"}, what="version 2")
+        time.sleep(1.0)
+        assert b'"Name":"alphatwo"' not in b"".join(records_objects(backup).values())
+        aws.proxy.s3_up()
+        wait_for(
+            lambda: b'"Name":"alphatwo"' in b"".join(records_objects(backup).values()),
+            timeout=15,
+            what="the backlog flushed",
+        )
+        repo.commit({"deployments/alpha.yaml": deployment(Name="a3")})
+        wait_for(lambda: aws.parameters("alpha") == {"Name": "a3"}, what="version 3")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        stderr = daemon.stderr.read() if daemon.stderr else ""
+        daemon.wait()
+    assert "mirror.failed" in stderr and "mirror.recovered" in stderr
+    # After a clean stop, S3 holds every record the journal holds.
+    verified = json_out(
+        run_syncd("journal", "verify", "--remote", "-c", str(config), "--format", "json")
+    )
+    assert verified["ok"] and verified["remote"]["records"] == verified["local"]["records"]

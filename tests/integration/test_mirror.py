@@ -275,3 +275,117 @@ def test_a_reader_sees_damage_in_a_restored_journal_as_in_any_other(tmp_path, st
     seg.write_bytes(seg.read_bytes().replace(b'"r"', b'"x"', 1))
     with pytest.raises(JournalCorrupt):
         Journal.open(state, writer=True, warn=lambda _: None)
+
+
+MIRRORING = """
+import sys
+from pathlib import Path
+import boto3
+from syncd.core.journal_state import Kind
+from syncd.journal.mirror import Mirror
+from syncd.journal.store import Journal
+from syncd.s3 import S3Store
+
+state, url, endpoint = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+journal = Journal.open(state, writer=True, warn=lambda m: None, segment_bytes=3000)
+store = S3Store(boto3.Session(region_name="us-east-1"), url, endpoint_url=endpoint)
+mirror = Mirror(journal, store, state)
+while True:
+    for _ in range(3):
+        record = journal.append(Kind.COMMIT, repo="r", commit="c" * 40, previous=None)
+        print("acked", record.seq, flush=True)
+    mirror.cycle()
+    print("mirrored", mirror.cursor.seq, flush=True)
+"""
+
+
+def test_sigkill_during_appends_and_uploads_loses_nothing_and_the_backup_verifies(
+    tmp_path, store, s3, aws
+) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    state = tmp_path / "state"
+    rng = random.Random(11)
+    acked = mirrored = 0
+    for round_ in range(12):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", MIRRORING, str(state), URL, aws.endpoint],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("acked"), proc.stderr
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit():
+                continue  # a line the kill cut short
+            what, seq = parts
+            if what == "acked":
+                acked = max(acked, int(seq))
+            else:
+                mirrored = max(mirrored, int(seq))
+        journal = Journal.open(state, writer=True, warn=lambda _: None)
+        try:
+            assert journal.state.last_seq >= acked, round_
+            remote = verify_remote(store, journal)
+            assert remote.damage is None, (round_, remote.damage)
+            assert remote.last_seq >= mirrored  # what the mirror said it sent is there
+        finally:
+            journal.close()
+    assert mirrored > 0
+    journal = Journal.open(state, writer=True, warn=lambda _: None)
+    Mirror(journal, store, state).cycle()  # picks up where the killed ones left off
+    assert read_remote(store).last_seq == journal.state.last_seq
+    first_seqs = [int(k.rsplit("/", 1)[1].split(".")[0]) for k in record_objects(s3)]
+    assert len(first_seqs) == len(set(first_seqs))
+    journal.close()
+
+
+def test_every_flipped_byte_in_a_backup_object_is_named(journal, store, s3, tmp_path) -> None:
+    import random
+
+    mirror = Mirror(journal, store, tmp_path / "state")
+    for start in range(0, 12, 3):
+        add(journal, 3, start=start)
+        mirror.cycle()
+    rng = random.Random(7)
+    records = record_objects(s3)
+    for _ in range(25):
+        key = rng.choice(sorted(records))
+        body = bytearray(records[key])
+        offset = rng.randrange(len(body))
+        body[offset] ^= 1 << rng.randrange(8)
+        s3.put_object(Bucket=BUCKET, Key=key, Body=bytes(body))
+        damage = read_remote(store).damage or ""
+        line = body[:offset].count(b"\n") + 1
+        first = int(key.rsplit("/", 1)[1].split(".")[0])
+        assert key.split("/", 1)[1] in damage, damage
+        assert f"line {line}" in damage or f"seq {first + line - 1}" in damage, (line, damage)
+        s3.put_object(Bucket=BUCKET, Key=key, Body=records[key])
+    assert read_remote(store).damage is None
+
+
+def test_sse_and_the_kms_key_are_asked_for_on_every_object(journal, s3, aws, tmp_path) -> None:
+    store = S3Store(
+        boto3.Session(region_name="us-east-1"),
+        URL,
+        endpoint_url=aws.endpoint,
+        sse="aws:kms",
+        kms_key_id="alias/syncd-backups",
+    )
+    add(journal, 2)
+    Mirror(journal, store, tmp_path / "state").cycle()
+    keys = list(objects(s3))
+    assert keys
+    for key in keys:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert head["SSEKMSKeyId"].endswith("alias/syncd-backups")
