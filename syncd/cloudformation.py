@@ -1,9 +1,9 @@
-"""The AWS gateway: every CloudFormation and S3 call syncd makes goes through here.
+"""The CloudFormation gateway: every CloudFormation call syncd makes, and the template uploads
+to S3 that large templates need, go through here.
 
-The only importer of boto3/botocore. Throttling and transient errors are retried by botocore's
-own `adaptive` retry mode; what is left is translated once, here, into syncd's errors
-(`AwsError` with `retryable`, `NoChanges`, `NotFound`). API calls are counted by operation, for
-metrics and the benchmarks.
+With `syncd.s3` (the journal mirror's store), the only importer of boto3/botocore. Throttling and
+transient errors are retried by botocore's own `adaptive` retry mode; what is left is translated
+once, by `translate`, into syncd's errors (`AwsError` with `retryable`, `NoChanges`, `NotFound`).
 """
 
 from __future__ import annotations

@@ -124,21 +124,25 @@ class Mirror:
     def __post_init__(self) -> None:
         self.path = self.state_dir / "mirror.json"
         self.lineage = lineage_of(self.journal.directory)
-        self.cursor = Cursor.load(self.path)
-        if self.cursor.lineage != self.lineage.id:  # a new journal, or one restored to a fork
-            self.cursor = Cursor(
-                lineage=self.lineage.id,
-                seq=self.lineage.fork_seq,
-                hash=self.lineage.fork_hash,
-            )
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self.cursor = self._load_cursor()
+
+    def _load_cursor(self) -> Cursor:
+        cursor = Cursor.load(self.path)
+        if cursor.lineage != self.lineage.id:  # a new journal, or one restored to a fork
+            cursor = Cursor(
+                lineage=self.lineage.id, seq=self.lineage.fork_seq, hash=self.lineage.fork_hash
+            )
+        return cursor
 
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         """Cycle every `interval` until `stop`; then one last cycle, so a clean stop leaves
         nothing behind when S3 answers."""
+        with self._lock:  # another mirror (before a reload) may have moved it since
+            self.cursor = self._load_cursor()
         while not stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()

@@ -176,10 +176,12 @@ def _read_one(
             if (limit is not None and record.seq > limit) or (at is not None and record.time > at):
                 keep = i
                 break
-        if keep:
+        if keep == len(checked.records):
+            _keep(result, key, data, want, checked, whole=whole)
+        elif keep:
             piece = b"".join(data.splitlines(keepends=True)[:keep])
             cut = verify(piece, where=where, after_seq=result.last_seq, prev=result.last_hash)
-            _keep(result, key, piece, want, cut, whole=whole and keep == len(checked.records))
+            _keep(result, key, piece, want, cut, whole=False)
         if keep < len(checked.records):  # cut at the fork (the child goes on) or at --at
             if limit is None or checked.records[keep].seq <= limit:
                 result.end_of_backup = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.core.journal_format import GENESIS, Damage, encode, verify
+from syncd.core.journal_format import GENESIS, Damage, chain_hash, encode, verify
 from syncd.core.journal_state import Kind
 
 
@@ -140,3 +140,22 @@ def test_a_reader_may_start_mid_journal_trusting_the_first_link() -> None:
             after_seq=2,
             prev=None,
         )
+
+
+def test_a_line_is_exactly_the_canonical_json_of_the_record() -> None:
+    import json
+
+    data = {"hash": "x" * 64, "prev": {"hash": '","prev":"'}, "é": [1, None, True, 2.5]}
+    line, digest = encode(7, "2026-11-30T00:00:07.000Z", "observed", data, "a" * 64)
+    expected = {
+        "seq": 7,
+        "time": "2026-11-30T00:00:07.000Z",
+        "kind": "observed",
+        "data": data,
+        "prev": "a" * 64,
+        "hash": digest,
+    }
+    assert line == json.dumps(expected, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    assert digest == chain_hash("a" * 64, 7, "2026-11-30T00:00:07.000Z", "observed", data)
+    result = verify(line, where="seg", after_seq=6, prev="a" * 64)
+    assert result.records[0].data == data
