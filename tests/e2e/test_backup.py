@@ -192,3 +192,33 @@ def test_the_daemon_mirrors_within_the_interval_and_flushes_on_sigterm(tmp_path,
         run_syncd("journal", "verify", "--remote", "-c", str(config), "--format", "json")
     )
     assert verified["ok"] and verified["remote"]["records"] == verified["local"]["records"]
+
+
+def test_a_host_lost_mid_apply_is_restored_and_its_execute_observed_not_repeated(
+    tmp_path, repo, aws, backup
+):
+    from tests.e2e.conftest import start_syncd, wait_for
+
+    topic_stack(repo, "s", "s")
+    config = write_config(
+        tmp_path,
+        [{"name": "r", "url": str(repo.bare)}],
+        aws.endpoint,
+        backup={"url": f"s3://{BUCKET}/prod/"},
+    )
+    aws.proxy.slow("s", polls=100_000)  # the create "takes forever"
+    proc = start_syncd("sync", "-c", str(config))
+    wait_for(lambda: aws.proxy.count("ExecuteChangeSet") == 1, what="the execute call")
+    proc.kill()  # the host dies mid-apply ...
+    proc.wait(timeout=10)
+    shutil.rmtree(tmp_path / "state")  # ... and its disk with it
+    aws.proxy.reset()  # CloudFormation finishes the create meanwhile
+
+    assert run_syncd("restore", "-c", str(config)).returncode == 0
+    status = json_out(run_syncd("status", "-c", str(config), "--format", "json"))
+    assert [(r["stack"], r["state"]) for r in status] == [("s", "applying")]
+    result = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert aws.proxy.count("ExecuteChangeSet") == 0 and aws.proxy.count("CreateChangeSet") == 0
+    history = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
+    assert [(h["stack"], h["version"], h["result"]) for h in history] == [("s", 1, "succeeded")]

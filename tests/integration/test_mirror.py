@@ -389,3 +389,27 @@ def test_sse_and_the_kms_key_are_asked_for_on_every_object(journal, s3, aws, tmp
         head = s3.head_object(Bucket=BUCKET, Key=key)
         assert head["ServerSideEncryption"] == "aws:kms"
         assert head["SSEKMSKeyId"].endswith("alias/syncd-backups")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda lines: [lines[1], lines[0], *lines[2:]], "record seq 5 (line 1): expected seq 4"),
+        (lambda lines: [*lines[:-1], lines[-1][:-9]], "line 3: cut short"),
+        (lambda lines: lines[:1] + lines[2:], "record seq 6 (line 2): expected seq 5"),
+        (lambda lines: [*lines, lines[-1]], "record seq 6 (line 4): expected seq 7"),
+    ],
+    ids=["reordered", "truncated", "record-removed", "record-inserted"],
+)
+def test_reordered_truncated_or_edited_objects_are_named(
+    journal, store, s3, tmp_path, edit, expected
+) -> None:
+    mirror = Mirror(journal, store, tmp_path / "state")
+    for start in (0, 3, 6):
+        add(journal, 3, start=start)
+        mirror.cycle()
+    key = f"syncd/{key_for(mirror.lineage.id, 'records', 4)}"
+    lines = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().splitlines(keepends=True)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"".join(edit(lines)))
+    damage = verify_remote(store, journal).damage or ""
+    assert f"records/000000000004.jsonl: {expected}" in damage, damage
