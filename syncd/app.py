@@ -54,8 +54,6 @@ def not_built_yet(config: Config) -> list[str]:
     if config.http.listen:
         problems.append(f"http.listen: the HTTP endpoints {soon}")
     for i, repo in enumerate(config.repos):
-        if repo.watch:
-            problems.append(f"repos[{i}].watch: watching a repository {soon}; use poll_interval")
         if repo.webhook_secret_file:
             problems.append(f"repos[{i}].webhook_secret_file: webhooks {soon}")
     return problems

@@ -24,6 +24,7 @@ from syncd.core.journal_state import StackState
 from syncd.errors import ConfigError, SyncdError
 from syncd.notify import Notifier
 from syncd.reconcile import RepoSync, jittered, observe_world
+from syncd.sources.watch import RefWatcher
 
 MAX_BACKOFF = 900.0
 
@@ -83,6 +84,7 @@ class Daemon:
         self.app: App | None = None
         self.workers: list[RepoWorker] = []
         self.mirror_thread: threading.Thread | None = None
+        self.watchers: list[RefWatcher] = []
 
     def run(self) -> int:
         config = load_config(self.config_file)  # ConfigError: nothing has started
@@ -130,13 +132,32 @@ class Daemon:
         self.workers = [RepoWorker(s, self.app.stop) for s in self.app.syncs.values()]
         for worker in self.workers:
             worker.start()
+            if worker.sync.repo.watch:
+                self._watch(worker)
         if self.app.mirror is not None:
             self.mirror_thread = threading.Thread(
                 target=self.app.mirror.run, args=(self.app.stop,), name="mirror", daemon=True
             )
             self.mirror_thread.start()
 
+    def _watch(self, worker: RepoWorker) -> None:
+        """Filesystem events on a local repo's refs trigger its worker; polling goes on
+        beside them (and alone when events cannot be had)."""
+        repo = worker.sync.repo
+        path = repo.local_path
+        assert path is not None  # the config allows watch only for local repos
+        watcher = RefWatcher(path, worker.trigger)
+        reason = watcher.start()
+        if reason:
+            self.log.warning("watch.unavailable", repo=repo.name, reason=reason)
+            return
+        self.watchers.append(watcher)
+        self.log.info("watch.started", repo=repo.name, path=str(watcher.git_folder))
+
     def _stop_workers(self) -> None:
+        for watcher in self.watchers:
+            watcher.stop()
+        self.watchers = []
         if self.app is not None:
             self.app.stop.set()
         for worker in self.workers:

@@ -333,6 +333,12 @@ class _Reader:
         branch = self.get(d, "branch", path, _branch, "main")
         poll_interval = self.get(d, "poll_interval", path, _duration, 60.0)
         watch = self.get(d, "watch", path, _bool, False)
+        if watch and url and not local:
+            self.problem(
+                f"{path}.watch",
+                "only for a repo on this machine (a path or file:// url); "
+                "a remote server can call POST /hooks/<repo> instead",
+            )
         default_globs: tuple[str, ...] = ("deployments/*.yaml",)
         deployments = self.get(d, "deployments", path, _globs, default_globs)
         if not name or not url:  # reported above; every other key was still checked

@@ -84,7 +84,7 @@ def test_keys_for_features_not_built_yet_are_refused_not_ignored(tmp_path):
     )
     result = run_syncd("status", "-c", str(config))
     assert result.returncode == 2
-    for key in ("http.listen", "repos[0].watch", "repos[0].webhook_secret_file"):
+    for key in ("http.listen", "repos[0].webhook_secret_file"):
         assert f"{key}: " in result.stderr and "not available" in result.stderr, result.stderr
     assert not (tmp_path / "state").exists()
 

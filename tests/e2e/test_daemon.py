@@ -155,3 +155,27 @@ def test_an_unreachable_repo_backs_off_while_the_others_deploy(tmp_path, repo, a
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+
+
+def test_a_watched_repo_is_synced_on_push_without_waiting_for_its_poll(tmp_path, repo, aws, notify):
+    topic_stack(repo, "app", "v1")
+    watched = {"name": "r", "url": str(repo.bare), "poll_interval": "1h", "watch": True}
+    config = write_config(tmp_path, [watched], aws.endpoint)
+    env = syncd_env(NOTIFY_SOCKET=str(notify.path))
+    daemon = start_syncd("run", "-c", str(config), env=env)
+    try:
+        notify.wait_for("READY=1")
+        wait_for(lambda: aws.stack("app"), what="the first create")  # the first pass
+        for version in ("v2", "v3"):
+            repo.commit({"deployments/app.yaml": deployment(Name=version)})
+            pushed = time.monotonic()
+            wait_for(lambda v=version: aws.parameters("app") == {"Name": v}, timeout=10)
+            assert time.monotonic() - pushed < 5  # the poll would have waited an hour
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        stderr = daemon.stderr.read() if daemon.stderr else ""
+        daemon.wait()
+    assert "watch.started" in stderr

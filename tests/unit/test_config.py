@@ -174,7 +174,6 @@ def test_explicit_values_override_defaults() -> None:
             extra_repo="""
             branch: release/2025
             poll_interval: 5m
-            watch: true
             deployments: ["stacks/**/*.yaml", "extra/*.yml"]
             stack_prefix: prod-
             """,
@@ -194,7 +193,6 @@ def test_explicit_values_override_defaults() -> None:
     repo = config.repos[0]
     assert repo.branch == "release/2025"
     assert repo.poll_interval == 300.0
-    assert repo.watch is True
     assert repo.deployments == ("stacks/**/*.yaml", "extra/*.yml")
     assert repo.stack_prefix == "prod-"
 
@@ -670,3 +668,12 @@ def test_an_empty_repo_list_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config("state_dir: /s\nrepos: []\n", "c.yaml", Path("/etc/syncd"))
     assert err.value.problems == ["repos: required: at least one repo"]
+
+
+def test_watch_is_for_repositories_on_this_machine() -> None:
+    local = parse(
+        "state_dir: /var/lib/syncd\nrepos:\n  - {name: a, url: /srv/git/a.git, watch: true}\n"
+    )
+    assert local.repos[0].watch is True
+    found = problems(minimal(extra_repo="watch: true\n"))
+    assert "only for a repo on this machine" in problem_for(found, "repos[0].watch")

@@ -1,0 +1,82 @@
+"""RefWatcher on real Git repositories: pushes, branch deletes, packed refs, working clones."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from syncd.sources.watch import RefWatcher, is_ref_change
+from tests.support.gitrepo import GitRepo, git
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        self.event.set()
+
+    def wait(self, timeout: float = 5.0) -> float:
+        """Seconds until the next call (fails the test if none comes)."""
+        started = time.monotonic()
+        assert self.event.wait(timeout), "no call"
+        self.event.clear()
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def watched(repo: GitRepo):
+    repo.commit({"a.txt": "1"})
+    calls = Calls()
+    watcher = RefWatcher(repo.bare, calls)
+    assert watcher.start() is None
+    yield repo, calls
+    watcher.stop()
+
+
+def test_a_push_is_seen_at_once_and_a_burst_makes_one_call(watched) -> None:
+    repo, calls = watched
+    repo.commit({"a.txt": "2"})  # commit + push: the push returns after the ref moved
+    assert calls.wait() < 1.0
+    time.sleep(0.2)
+    assert calls.count == 1
+
+
+def test_a_deleted_branch_and_packed_refs_are_seen(watched) -> None:
+    repo, calls = watched
+    git("pack-refs", "--all", cwd=repo.bare)
+    calls.wait()
+    repo.delete_branch()
+    calls.wait()
+
+
+def test_git_temporary_files_are_ignored(tmp_path: Path) -> None:
+    folder = tmp_path / "r.git"
+    assert is_ref_change(folder, str(folder / "refs/heads/main"))
+    assert is_ref_change(folder, str(folder / "packed-refs"))
+    assert not is_ref_change(folder, str(folder / "refs/heads/main.lock"))
+    assert not is_ref_change(folder, str(folder / "packed-refs.new"))
+    assert not is_ref_change(folder, str(folder / "objects/ab/cdef"))
+    assert not is_ref_change(folder, str(folder / "FETCH_HEAD"))
+
+
+def test_a_working_clone_is_watched_through_its_git_folder(repo: GitRepo) -> None:
+    repo.commit({"a.txt": "1"})
+    calls = Calls()
+    watcher = RefWatcher(repo.work, calls)
+    assert watcher.start() is None
+    try:
+        repo.commit({"a.txt": "2"}, push=False)  # a local commit moves refs/heads/main
+        assert calls.wait() < 1.0
+    finally:
+        watcher.stop()
+
+
+def test_a_folder_that_is_not_a_repository_says_why(tmp_path: Path) -> None:
+    reason = RefWatcher(tmp_path, lambda: None).start()
+    assert reason is not None and "not a Git repository" in reason

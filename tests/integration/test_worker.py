@@ -1,0 +1,59 @@
+"""A repo's worker: triggers while a pass runs make exactly one more pass, never two at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+from syncd.daemon import RepoWorker
+
+
+class SlowSync:
+    """Stands in for RepoSync: each pass waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.repo = SimpleNamespace(name="r", poll_interval=3600.0)
+        self.passes = 0
+        self.running = 0
+        self.most_at_once = 0
+        self.started = threading.Semaphore(0)
+        self.release = threading.Semaphore(0)
+        self._lock = threading.Lock()
+
+    def run_pass(self) -> SimpleNamespace:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self.passes += 1
+        self.started.release()
+        self.release.acquire()
+        with self._lock:
+            self.running -= 1
+        return SimpleNamespace(source_error=None)
+
+
+def test_a_hundred_triggers_during_a_pass_make_one_more_pass() -> None:
+    sync = SlowSync()
+    stop = threading.Event()
+    worker = RepoWorker(sync, stop)  # type: ignore[arg-type]
+    worker.start()
+    assert sync.started.acquire(timeout=5)  # the first pass runs
+    threads = [threading.Thread(target=worker.trigger) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sync.release.release()  # the first pass ends ...
+    assert sync.started.acquire(timeout=5)  # ... and exactly one more starts
+    sync.release.release()
+    time.sleep(0.3)
+    assert sync.passes == 2 and sync.most_at_once == 1
+    worker.trigger()  # a trigger while idle: a pass at once, not at the next poll
+    assert sync.started.acquire(timeout=5)
+    stop.set()
+    sync.release.release()
+    worker.trigger()
+    worker.thread.join(timeout=5)
+    assert not worker.thread.is_alive()
+    assert sync.passes == 3
