@@ -39,24 +39,29 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the config file: {exc.strerror}"]) from None
-    config = parse_config(text, str(path), path.resolve().parent)
-    problems = not_built_yet(config)
-    if problems:
-        raise ConfigError(str(path), problems)
-    return config
+    return parse_config(text, str(path), path.resolve().parent)
 
 
-def not_built_yet(config: Config) -> list[str]:
-    """SPEC keys whose feature this version does not have: refused, never silently ignored, so
-    nobody believes their journal is mirrored or their webhook is heard when it is not."""
-    soon = "is not available in this version of syncd yet"
+def read_webhook_secrets(config: Config) -> dict[str, bytes]:
+    """Each repo's webhook secret, read once (the daemon's start and reloads); every file that
+    cannot be read, or is empty, is a config error. The secrets are never logged."""
+    secrets: dict[str, bytes] = {}
     problems = []
-    if config.http.listen:
-        problems.append(f"http.listen: the HTTP endpoints {soon}")
     for i, repo in enumerate(config.repos):
-        if repo.webhook_secret_file:
-            problems.append(f"repos[{i}].webhook_secret_file: webhooks {soon}")
-    return problems
+        if repo.webhook_secret_file is None:
+            continue
+        try:
+            secret = repo.webhook_secret_file.read_bytes().strip()
+        except OSError as exc:
+            problems.append(f"repos[{i}].webhook_secret_file: cannot read it: {exc.strerror}")
+            continue
+        if not secret:
+            problems.append(f"repos[{i}].webhook_secret_file: {repo.webhook_secret_file} is empty")
+            continue
+        secrets[repo.name] = secret
+    if problems:
+        raise ConfigError(config.source, problems)
+    return secrets
 
 
 @dataclass

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
 import structlog
 
-from syncd.app import App, load_config, open_app
+from syncd.app import App, load_config, open_app, read_webhook_secrets
 from syncd.core.journal_state import StackState
 from syncd.errors import ConfigError, SyncdError
+from syncd.http import Endpoints, Hook, HttpServer
+from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.reconcile import RepoSync, jittered, observe_world
 from syncd.sources.watch import RefWatcher
@@ -40,11 +43,15 @@ def next_delay(poll_interval: float, failures: int) -> float:
 class RepoWorker:
     """Runs one repo's passes: on its poll timer, or at once when triggered."""
 
-    def __init__(self, sync: RepoSync, stop: threading.Event) -> None:
+    def __init__(
+        self, sync: RepoSync, stop: threading.Event, metrics: Metrics | None = None
+    ) -> None:
         self.sync = sync
         self.stop = stop
+        self.metrics = metrics
         self.mailbox = threading.Event()
         self.passes = 0
+        self.read_once = False  # a pass has fetched and read the repo
         self.thread = threading.Thread(
             target=self._loop, name=f"repo-{sync.repo.name}", daemon=True
         )
@@ -60,9 +67,13 @@ class RepoWorker:
         failures = 0
         while not self.stop.is_set():
             self.mailbox.clear()
+            started = time.monotonic()
+            ok = False
             try:
                 report = self.sync.run_pass()
-                failures = failures + 1 if report.source_error else 0
+                ok = not report.source_error
+                self.read_once = self.read_once or ok
+                failures = 0 if ok else failures + 1
             except SyncdError as exc:
                 failures += 1
                 self.log.error("pass.failed", error=str(exc))
@@ -70,6 +81,8 @@ class RepoWorker:
                 failures += 1
                 self.log.exception("pass.crashed")
             self.passes += 1
+            if self.metrics is not None:
+                self.metrics.pass_done(self.sync.repo.name, time.monotonic() - started, ok)
             self.mailbox.wait(next_delay(self.sync.repo.poll_interval, failures))
 
 
@@ -85,19 +98,28 @@ class Daemon:
         self.workers: list[RepoWorker] = []
         self.mirror_thread: threading.Thread | None = None
         self.watchers: list[RefWatcher] = []
+        self.metrics = Metrics(lambda: self.app)
+        self.http: HttpServer | None = None
+        self._secrets: dict[str, bytes] = {}
+        self._hooks: dict[str, Hook] = {}
 
     def run(self) -> int:
         config = load_config(self.config_file)  # ConfigError: nothing has started
+        self._secrets = read_webhook_secrets(config)
         self._install_signals()
         self.app = open_app(config)
         try:
             self._observe()
             self._start_workers()
+            if config.http.listen:
+                self._start_http(config.http.listen)
             self.notifier.ready(status=self._status_line())
             self.log.info("daemon.ready", repos=[r.name for r in config.repos])
             self._main_loop()
         finally:
             self.notifier.stopping()
+            if self.http is not None:
+                self.http.stop()
             self._stop_workers()
             if self.app is not None:
                 self.app.close()
@@ -129,16 +151,31 @@ class Daemon:
 
     def _start_workers(self) -> None:
         assert self.app is not None
-        self.workers = [RepoWorker(s, self.app.stop) for s in self.app.syncs.values()]
+        self.workers = [RepoWorker(s, self.app.stop, self.metrics) for s in self.app.syncs.values()]
         for worker in self.workers:
             worker.start()
             if worker.sync.repo.watch:
                 self._watch(worker)
+        self._hooks = {
+            w.sync.repo.name: Hook(self._secrets[w.sync.repo.name], w.sync.repo.branch, w.trigger)
+            for w in self.workers
+            if w.sync.repo.name in self._secrets
+        }
         if self.app.mirror is not None:
             self.mirror_thread = threading.Thread(
                 target=self.app.mirror.run, args=(self.app.stop,), name="mirror", daemon=True
             )
             self.mirror_thread.start()
+
+    def _start_http(self, listen: str) -> None:
+        endpoints = Endpoints(
+            self.metrics,
+            hooks=lambda: self._hooks,
+            ready=lambda: bool(self.workers) and all(w.read_once for w in self.workers),
+        )
+        self.http = HttpServer(listen, endpoints)
+        self.http.start()
+        self.log.info("http.listening", address=self.http.address)
 
     def _watch(self, worker: RepoWorker) -> None:
         """Filesystem events on a local repo's refs trigger its worker; polling goes on
@@ -183,6 +220,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             config = load_config(self.config_file)
+            secrets = read_webhook_secrets(config)
         except ConfigError as exc:
             self.log.error("config.reload_refused", problems=exc.problems)
             self.notifier.ready(status=self._status_line())
@@ -191,6 +229,11 @@ class Daemon:
             self.log.error("config.reload_refused", problems=["state_dir cannot change on reload"])
             self.notifier.ready(status=self._status_line())
             return
+        if config.http.listen != self.app.config.http.listen:
+            self.log.warning(
+                "config.reload_partial",
+                problem="http.listen changes only with a restart; the old address is kept",
+            )
         old = self.app
         try:  # build the new wiring first: if that fails, the old one keeps running
             new = open_app(
@@ -205,6 +248,7 @@ class Daemon:
         self._stop_workers()
         new._owns_journal = True
         self.app = new
+        self._secrets = secrets
         if not config.aws.embedded and old.emulator is not None:
             old.emulator.stop()
         self._start_workers()

@@ -449,7 +449,9 @@ def _http_url(value: object) -> str:
 
 
 def _host_port(value: object) -> str:
-    text = _string(value)
+    text = str(value) if isinstance(value, int) else _string(value)
+    if re.match(r"^:?\d{1,5}$", text):  # a port alone: loopback only
+        return f"127.0.0.1:{text.lstrip(':')}"
     if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$", text):
         raise ValueError(f"must be host:port, not {text!r}")
     return text

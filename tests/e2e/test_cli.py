@@ -74,21 +74,6 @@ def test_a_bad_config_reports_every_problem_and_starts_nothing(tmp_path):
     assert result.stdout == ""
 
 
-def test_keys_for_features_not_built_yet_are_refused_not_ignored(tmp_path):
-    config = tmp_path / "later.yaml"
-    config.write_text(
-        "state_dir: ./state\n"
-        "http: {listen: 127.0.0.1:8080}\n"
-        "repos:\n"
-        "  - {name: a, url: /tmp/a, watch: true, webhook_secret_file: ./secret}\n"
-    )
-    result = run_syncd("status", "-c", str(config))
-    assert result.returncode == 2
-    for key in ("http.listen", "repos[0].webhook_secret_file"):
-        assert f"{key}: " in result.stderr and "not available" in result.stderr, result.stderr
-    assert not (tmp_path / "state").exists()
-
-
 def test_a_missing_config_file_is_a_config_error(tmp_path):
     result = run_syncd("status", "-c", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2

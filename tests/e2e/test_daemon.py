@@ -179,3 +179,89 @@ def test_a_watched_repo_is_synced_on_push_without_waiting_for_its_poll(tmp_path,
         stderr = daemon.stderr.read() if daemon.stderr else ""
         daemon.wait()
     assert "watch.started" in stderr
+
+
+def test_webhooks_coalesce_into_a_few_passes_and_forgeries_apply_nothing(
+    tmp_path, repo, aws, notify
+):
+    import hashlib
+    import hmac
+    import http.client
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.gitrepo import free_port
+
+    topic_stack(repo, "app", "v1")
+    secret = tmp_path / "hook-secret"
+    secret.write_text("a-long-shared-secret\n")
+    port = free_port()
+    entry = {"name": "r", "url": str(repo.bare), "poll_interval": "1h"}
+    entry["webhook_secret_file"] = str(secret)
+    config = write_config(tmp_path, [entry], aws.endpoint, http={"listen": f"127.0.0.1:{port}"})
+    daemon = start_syncd("run", "-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path)))
+
+    def post(body: bytes, key: bytes = b"a-long-shared-secret", path: str = "/hooks/r") -> int:
+        digest = hmac.new(key, body, hashlib.sha256).hexdigest()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", path, body, {"X-Hub-Signature-256": f"sha256={digest}"})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    def metric(name: str) -> float:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        lines = [line for line in text.splitlines() if line.startswith(name)]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+    try:
+        notify.wait_for("READY=1")
+        wait_for(lambda: aws.stack("app"), what="the first pass")
+        wait_for(lambda: metric("syncd_passes_total") >= 1, what="the first pass counted")
+        push = json.dumps({"ref": "refs/heads/main"}).encode()
+
+        # Forged, wrong-repo and oversized deliveries: refused, and nothing is applied.
+        repo.commit({"deployments/app.yaml": deployment(Name="v2")})
+        assert post(push, key=b"guess") == 401
+        assert post(push, path="/hooks/elsewhere") == 404
+        big = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        big.putrequest("POST", "/hooks/r")
+        big.putheader("Content-Length", str(1024 * 1024 + 1))
+        big.endheaders()  # the answer comes before any of the body is sent
+        assert big.getresponse().status == 413
+        big.close()
+        time.sleep(1.0)
+        assert aws.parameters("app") == {"Name": "v1"}
+
+        before = metric("syncd_passes_total")
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            codes = list(pool.map(lambda _: post(push), range(100)))
+        assert set(codes) <= {202, 429} and codes.count(202) >= 20
+        wait_for(lambda: aws.parameters("app") == {"Name": "v2"}, what="version 2")
+        time.sleep(1.0)
+        passes = metric("syncd_passes_total") - before
+        assert 1 <= passes <= 10, passes  # a handful, not a hundred
+        assert 'state="in_sync"' in http_get(port, "/metrics")
+        assert http_get(port, "/readyz") == "ready\n"
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        stderr = daemon.stderr.read() if daemon.stderr else ""
+        daemon.wait()
+    assert "a-long-shared-secret" not in stderr
+    assert '"code": 401' in stderr
+
+
+def http_get(port: int, path: str) -> str:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path)
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return text

@@ -345,7 +345,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
           interval: 5
           sse: AES
         http:
-          listen: "9790"
+          listen: "localhost"
         defaults:
           approval: sometimes
           on_failure: explode
@@ -677,3 +677,12 @@ def test_watch_is_for_repositories_on_this_machine() -> None:
     assert local.repos[0].watch is True
     found = problems(minimal(extra_repo="watch: true\n"))
     assert "only for a repo on this machine" in problem_for(found, "repos[0].watch")
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [("9790", "127.0.0.1:9790"), (":9790", "127.0.0.1:9790"), ("0.0.0.0:80", "0.0.0.0:80")],
+)
+def test_http_listen_with_a_port_alone_binds_loopback(listen: str, expected: str) -> None:
+    config = parse(minimal(extra_top=f'http: {{listen: "{listen}"}}\n'))
+    assert config.http.listen == expected

@@ -1,0 +1,139 @@
+"""What `/metrics` shows, in Prometheus's text format (the only importer of prometheus_client).
+
+Counters and a histogram are fed by the repo workers as passes end; everything else (stacks by
+state, the journal, the mirror's backlog) is read from the journal and the mirror's cursor at
+scrape time, so it can never drift from what `syncd status` says.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from syncd.core.journal_state import StackState
+from syncd.journal.mirror import backlog
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """One registry per daemon; `source` gives the current App (it changes on reload)."""
+
+    def __init__(self, source: Callable[[], Any]) -> None:
+        self.registry = CollectorRegistry()
+        self.passes = Counter(
+            "syncd_passes", "Reconcile passes, by repo.", ["repo"], registry=self.registry
+        )
+        self.failures = Counter(
+            "syncd_pass_failures",
+            "Passes that could not fetch or crashed, by repo.",
+            ["repo"],
+            registry=self.registry,
+        )
+        self.durations = Histogram(
+            "syncd_pass_duration_seconds",
+            "How long a pass took, by repo.",
+            ["repo"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "syncd_webhooks",
+            "Webhook deliveries, by repo and answer.",
+            ["repo", "code"],
+            registry=self.registry,
+        )
+        self._last_success: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.registry.register(_StateCollector(source, self._successes))
+
+    def pass_done(self, repo: str, seconds: float, ok: bool) -> None:
+        self.passes.labels(repo).inc()
+        self.durations.labels(repo).observe(seconds)
+        if ok:
+            with self._lock:
+                self._last_success[repo] = time.time()
+        else:
+            self.failures.labels(repo).inc()
+
+    def _successes(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._last_success)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+class _StateCollector(Collector):
+    def __init__(self, source: Callable[[], Any], successes: Callable[[], dict[str, float]]):
+        self.source = source
+        self.successes = successes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        app = self.source()
+        last = GaugeMetricFamily(
+            "syncd_last_successful_sync_timestamp_seconds",
+            "When a pass of the repo last ended without error (Unix time).",
+            labels=["repo"],
+        )
+        for repo, when in sorted(self.successes().items()):
+            last.add_metric([repo], when)
+        yield last
+        if app is None:
+            return
+        state = app.journal.state
+        stacks = GaugeMetricFamily(
+            "syncd_stacks", "Stacks by repo and state.", labels=["repo", "state"]
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for view in list(state.stacks.values()):
+            key = (view.repo, view.state.value)
+            counts[key] = counts.get(key, 0) + 1
+        for repo in sorted({r.name for r in app.config.repos}):
+            for st in StackState:
+                stacks.add_metric([repo, st.value], counts.get((repo, st.value), 0))
+        yield stacks
+        yield GaugeMetricFamily(
+            "syncd_journal_last_seq", "Sequence number of the last journal record.", state.last_seq
+        )
+        mirror = app.mirror
+        if mirror is None:
+            return
+        cursor = mirror.cursor
+        yield GaugeMetricFamily(
+            "syncd_backup_last_seq", "The last journal record in S3.", cursor.seq
+        )
+        yield GaugeMetricFamily(
+            "syncd_backup_backlog_records",
+            "Journal records not yet in S3.",
+            max(0, state.last_seq - cursor.seq),
+        )
+        yield GaugeMetricFamily(
+            "syncd_backup_failing",
+            "1 while the last mirror cycle failed.",
+            1 if cursor.error else 0,
+        )
+        waiting, oldest = backlog(app.journal, cursor)
+        if waiting and oldest:
+            yield GaugeMetricFamily(
+                "syncd_backup_oldest_unsent_timestamp_seconds",
+                "Time of the oldest journal record not yet in S3 (Unix time); absent when none.",
+                _unix(oldest),
+            )
+        if cursor.last_success:
+            yield GaugeMetricFamily(
+                "syncd_backup_last_success_timestamp_seconds",
+                "When a mirror cycle last succeeded (Unix time).",
+                _unix(cursor.last_success),
+            )
+
+
+def _unix(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,151 @@
+"""syncd.http over real HTTP on loopback: health, readiness, metrics, and webhook checks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from syncd.http import MAX_BODY, Endpoints, Hook, HttpServer, RateLimit
+from syncd.metrics import Metrics
+
+SECRET = b"s3cret-for-tests"
+
+
+class Triggers:
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, Triggers, dict[str, Any]]]:
+    triggers = Triggers()
+    state: dict[str, Any] = {"ready": False}
+    hooks = {"platform": Hook(SECRET, "main", triggers)}
+    endpoints = Endpoints(
+        Metrics(lambda: None),
+        hooks=lambda: hooks,
+        ready=lambda: state["ready"],
+        limit=RateLimit(burst=200, per_second=100),
+    )
+    server = HttpServer("127.0.0.1:0", endpoints)
+    server.start()
+    yield server.address, triggers, state
+    server.stop()
+
+
+def request(
+    address: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def signed(body: bytes, secret: bytes = SECRET, event: str = "push") -> dict[str, str]:
+    digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature-256": f"sha256={digest}", "X-GitHub-Event": event}
+
+
+PUSH = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()
+
+
+def test_health_readiness_and_metrics(served) -> None:
+    address, _, state = served
+    assert request(address, "GET", "/healthz") == (200, b"ok\n")
+    assert request(address, "GET", "/readyz")[0] == 503
+    state["ready"] = True
+    assert request(address, "GET", "/readyz")[0] == 200
+    code, text = request(address, "GET", "/metrics")
+    assert code == 200 and b"# TYPE syncd_passes_total counter" in text
+    assert request(address, "GET", "/nope")[0] == 404
+
+
+def test_a_signed_push_asks_for_a_pass(served) -> None:
+    address, triggers, _ = served
+    code, body = request(address, "POST", "/hooks/platform", PUSH, signed(PUSH))
+    assert code == 202 and triggers.count == 1
+    assert json.loads(body) == {"result": "a pass was asked for"}
+    code, text = request(address, "GET", "/metrics")
+    assert b'syncd_webhooks_total{code="202",repo="platform"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "body", "code"),
+    [
+        pytest.param({}, "/hooks/platform", PUSH, 401, id="unsigned"),
+        pytest.param(signed(PUSH, b"wrong"), "/hooks/platform", PUSH, 401, id="forged"),
+        pytest.param(
+            signed(b"other"), "/hooks/platform", PUSH, 401, id="signature-of-another-body"
+        ),
+        pytest.param({"X-Hub-Signature-256": "sha1=abc"}, "/hooks/platform", PUSH, 401, id="sha1"),
+        pytest.param(signed(PUSH), "/hooks/other-repo", PUSH, 404, id="unknown-repo"),
+    ],
+)
+def test_refused_deliveries_trigger_nothing(served, headers, path, body, code) -> None:
+    address, triggers, _ = served
+    assert request(address, "POST", path, body, headers)[0] == code
+    assert triggers.count == 0
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(served) -> None:
+    address, triggers, _ = served
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("POST", "/hooks/platform")
+    conn.putheader("Content-Length", str(MAX_BODY + 1))
+    conn.endheaders()  # no body is sent: the answer must come anyway
+    reply = conn.getresponse()
+    assert reply.status == 413
+    conn.close()
+    assert triggers.count == 0
+
+
+def test_ping_and_a_push_to_another_branch_do_nothing(served) -> None:
+    address, triggers, _ = served
+    ping = b'{"zen": "Keep it logically awesome."}'
+    assert request(address, "POST", "/hooks/platform", ping, signed(ping, event="ping")) == (
+        200,
+        b'{"result": "pong"}\n',
+    )
+    other = json.dumps({"ref": "refs/heads/feature"}).encode()
+    code, body = request(address, "POST", "/hooks/platform", other, signed(other))
+    assert code == 200 and b"ignored" in body
+    assert triggers.count == 0
+
+
+def test_a_client_sending_too_many_gets_429() -> None:
+    triggers = Triggers()
+    endpoints = Endpoints(
+        Metrics(lambda: None),
+        hooks=lambda: {"platform": Hook(SECRET, "main", triggers)},
+        ready=lambda: True,
+        limit=RateLimit(burst=5, per_second=0.001),
+    )
+    server = HttpServer("127.0.0.1:0", endpoints)
+    server.start()
+    try:
+        codes = [
+            request(server.address, "POST", "/hooks/platform", PUSH, signed(PUSH))[0]
+            for _ in range(8)
+        ]
+    finally:
+        server.stop()
+    assert codes == [202] * 5 + [429] * 3
+    assert triggers.count == 5
