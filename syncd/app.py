@@ -98,8 +98,10 @@ def open_app(
     stop: threading.Event | None = None,
     journal: Journal | None = None,
     emulator: Emulator | None = None,
+    read_only: bool = False,
 ) -> App:
-    """Wire the journal, AWS gateway, Git sources and appliers for `config`."""
+    """Wire the journal, AWS gateway, Git sources and appliers for `config` (`read_only`: no
+    mirror, for commands that only look, beside a running daemon)."""
     owns_journal = journal is None
     journal = journal or open_journal(config)
     stop = stop or threading.Event()
@@ -117,7 +119,7 @@ def open_app(
         cfn = CloudFormation(session, endpoint, template_bucket)
         if aws.embedded and template_bucket:
             cfn.ensure_bucket(template_bucket)
-        if config.backup.url:
+        if config.backup.url and not read_only:
             mirror = open_mirror(config, journal, session, endpoint)
     except BaseException:
         if emulator is not None:

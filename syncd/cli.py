@@ -50,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stack", nargs="?", metavar="STACK")
     _format(p)
     command("validate", "check config, deployment files and templates (cfn-lint); no AWS calls")
+    p = command("plan", "what merging a ref would do: change sets made, shown, deleted")
+    p.add_argument("--repo", metavar="NAME", help="the repo (needed when there are several)")
+    p.add_argument("--ref", metavar="REF", help="a branch, tag, SHA or refs/pull/N/head")
+    p.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    p.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when nothing would change, 2 when something would, 1 on an error",
+    )
     _format(command("backup", "mirror the journal to S3 now (backup.url)"))
     p = command("restore", "rebuild the journal from S3 (backup.url)")
     p.add_argument("--at", metavar="TIME", help="as it was at TIME (ISO 8601), not the latest")
@@ -269,6 +278,45 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from syncd.app import open_app
+    from syncd.core import plan as render_plan
+    from syncd.journal.store import Journal
+    from syncd.planner import Planner
+
+    config = _config(args)
+    names = [r.name for r in config.repos]
+    if args.repo is None and len(names) > 1:
+        raise UsageError(
+            f"--repo is needed: this config has {len(names)} repos ({', '.join(names)})"
+        )
+    repo = next((r for r in config.repos if r.name == (args.repo or names[0])), None)
+    if repo is None:
+        raise UsageError(f"no repo {args.repo!r} in the config; there are: {', '.join(names)}")
+    ref = args.ref or f"refs/heads/{repo.branch}"
+    # The journal is only read (a running daemon may hold it): it says what is deployed.
+    journal = Journal.open(config.state_dir, writer=False, warn=lambda m: None)
+    app = open_app(config, journal=journal, read_only=True)
+    try:
+        plan = Planner(app.cfn, journal.state).plan(repo, app.syncs[repo.name].source, ref)
+    finally:
+        app.close()
+        journal.close()
+    if args.format == "json":
+        from syncd import render
+
+        print(render.as_json(plan.as_json()))
+    elif args.format == "markdown":
+        print(render_plan.as_markdown(plan), end="")
+    else:
+        print(render_plan.as_text(plan))
+    if plan.has_errors:
+        return EXIT_FAILED
+    if args.detailed_exitcode and plan.has_changes:
+        return 2
+    return EXIT_OK
+
+
 def _mirror_store(config: Any) -> Any:
     from syncd.cloudformation import make_session
     from syncd.s3 import S3Store
@@ -413,6 +461,7 @@ _COMMANDS = {
     "status": cmd_status,
     "history": cmd_history,
     "validate": cmd_validate,
+    "plan": cmd_plan,
     "backup": cmd_backup,
     "restore": cmd_restore,
     "journal": cmd_journal,

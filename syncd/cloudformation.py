@@ -215,6 +215,20 @@ class CloudFormation:
     def delete_stack(self, name: str) -> None:
         self._call(f"DeleteStack {name}", self._cfn.delete_stack, StackName=name)
 
+    def resources(self, name: str) -> list[tuple[str, str]]:
+        """The stack's resources as (logical id, type), paginated."""
+        found: list[tuple[str, str]] = []
+        kwargs: dict[str, Any] = {"StackName": name}
+        while True:
+            page = self._call(
+                f"ListStackResources {name}", self._cfn.list_stack_resources, **kwargs
+            )
+            for r in page.get("StackResourceSummaries", []):
+                found.append((r.get("LogicalResourceId", ""), r.get("ResourceType", "")))
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
+
     def events(self, name: str) -> list[StackEvent]:
         """The newest page of the stack's events, oldest first."""
         try:
