@@ -66,8 +66,10 @@ class S3Store:
         ) as exc:
             if isinstance(exc, botocore.exceptions.ClientError):
                 code = str(exc.response.get("Error", {}).get("Code", ""))
-                if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                if code == "PreconditionFailed":
                     raise ObjectExists(f"{what}: the key exists", code=code) from None
+                # 409 ConditionalRequestConflict: another write to the key is in flight; an
+                # ordinary (retryable) error, so the next cycle looks again.
             raise translate(exc, what) from None
 
     def put_new(self, key: str, data: bytes) -> None:
@@ -83,18 +85,31 @@ class S3Store:
         )
 
     def get(self, key: str) -> bytes | None:
+        def fetch(**kwargs: Any) -> bytes:
+            # The body is read inside the translated call: a connection cut mid-body or a
+            # checksum mismatch is an AwsError like any other, not a stray botocore exception.
+            return bytes(self._s3.get_object(**kwargs)["Body"].read())
+
         try:
-            reply = self._call(
-                f"GetObject {self.url}{key}",
-                self._s3.get_object,
-                Bucket=self.bucket,
-                Key=self.prefix + key,
+            return self._call(  # type: ignore[no-any-return]
+                f"GetObject {self.url}{key}", fetch, Bucket=self.bucket, Key=self.prefix + key
             )
         except AwsError as exc:
             if exc.code in ("NoSuchKey", "404"):
                 return None
             raise
-        return bytes(reply["Body"].read())
+
+    def first_key(self, under: str) -> str | None:
+        """The first key under `under` in S3's order (one request)."""
+        page = self._call(
+            f"ListObjectsV2 {self.url}{under}",
+            self._s3.list_objects_v2,
+            Bucket=self.bucket,
+            Prefix=self.prefix + under,
+            MaxKeys=1,
+        )
+        contents = page.get("Contents", [])
+        return str(contents[0]["Key"])[len(self.prefix) :] if contents else None
 
     def keys(self, under: str, start_after: str | None = None) -> Iterator[str]:
         """Keys under `under`, in S3's (lexicographic) order, after `start_after` if given."""

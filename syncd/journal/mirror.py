@@ -3,9 +3,10 @@
 Layout under `backup.url`, one folder per lineage (a journal's line of descent: a restore to an
 earlier point starts a new one, so two histories never share keys):
 
-    lineages/<id>/lineage.json                 {id, parent, fork_seq, fork_hash}
-    lineages/<id>/records/<first seq>.jsonl    the record lines first..n, byte for byte
-    lineages/<id>/segments/<first seq>.jsonl   a closed local segment, whole (for fast restores)
+    lineages/<id>/lineage.json                     {id, parent, fork_seq, fork_hash}
+    lineages/<id>/records/<first seq>.jsonl        the record lines first..n, byte for byte
+    lineages/<id>/segments/<first>-<last>.jsonl    a closed local segment, whole (fast restores)
+    lineages/<id>/checkpoints/<10^12 - seq>.json   {seq, hash, time}: what a cycle left in S3
 
 A cycle uploads only what is new: the bytes after the cursor (`state_dir/mirror.json`, written
 atomically after each upload), up to the end of their local segment, as one object. So a cycle's
@@ -14,9 +15,12 @@ exists (S3 stored an earlier attempt though the client saw an error), the object
 if it is what syncd meant to write, or the start of it, the cursor moves past it and only the
 rest is sent; anything else is another journal's and the mirror stops with an error.
 
-While S3 fails, syncing goes on: the backlog stays in the local journal, its age shows in the
-cursor file (for `status`) and the log, and the next cycle sends it in order. `flush` runs a
-cycle at once: the applier calls it before ExecuteChangeSet so the intent is in S3 first.
+A checkpoint is written after each cycle that sent records; its key sorts the newest first, so
+a restore finds it with one listing and knows where the records must reach: a cut-off tail of
+records shows. While S3 fails, syncing goes on: the backlog stays in the local journal, its
+age shows in the cursor file (for `status`) and the log, and the next cycle sends it in order.
+`flush` runs a cycle at once: the applier calls it before ExecuteChangeSet so the intent is in
+S3 first.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ BATCH_LIMIT = 8 * 1024 * 1024  # bytes in one records object at most
 
 
 class ObjectStore(Protocol):
+    url: str
+
     def put_new(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes | None: ...
 
@@ -51,8 +57,19 @@ class MirrorConflict(SyncdError):
     """The bucket holds a different journal at our key: the mirror will not overwrite it."""
 
 
+CHECKPOINT_BASE = 10**12
+
+
 def key_for(lineage: str, kind: str, first_seq: int) -> str:
     return f"lineages/{lineage}/{kind}/{first_seq:012d}.jsonl"
+
+
+def segment_key(lineage: str, first_seq: int, last_seq: int) -> str:
+    return f"lineages/{lineage}/segments/{first_seq:012d}-{last_seq:012d}.jsonl"
+
+
+def checkpoint_key(lineage: str, seq: int) -> str:
+    return f"lineages/{lineage}/checkpoints/{CHECKPOINT_BASE - seq:012d}.json"
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,7 @@ class Cursor:
     """How far the mirror got, persisted in `state_dir/mirror.json`."""
 
     lineage: str = ""
+    url: str = ""  # the backup.url it describes: another URL starts from the beginning
     seq: int = 0  # the last record in S3
     hash: str = GENESIS
     segment: int = 0  # the local segment (first seq) holding record seq + 1 ...
@@ -126,13 +144,19 @@ class Mirror:
         self.lineage = lineage_of(self.journal.directory)
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._healthy = True  # this process's own view: a saved error says nothing about now
         self.cursor = self._load_cursor()
 
     def _load_cursor(self) -> Cursor:
         cursor = Cursor.load(self.path)
-        if cursor.lineage != self.lineage.id:  # a new journal, or one restored to a fork
+        if cursor.lineage != self.lineage.id or cursor.url != self.store.url:
+            # A new journal, one restored to a fork, or another bucket: from the beginning.
             cursor = Cursor(
-                lineage=self.lineage.id, seq=self.lineage.fork_seq, hash=self.lineage.fork_hash
+                lineage=self.lineage.id,
+                url=self.store.url,
+                seq=self.lineage.fork_seq,
+                hash=self.lineage.fork_hash,
+                sealed=self.lineage.fork_seq,
             )
         return cursor
 
@@ -150,18 +174,18 @@ class Mirror:
         self._cycle_logged()
 
     def _cycle_logged(self) -> None:
-        with contextlib.suppress(SyncdError):  # recorded in the cursor and logged by cycle()
+        with contextlib.suppress(Exception):  # recorded in the cursor and logged by cycle()
             self.cycle()
 
     def flush(self, *, when_healthy: bool = False) -> bool:
         """Upload everything now; True when the journal is wholly in S3. `when_healthy`: not
-        while the last cycle failed (S3 is down: the loop retries; an apply must not wait on
-        S3's timeouts for every intent)."""
-        if when_healthy and self.cursor.error:
+        while this process's last cycle failed (S3 is down: the loop retries; an apply must not
+        wait on S3's timeouts for every intent)."""
+        if when_healthy and not self._healthy:
             return False
         try:
             self.cycle()
-        except SyncdError:
+        except Exception:  # recorded and logged by cycle(); the apply goes on
             return False
         return True
 
@@ -180,13 +204,13 @@ class Mirror:
                     sent += moved
                     if not moved:
                         break
+                if sent:
+                    self._send_checkpoint()
                 self._send_sealed_segments()
-            except AwsError as exc:
-                self._failed(str(exc))
+            except Exception as exc:
+                self._failed(exc)
                 raise
-            except MirrorConflict as exc:
-                self._failed(str(exc))
-                raise
+            self._healthy = True
             if self.cursor.error:
                 self.log.info("mirror.recovered", after=self.cursor.error)
             self.cursor.error = self.cursor.error_since = None
@@ -225,8 +249,20 @@ class Mirror:
         self._advance(seg, offset + len(body), batch.last_seq, batch.last_hash)
         return batch.last_seq - first + 1
 
+    def _send_checkpoint(self) -> None:
+        doc = {"seq": self.cursor.seq, "hash": self.cursor.hash, "time": self.clock()}
+        key = checkpoint_key(self.lineage.id, self.cursor.seq)
+        try:
+            self.store.put_new(key, json.dumps(doc, sort_keys=True).encode())
+        except ObjectExists:  # an earlier attempt stored it: the same seq and hash, or trouble
+            existing = json.loads(self.store.get(key) or b"{}")
+            if (existing.get("seq"), existing.get("hash")) != (doc["seq"], doc["hash"]):
+                raise MirrorConflict(f"{key} already holds another journal's checkpoint") from None
+
     def _pending(self) -> tuple[Segment, int, bytes, bool]:
-        """The local bytes after the cursor, up to the end of their segment (and the limit)."""
+        """The acknowledged local bytes after the cursor, up to the end of their segment (and
+        the batch limit)."""
+        acked_segment, acked_bytes = self.journal.acknowledged()
         found = segments(self.journal.directory)
         want = self.cursor.seq + 1
         index = max((i for i, s in enumerate(found) if s.first_seq <= want), default=-1)
@@ -238,11 +274,15 @@ class Mirror:
             offset = self.cursor.offset
         else:  # first time in this segment (or after a restore): find the record's line
             offset = _offset_of(seg, want)
+        # In the segment being written, only what the journal has acknowledged (fsynced): a
+        # line after that may still be undone, and must never reach S3.
+        size = acked_bytes - offset if seg.first_seq == acked_segment else BATCH_LIMIT
         with open(seg.path, "rb") as f:
             f.seek(offset)
-            data = f.read(BATCH_LIMIT)
-        if len(data) == BATCH_LIMIT:  # keep whole records only
-            data = data[: data.rfind(b"\n") + 1]
+            data = f.read(max(0, min(size, BATCH_LIMIT)))
+            if len(data) == BATCH_LIMIT:  # keep whole records only (one record may be longer)
+                cut = data.rfind(b"\n") + 1
+                data = data[:cut] if cut else data + f.readline()
         if not data and not is_last:  # the segment is done: the next starts at `want`
             nxt = found[index + 1]
             self.cursor.segment, self.cursor.offset = nxt.first_seq, 0
@@ -261,7 +301,8 @@ class Mirror:
         for seg, nxt in itertools.pairwise(found):
             if seg.first_seq <= self.cursor.sealed or nxt.first_seq - 1 > self.cursor.seq:
                 continue
-            self._put(key_for(self.lineage.id, "segments", seg.first_seq), seg.path.read_bytes())
+            key = segment_key(self.lineage.id, seg.first_seq, nxt.first_seq - 1)
+            self._put(key, seg.path.read_bytes())
             self.cursor.sealed = seg.first_seq
             self._save()
 
@@ -282,9 +323,14 @@ class Mirror:
             "(two hosts with one state?); the mirror will not overwrite it"
         )
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, exc: Exception) -> None:
+        self._healthy = False
+        message = str(exc) if isinstance(exc, SyncdError) else f"{type(exc).__name__}: {exc}"
         if self.cursor.error != message:
-            self.log.warning(
+            # S3 trouble is a warning (the backlog waits on disk); anything else is a bug or a
+            # damaged journal, and the backup stops until someone looks.
+            log = self.log.warning if isinstance(exc, AwsError) else self.log.error
+            log(
                 "mirror.failed",
                 error=message,
                 backlog=self.journal.state.last_seq - self.cursor.seq,
@@ -303,16 +349,20 @@ def backlog(journal: Journal, cursor: Cursor) -> tuple[int, str | None]:
     waiting = journal.state.last_seq - cursor.seq
     if waiting <= 0:
         return 0, None
-    for seg in segments(journal.directory):
-        if seg.first_seq == cursor.segment:
-            with open(seg.path, "rb") as f:
-                f.seek(cursor.offset)
-                line = f.readline()
-            try:
-                return waiting, str(json.loads(line)["time"])
-            except (ValueError, KeyError):
-                break
-    return waiting, None
+    want = cursor.seq + 1
+    found = segments(journal.directory)
+    holder = [s for s in found if s.first_seq <= want]
+    if not holder:
+        return waiting, None
+    seg = holder[-1]
+    try:
+        offset = cursor.offset if cursor.segment == seg.first_seq else _offset_of(seg, want)
+        with open(seg.path, "rb") as f:
+            f.seek(offset)
+            line = f.readline()
+        return waiting, str(json.loads(line)["time"])
+    except (OSError, ValueError, KeyError, JournalCorrupt):
+        return waiting, None
 
 
 def _offset_of(seg: Segment, seq: int) -> int:

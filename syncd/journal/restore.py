@@ -17,12 +17,13 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from syncd.core.journal_format import GENESIS, Damage, Verified, verify
+from syncd.core.journal_format import GENESIS, Damage, verify
 from syncd.errors import SyncdError
 from syncd.journal.mirror import Cursor, Lineage, write_atomically
 from syncd.journal.store import Journal, lock_state_dir, segment_name, segments
@@ -34,6 +35,7 @@ class RemoteStore(Protocol):
     def get(self, key: str) -> bytes | None: ...
     def keys(self, under: str, start_after: str | None = None) -> Iterator[str]: ...
     def folders(self, under: str) -> list[str]: ...
+    def first_key(self, under: str) -> str | None: ...
     def deleted(self, under: str) -> list[str] | None: ...
 
 
@@ -54,14 +56,17 @@ class Piece:
 
 @dataclass
 class RemoteRead:
-    lineage: Lineage
+    lineage: Lineage  # the lineage asked for (the newest when none was named)
+    newest: bool = True  # whether it is the newest lineage in the bucket
     pieces: list[Piece] = field(default_factory=list)
+    holder: str = ""  # the lineage holding the last record read (a fork continues from it)
     last_seq: int = 0
     last_hash: str = GENESIS
     last_time: str | None = None
     end_of_backup: bool = True  # False when reading stopped early (--at, damage)
     damage: str | None = None
     deleted: list[str] | None = None  # None: the bucket keeps no versions, so unknown
+    marked_hash: str | None = None  # the hash of the record `mark` asked for
 
     @property
     def records(self) -> int:
@@ -83,9 +88,14 @@ def read_lineage_doc(store: RemoteStore, lineage_id: str) -> Lineage:
 
 
 def read_remote(
-    store: RemoteStore, lineage_id: str | None = None, *, at: str | None = None
+    store: RemoteStore,
+    lineage_id: str | None = None,
+    *,
+    at: str | None = None,
+    mark: int | None = None,
 ) -> RemoteRead:
-    """Read and check a lineage (the newest when not named), up to `at` if given."""
+    """Read and check a lineage (the newest when not named), up to `at` if given; `mark`
+    asks for the hash of one record (to compare with what the local mirror sent)."""
     names = lineages(store)
     if not names:
         raise RestoreError(f"no journal backup under {store.url}")
@@ -94,110 +104,217 @@ def read_remote(
         raise RestoreError(f"no lineage {lineage_id!r} under {store.url}; there are: {names}")
     chain = [read_lineage_doc(store, lineage_id)]
     while chain[0].parent:
+        if any(x.id == chain[0].parent for x in chain):
+            raise RestoreError(f"{store.url}: lineage {chain[0].id} descends from itself")
         chain.insert(0, read_lineage_doc(store, chain[0].parent))
-    result = RemoteRead(lineage=chain[-1])
+    result = RemoteRead(lineage=chain[-1], newest=lineage_id == names[-1])
+    checkpoint = _newest_checkpoint(store, chain[-1].id)
+    marks = {m for m in (mark, checkpoint["seq"] if checkpoint else None) if m is not None}
+    marked: dict[int, str] = {}
     deleted: list[str] = []
     for index, lineage in enumerate(chain):
+        if index > 0:
+            if result.damage or not result.end_of_backup:
+                break  # stopped in an ancestor (damage, or --at before this fork)
+            if (result.last_seq, result.last_hash) != (lineage.fork_seq, lineage.fork_hash):
+                result.damage = (
+                    f"lineage {lineage.id} forks from {lineage.parent} at seq "
+                    f"{lineage.fork_seq}, which the backup does not hold as recorded"
+                )
+                break
         found = store.deleted(f"lineages/{lineage.id}/")
-        if found is None:
+        if found is None or (index > 0 and result.deleted is None):
             result.deleted = None
-        elif result.deleted is not None or index == 0:
+        else:
             deleted += found
             result.deleted = deleted
         limit = chain[index + 1].fork_seq if index + 1 < len(chain) else None
-        if lineage.parent and (result.last_seq, result.last_hash) != (
-            lineage.fork_seq,
-            lineage.fork_hash,
-        ):
-            result.damage = result.damage or (
-                f"lineage {lineage.id} forks from {lineage.parent} at seq {lineage.fork_seq}, "
-                f"which the backup does not hold as recorded"
-            )
-        if result.damage or not result.end_of_backup:
-            break
-        _read_one(store, lineage, result, limit=limit, at=at)
+        _read_one(store, lineage, result, limit=limit, at=at, marks=marks, marked=marked)
     if result.deleted:
         result.damage = result.damage or (
             f"objects were deleted from the backup: {', '.join(result.deleted[:5])}"
             + (" ..." if len(result.deleted) > 5 else "")
         )
+    if checkpoint is not None and not result.damage and result.end_of_backup:
+        # Read to the end (not stopped by --at): the records must reach the newest checkpoint.
+        seq, digest = checkpoint["seq"], checkpoint["hash"]
+        if result.last_seq < seq:
+            result.damage = (
+                f"the newest checkpoint of lineage {chain[-1].id} says records up to seq {seq} "
+                f"were uploaded, but the records end at seq {result.last_seq}: "
+                "records were cut off"
+            )
+        elif marked.get(seq) != digest:
+            result.damage = (
+                f"record seq {seq} in the backup is not the one its checkpoint describes: "
+                "the records after it were replaced"
+            )
+    result.marked_hash = marked.get(mark) if mark is not None else None
     return result
 
 
-def _read_one(
-    store: RemoteStore, lineage: Lineage, result: RemoteRead, *, limit: int | None, at: str | None
-) -> None:
+def _newest_checkpoint(store: RemoteStore, lineage_id: str) -> dict[str, Any] | None:
+    key = store.first_key(f"lineages/{lineage_id}/checkpoints/")  # the newest sorts first
+    if key is None:
+        return None
+    try:
+        doc = json.loads(store.get(key) or b"")
+        return {"seq": int(doc["seq"]), "hash": str(doc["hash"]), "time": str(doc["time"])}
+    except (ValueError, KeyError, TypeError):
+        raise RestoreError(f"{store.url}{key}: unreadable checkpoint") from None
+
+
+def _plan(store: RemoteStore, lineage: Lineage, start: int) -> list[tuple[str, bool]]:
+    """The objects to read, in order, from seq `start`: a whole segment wherever one starts,
+    else the records object starting there (records objects follow each other without gaps:
+    each ends where the next starts). A gap ends the plan; reading then names it."""
     base = f"lineages/{lineage.id}/"
-    by_first: dict[int, tuple[str, bool]] = {}
-    for key in store.keys(base + "records/"):
-        by_first.setdefault(_first_seq(key), (key, False))
+    segs: dict[int, tuple[str, int]] = {}
     for key in store.keys(base + "segments/"):
-        by_first[_first_seq(key)] = (key, True)  # a whole segment wins over its batches
-    while limit is None or result.last_seq < limit:
-        want = result.last_seq + 1
-        if want not in by_first:
-            later = sorted(s for s in by_first if s > want)
-            if later:
-                result.damage = (
-                    f"{store.url}{by_first[later[0]][0]}: starts at seq {later[0]}, but the "
-                    f"backup holds nothing for seq {want}: an object is missing"
-                )
-            if limit is not None and result.last_seq < limit:
-                result.damage = result.damage or (
-                    f"lineage {lineage.id} ends at seq {result.last_seq}, "
-                    f"before its fork at {limit}"
-                )
-            return
-        key, whole = by_first[want]
-        data = store.get(key) or b""
-        where = f"{store.url}{key}"
-        try:
-            checked = verify(
-                data,
-                where=where,
-                after_seq=result.last_seq,
-                prev=result.last_hash,
-                allow_torn=False,
-            )
-        except Damage as exc:
-            # Keep the good records before the damaged one (for --partial), then stop.
-            result.damage = str(exc)
-            result.end_of_backup = False
-            good = b"".join(data.splitlines(keepends=True)[: exc.line - 1])
-            checked = verify(good, where=where, after_seq=result.last_seq, prev=result.last_hash)
-            if checked.records:
-                _keep(result, key, good, want, checked, whole=False)
-            return
-        if not checked.records:
-            result.damage = f"{where}: empty"
-            return
-        keep = len(checked.records)
-        for i, record in enumerate(checked.records):
-            if (limit is not None and record.seq > limit) or (at is not None and record.time > at):
-                keep = i
-                break
-        if keep == len(checked.records):
-            _keep(result, key, data, want, checked, whole=whole)
-        elif keep:
-            piece = b"".join(data.splitlines(keepends=True)[:keep])
-            cut = verify(piece, where=where, after_seq=result.last_seq, prev=result.last_hash)
-            _keep(result, key, piece, want, cut, whole=False)
-        if keep < len(checked.records):  # cut at the fork (the child goes on) or at --at
-            if limit is None or checked.records[keep].seq <= limit:
-                result.end_of_backup = False
-            return
+        first_text, _, last_text = key.rsplit("/", 1)[1].split(".", 1)[0].partition("-")
+        segs[int(first_text)] = (key, int(last_text or first_text))
+    recs = {_first_seq(key): key for key in store.keys(base + "records/")}
+    starts = sorted(recs)
+    plan: list[tuple[str, bool]] = []
+    want = start
+    while True:
+        if want in segs:
+            seg_key, seg_last = segs[want]
+            plan.append((seg_key, True))
+            want = seg_last + 1
+        elif want in recs:
+            plan.append((recs[want], False))
+            later = [s for s in starts if s > want]
+            if not later:
+                return plan
+            want = later[0]
+        else:
+            later = [s for s in (*segs, *recs) if s > want]
+            if later:  # something starts after a gap: read it, so that the gap is named
+                want = min(later)
+                plan.append((segs[want][0] if want in segs else recs[want], want in segs))
+            return plan
 
 
-def _keep(
-    result: RemoteRead, key: str, data: bytes, first: int, checked: Verified, *, whole: bool
+def _read_one(
+    store: RemoteStore,
+    lineage: Lineage,
+    result: RemoteRead,
+    *,
+    limit: int | None,
+    at: str | None,
+    marks: set[int],
+    marked: dict[int, str],
 ) -> None:
+    plan = _plan(store, lineage, result.last_seq + 1)
+    if not plan and limit is not None and result.last_seq < limit:
+        result.damage = (
+            f"lineage {lineage.id} ends at seq {result.last_seq}, before its fork at {limit}"
+        )
+        return
+    # Downloads run ahead, a few at a time; records are checked strictly in order.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bodies = [pool.submit(store.get, key) for key, _ in plan]
+        try:
+            for (key, whole), body in zip(plan, bodies, strict=True):
+                if limit is not None and result.last_seq >= limit:
+                    break
+                data = body.result() or b""
+                if not _take(key, whole, data, lineage, result, limit, at, marks, marked, store):
+                    break
+        finally:
+            for future in bodies:
+                future.cancel()
+    stopped_early = result.damage is not None or not result.end_of_backup  # damage or --at
+    if not stopped_early and limit is not None and result.last_seq < limit:
+        result.damage = (
+            f"lineage {lineage.id} ends at seq {result.last_seq}, before its fork at {limit}"
+        )
+
+
+def _take(
+    key: str,
+    whole: bool,
+    data: bytes,
+    lineage: Lineage,
+    result: RemoteRead,
+    limit: int | None,
+    at: str | None,
+    marks: set[int],
+    marked: dict[int, str],
+    store: RemoteStore,
+) -> bool:
+    """Check one object's records after what was read so far; keep those within `limit` and
+    `at`. False when reading must stop (damage, --at, the fork point inside it)."""
+    where = f"{store.url}{key}"
+    want = result.last_seq + 1
+    try:
+        checked = verify(
+            data, where=where, after_seq=result.last_seq, prev=result.last_hash, allow_torn=False
+        )
+    except Damage as exc:
+        # Keep the good records before the damaged one (for --partial), then stop.
+        result.damage = str(exc)
+        result.end_of_backup = False
+        good = b"".join(data.splitlines(keepends=True)[: exc.line - 1])
+        _keep_part(good, where, key, want, lineage, result, marks, marked)
+        return False
+    if not checked.records:
+        result.damage = f"{where}: empty"
+        return False
+    keep = len(checked.records)
+    for i, record in enumerate(checked.records):
+        if (limit is not None and record.seq > limit) or (at is not None and record.time > at):
+            keep = i
+            break
+    piece = data if keep == len(checked.records) else b"".join(data.splitlines(True)[:keep])
+    _keep_part(piece, where, key, want, lineage, result, marks, marked, whole=whole)
+    if keep < len(checked.records):  # cut at the fork (the child goes on) or at --at
+        if limit is None or checked.records[keep].seq <= limit:
+            result.end_of_backup = False
+        return False
+    return True
+
+
+def _keep_part(
+    data: bytes,
+    where: str,
+    key: str,
+    first: int,
+    lineage: Lineage,
+    result: RemoteRead,
+    marks: set[int],
+    marked: dict[int, str],
+    *,
+    whole: bool = False,
+) -> None:
+    if not data:
+        return
+    for m in marks:
+        if m == result.last_seq:
+            marked[m] = result.last_hash
+    checked = verify(data, where=where, after_seq=result.last_seq, prev=result.last_hash)
+    for m in marks:
+        if result.last_seq < m <= checked.last_seq:
+            marked[m] = (
+                verify(
+                    data,
+                    where=where,
+                    after_seq=result.last_seq,
+                    prev=result.last_hash,
+                    mark=m,
+                    keep_after=None,
+                ).marked_hash
+                or ""
+            )
     result.pieces.append(Piece(key, data, first, checked.last_seq, whole))
     result.last_seq, result.last_hash = checked.last_seq, checked.last_hash
     result.last_time = checked.records[-1].time
+    result.holder = lineage.id
 
 
 def _first_seq(key: str) -> int:
-    return int(key.rsplit("/", 1)[1].split(".", 1)[0])
+    return int(key.rsplit("/", 1)[1].split(".", 1)[0].partition("-")[0])
 
 
 def normalise_time(text: str) -> str:
@@ -258,49 +375,64 @@ def _restore_locked(
         raise RestoreError(
             f"the backup under {store.url} holds no record" + (f" before {at}" if at else "")
         )
-    if journal_dir.exists():
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = state_dir / f"journal.replaced-{stamp}"
-        journal_dir.rename(aside)
-        mirror_file = state_dir / "mirror.json"
-        if mirror_file.exists():
-            mirror_file.rename(state_dir / f"mirror.replaced-{stamp}.json")
-    _write_local(journal_dir, read)
-    continues = not read.damage and read.end_of_backup
+    # The newest lineage, read to its end, goes on as it is; anything else (an earlier point,
+    # the records before damage, an older lineage) starts a new lineage from what was read,
+    # so no history in S3 is ever continued from two places.
+    continues = not read.damage and read.end_of_backup and read.newest
     if continues:
         lineage = read.lineage
-        sealed = max((p.first_seq for p in read.pieces if p.whole_segment), default=0)
-    else:  # an earlier point than S3 holds: a new line of history, the old one untouched
+    else:
         lineage = Lineage(
             Lineage.new_id(),
-            parent=read.lineage.id,
+            parent=read.holder or read.lineage.id,
             fork_seq=read.last_seq,
             fork_hash=read.last_hash,
         )
-        sealed = read.last_seq
-    write_atomically(journal_dir / "lineage.json", lineage.document())
+    if journal_dir.exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        journal_dir.rename(state_dir / f"journal.replaced-{stamp}")
+        mirror_file = state_dir / "mirror.json"
+        if mirror_file.exists():
+            mirror_file.rename(state_dir / f"mirror.replaced-{stamp}.json")
+    last_local = _write_local(journal_dir, read, lineage)
     cursor = Cursor(
         lineage=lineage.id,
+        url=store.url,
         seq=read.last_seq,
         hash=read.last_hash,
-        sealed=sealed,
+        # Nothing restored is sent again: the whole segments and the records objects are there.
+        sealed=last_local if continues else read.last_seq,
         lineage_uploaded=continues,
     )
     write_atomically(state_dir / "mirror.json", json.dumps(asdict(cursor), indent=1).encode())
     return read
 
 
-def _write_local(journal_dir: Path, read: RemoteRead) -> None:
+def _write_local(journal_dir: Path, read: RemoteRead, lineage: Lineage) -> int:
+    """Write the pieces as segments: each whole-segment object as one segment (as it was), the
+    records objects between them together, then an empty segment for the next appends; and
+    the lineage, inside the folder before it takes its place, so a crash leaves all or
+    nothing. Returns the first seq of the last segment that holds records."""
     tmp = journal_dir.with_name(journal_dir.name + ".restoring")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    groups: list[tuple[int, list[bytes]]] = []
+    gathering = False  # whether the last group takes the next records object too
     for piece in read.pieces:
-        _write_file(tmp / segment_name(piece.first_seq), piece.data)
+        if gathering and not piece.whole_segment:
+            groups[-1][1].append(piece.data)
+        else:
+            groups.append((piece.first_seq, [piece.data]))
+        gathering = not piece.whole_segment
+    for first, parts in groups:
+        _write_file(tmp / segment_name(first), b"".join(parts))
     _write_file(tmp / segment_name(read.last_seq + 1), b"")  # appends go to a new segment
+    _write_file(tmp / "lineage.json", lineage.document())
     _fsync(tmp)
     tmp.rename(journal_dir)
     _fsync(journal_dir.parent)
+    return groups[-1][0] if groups else 0
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -319,14 +451,23 @@ def _fsync(directory: Path) -> None:
 
 
 def verify_remote(store: RemoteStore, local: Journal | None = None) -> RemoteRead:
-    """Check the newest lineage; against a local journal too, so a cut-off tail shows."""
-    read = read_remote(store, local_lineage(local) if local else None)
-    if local is not None and not read.damage:
-        cursor = Cursor.load(local.directory.parent / "mirror.json")
-        if cursor.lineage == read.lineage.id and cursor.seq > read.last_seq:
+    """Check the newest lineage (the local journal's, given one): every record, the chain, the
+    newest checkpoint; and against the mirror's cursor, that S3 holds what was sent, with the
+    same hash."""
+    cursor = Cursor.load(local.directory.parent / "mirror.json") if local else None
+    lineage = local_lineage(local) if local else None
+    mark = cursor.seq if cursor and cursor.lineage == lineage and cursor.seq else None
+    read = read_remote(store, lineage, mark=mark)
+    if cursor is not None and mark is not None and not read.damage:
+        if read.last_seq < cursor.seq:
             read.damage = (
                 f"the backup ends at seq {read.last_seq}, but seq {cursor.seq} was uploaded: "
                 "records were cut off"
+            )
+        elif read.marked_hash != cursor.hash:
+            read.damage = (
+                f"record seq {cursor.seq} in the backup is not the one this host uploaded: "
+                "the backup was rewritten"
             )
     return read
 

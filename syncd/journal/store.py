@@ -179,6 +179,9 @@ class Journal:
         self._lock_file = lock_file
         self._clock = clock
         self._current = current
+        # (first seq of the segment, bytes of it) holding acknowledged records only: what a
+        # reader beside the writer (the mirror) may take; a line past it may yet be undone.
+        self._acked = (current.first_seq, current.path.stat().st_size) if current else (0, 0)
         self._segment_bytes = segment_bytes
         self._snapshot_every = snapshot_every
         self._snapshot_seq = state.last_seq
@@ -222,6 +225,12 @@ class Journal:
     def last_hash(self) -> str:
         return self._last_hash
 
+    def acknowledged(self) -> tuple[int, int]:
+        """(first seq of the newest segment, its length in acknowledged records): bytes after
+        that are not a record yet. Earlier segments are acknowledged whole."""
+        with self._lock:
+            return self._acked
+
     def subscribe(self, listener: Callable[[Record], None]) -> None:
         """Call `listener` with every record appended from now on (under the journal's lock)."""
         self._listeners.append(listener)
@@ -249,6 +258,8 @@ class Journal:
                     "it was not acknowledged and nothing acted on it"
                 ) from exc
             self._last_hash = digest
+            assert self._current is not None
+            self._acked = (self._current.first_seq, f.tell())
             record = Record(seq, time, kind, data)
             self.state.apply(record)
             if seq - self._snapshot_seq >= self._snapshot_every:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 import boto3
 import pytest
 
+from syncd.core.journal_format import encode, verify
 from syncd.core.journal_state import Kind, fold
 from syncd.errors import AwsError, JournalCorrupt
-from syncd.journal.mirror import Mirror, MirrorConflict, key_for
+from syncd.journal.mirror import Mirror, MirrorConflict, key_for, segment_key
 from syncd.journal.restore import RestoreError, read_remote, restore, verify_remote
 from syncd.journal.store import Journal, segments
 from syncd.s3 import S3Store
@@ -139,7 +141,8 @@ def test_closed_segments_are_uploaded_whole_once(tmp_path, store, s3) -> None:
     found = segments(journal.directory)
     uploaded = {k for k in objects(s3) if "/segments/" in k}
     assert uploaded == {
-        f"syncd/{key_for(mirror.lineage.id, 'segments', s.first_seq)}" for s in found[:-1]
+        f"syncd/{segment_key(mirror.lineage.id, s.first_seq, n.first_seq - 1)}"
+        for s, n in itertools.pairwise(found)
     }
     # Each batch stays inside one segment, so restore can switch between the two kinds.
     for key, body in record_objects(s3).items():
@@ -233,7 +236,7 @@ def test_verify_remote_names_a_missing_object_and_a_cut_off_tail(
     s3.put_object(Bucket=BUCKET, Key=last, Body=kept)
     s3.delete_object(Bucket=BUCKET, Key=f"syncd/{key_for(lineage, 'records', 3)}")
     damage = verify_remote(store, journal).damage or ""
-    assert "records/000000000005.jsonl: starts at seq 5" in damage and "missing" in damage
+    assert "records/000000000005.jsonl: record seq 5 (line 1): expected seq 3" in damage
 
 
 def test_with_versioning_a_deleted_tail_shows_without_the_local_journal(
@@ -413,3 +416,142 @@ def test_reordered_truncated_or_edited_objects_are_named(
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"".join(edit(lines)))
     damage = verify_remote(store, journal).damage or ""
     assert f"records/000000000004.jsonl: {expected}" in damage, damage
+
+
+def timed_journal(state: Path, start: int = 0) -> Journal:
+    """A journal whose records are one second apart, from 10:00:<start>."""
+    clock = iter(
+        f"2026-11-30T10:{(start + i) // 60:02d}:{(start + i) % 60:02d}.000Z" for i in range(600)
+    )
+    journal = Journal.open(state, writer=True, warn=lambda _: None)
+    journal._clock = lambda: next(clock)
+    return journal
+
+
+def test_a_restore_before_an_earlier_fork_forks_from_the_right_lineage(tmp_path, store, s3):
+    state = tmp_path / "state"
+    journal = timed_journal(state)
+    add(journal, 10)  # seconds 0..9
+    Mirror(journal, store, state).cycle()
+    journal.close()
+    restore(store, state, at="2026-11-30T10:00:06.000Z", force=True)  # keeps 0..6: 7 records
+    forked = timed_journal(state, start=100)
+    add(forked, 3, start=50)
+    Mirror(forked, store, state).cycle()
+    forked.close()
+    # Back to before the first fork: the new lineage forks from the root, not from the fork.
+    read = restore(store, state, at="2026-11-30T10:00:02.000Z", force=True)
+    assert read.last_seq == 3
+    again = Journal.open(state, writer=True, warn=lambda _: None)
+    add(again, 1, start=90)
+    Mirror(again, store, state).cycle()
+    again.close()
+    newest = read_remote(store)
+    assert newest.damage is None and newest.last_seq == 4
+    root = sorted(store.folders("lineages/"))[0]
+    assert newest.lineage.parent == root and newest.lineage.fork_seq == 3
+    assert verify_remote(store, Journal.open(state, writer=False)).damage is None
+
+
+def test_restoring_an_older_lineage_continues_in_a_new_one(tmp_path, store, s3) -> None:
+    state = tmp_path / "state"
+    journal = timed_journal(state)
+    add(journal, 5)
+    Mirror(journal, store, state).cycle()
+    journal.close()
+    restore(store, state, at="2026-11-30T10:00:01.000Z", force=True)
+    fork = Journal.open(state, writer=True, warn=lambda _: None)
+    add(fork, 1, start=40)
+    Mirror(fork, store, state).cycle()  # the fork is in S3 now, and the newest lineage
+    fork.close()
+    old = sorted(store.folders("lineages/"))[0]
+    read = restore(store, state, lineage_id=old, force=True)  # "go back to what we had"
+    assert read.last_seq == 5
+    resumed = Journal.open(state, writer=True, warn=lambda _: None)
+    add(resumed, 2, start=20)
+    Mirror(resumed, store, state).cycle()
+    resumed.close()
+    newest = read_remote(store)  # a disaster restore takes the lineage in use
+    assert newest.last_seq == 7 and newest.damage is None
+    assert newest.lineage.parent == old and newest.lineage.fork_seq == 5
+
+
+def test_a_new_backup_url_gets_the_whole_journal(journal, s3, aws, tmp_path) -> None:
+    first = S3Store(boto3.Session(region_name="us-east-1"), URL, endpoint_url=aws.endpoint)
+    add(journal, 4)
+    Mirror(journal, first, tmp_path / "state").cycle()
+    moved = S3Store(
+        boto3.Session(region_name="us-east-1"), f"s3://{BUCKET}/moved/", endpoint_url=aws.endpoint
+    )
+    add(journal, 1, start=4)
+    Mirror(journal, moved, tmp_path / "state").cycle()
+    assert read_remote(moved).last_seq == 5 and read_remote(moved).damage is None
+
+
+def test_a_cut_off_tail_is_caught_by_the_checkpoint(journal, store, s3, tmp_path) -> None:
+    mirror = Mirror(journal, store, tmp_path / "state")
+    for start in (0, 3):
+        add(journal, 3, start=start)
+        mirror.cycle()
+    s3.delete_object(Bucket=BUCKET, Key=f"syncd/{key_for(mirror.lineage.id, 'records', 4)}")
+    damage = read_remote(store).damage or ""
+    assert "says records up to seq 6 were uploaded, but the records end at seq 3" in damage
+
+
+def test_a_rewritten_tail_is_caught_against_the_host(journal, store, s3, tmp_path) -> None:
+    from syncd.journal.mirror import checkpoint_key
+
+    mirror = Mirror(journal, store, tmp_path / "state")
+    add(journal, 3)
+    mirror.cycle()
+    add(journal, 2, start=3)
+    mirror.cycle()
+    # Someone replaces records 4-5 with a validly chained tail of their own, checkpoint and all.
+    s3.delete_object(Bucket=BUCKET, Key=f"syncd/{key_for(mirror.lineage.id, 'records', 4)}")
+    prefix_hash = verify(b"".join(local_bytes(journal).splitlines(True)[:3]), where="x").last_hash
+    line, _ = encode(4, "2026-11-30T23:59:59.000Z", "source_ok", {"repo": "evil"}, prefix_hash)
+    s3.put_object(Bucket=BUCKET, Key=f"syncd/{key_for(mirror.lineage.id, 'records', 4)}", Body=line)
+    s3.delete_object(Bucket=BUCKET, Key=f"syncd/{checkpoint_key(mirror.lineage.id, 5)}")
+    assert read_remote(store).damage is None  # on its own, the backup looks whole
+    damage = verify_remote(store, journal).damage or ""
+    assert "seq 4, but seq 5 was uploaded: records were cut off" in damage or "rewritten" in damage
+
+
+def test_the_mirror_never_sends_bytes_the_journal_has_not_acknowledged(
+    journal, store, s3, tmp_path
+) -> None:
+    mirror = Mirror(journal, store, tmp_path / "state")
+    add(journal, 2)
+    segment = segments(journal.directory)[-1].path
+    with open(segment, "ab") as f:  # a write in flight: on disk, not yet fsynced or acked
+        f.write(b'{"data":{},"hash":"' + b"0" * 64 + b'"')
+    mirror.cycle()
+    assert b"".join(record_objects(s3).values()).count(b"\n") == 2
+    assert mirror.cursor.seq == 2
+
+
+def test_a_failure_saved_by_an_earlier_process_does_not_hold_back_intents(
+    journal, store, s3, tmp_path
+) -> None:
+    first = Mirror(journal, store, tmp_path / "state")
+    first.cursor.error = "yesterday's outage"
+    first.cursor.error_since = "2026-11-29T00:00:00.000Z"
+    first._save()
+    add(journal, 1)
+    later = Mirror(journal, store, tmp_path / "state")
+    assert later.flush(when_healthy=True)  # this process has not seen S3 fail
+    assert later.cursor.seq == 1 and later.cursor.error is None
+
+
+def test_a_damaged_local_journal_stops_the_mirror_loudly(journal, store, s3, tmp_path) -> None:
+    mirror = Mirror(journal, store, tmp_path / "state")
+    add(journal, 2)
+    mirror.cycle()
+    add(journal, 1, start=2)
+    segment = segments(journal.directory)[-1].path
+    data = bytearray(segment.read_bytes())
+    data[-20] ^= 1
+    segment.write_bytes(bytes(data))
+    assert not mirror.flush()
+    assert "does not match its hash" in (mirror.cursor.error or "")
+    assert not mirror.flush(when_healthy=True)

@@ -183,7 +183,11 @@ class FaultProxy:
 
     # -- one request -----------------------------------------------------------------------
     def _serve(self, h: _Handler) -> None:
-        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        expected = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(expected)
+        if len(body) < expected:  # the client went away mid-request: nothing reaches moto
+            h.close_connection = True
+            return
         scope = _SCOPE.search(h.headers.get("Authorization", ""))
         form = h.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded")
         if scope and scope.group(1) == "s3":
