@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from syncd.apply import Applier, Waiter
+from syncd.approvals import Approvals
 from syncd.cloudformation import CloudFormation, make_session
 from syncd.core.config import Config, parse_config
 from syncd.emulator import Emulator, start_emulator
@@ -140,6 +141,7 @@ def open_app(
             journal,
             slots,
             config.concurrency,
+            Approvals(config.state_dir),
         )
         for repo in config.repos
     }

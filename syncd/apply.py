@@ -63,6 +63,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"
     AWAITING_APPROVAL = "awaiting_approval"
+    REFUSED = "approval_refused"  # an approval of a change set that is not the one waiting
     INTERRUPTED = "interrupted"  # stopping: the operation is journaled and observed next start
 
     @property
@@ -140,6 +141,41 @@ class Applier:
                 if attempt is not None and attempt.awaiting_approval:
                     return Outcome.AWAITING_APPROVAL  # its change set stays valid meanwhile
                 return self._block(stack, repo, None, log, reason=reason)
+
+            return self._guarded(stack, log, step)
+
+    def approve(self, stack: str, change_set: str, by: str) -> Outcome:
+        """Execute the change set waiting for approval, if it is `change_set` (the one the
+        approver saw); else record the refusal. A newer commit has replaced a stale one."""
+        log = self.log.bind(stack=stack)
+        with self._lock(stack):
+
+            def step() -> Outcome:
+                view = self.journal.state.stacks.get(stack)
+                attempt = view.attempt if view else None
+                waiting = attempt.change_set if attempt and attempt.awaiting_approval else None
+                if attempt is None or waiting != change_set:
+                    reason = (
+                        f"the change set waiting now is {waiting}"
+                        if waiting
+                        else "no change set of this stack is waiting for approval"
+                    )
+                    self.journal.append(
+                        Kind.APPROVAL_REFUSED,
+                        stack=stack,
+                        change_set=change_set,
+                        by=by,
+                        reason=reason,
+                    )
+                    log.warning("approval.refused", change_set=change_set, reason=reason)
+                    return Outcome.REFUSED
+                bound = log.bind(repo=view.repo if view else "", version=attempt.version)
+                self.journal.append(Kind.APPROVED, stack=stack, change_set=change_set, by=by)
+                bound.info("approval.accepted", change_set=change_set, by=by)
+                observed = self.cfn.describe(stack)
+                return self._execute(
+                    stack, change_set, observed.status if observed else None, bound
+                )
 
             return self._guarded(stack, log, step)
 
@@ -571,6 +607,12 @@ class Applier:
         if attempt.change_set:
             try:
                 self.cfn.delete_change_set(attempt.change_set, stack)
+                if attempt.action == "create":
+                    # The stack its CREATE change set brought about holds nothing: remove it,
+                    # so the next CREATE change set starts clean (and none is left in review).
+                    observed = self.cfn.describe(stack)
+                    if observed is not None and observed.status == "REVIEW_IN_PROGRESS":
+                        self.cfn.delete_stack(stack)
             except AwsError as exc:
                 log.warning("change_set.cleanup_failed", error=str(exc))
         self.journal.append(

@@ -7,6 +7,7 @@ config error. `--format json` prints data on stdout only; logs always go to stde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--detailed-exitcode",
         action="store_true",
         help="exit 0 when nothing would change, 2 when something would, 1 on an error",
+    )
+    p = command("approve", "execute the change set waiting for manual approval")
+    p.add_argument("stack", metavar="STACK")
+    p.add_argument(
+        "--change-set",
+        metavar="NAME_OR_ARN",
+        help="approve only if this is the change set waiting (from status or history)",
+    )
+    p.add_argument(
+        "--wait", type=float, default=600.0, metavar="SECONDS", help="how long to follow it"
     )
     _format(command("backup", "mirror the journal to S3 now (backup.url)"))
     p = command("restore", "rebuild the journal from S3 (backup.url)")
@@ -317,6 +328,92 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    import getpass
+    import os
+    import signal
+    import time
+
+    from syncd.approvals import Approval, Approvals
+    from syncd.journal.store import Journal
+
+    config = _config(args)
+    journal = Journal.open(config.state_dir, writer=False, warn=lambda m: None)
+    view = journal.state.stacks.get(args.stack)
+    journal.close()
+    attempt = view.attempt if view else None
+    if view is None or attempt is None or not attempt.awaiting_approval or not attempt.change_set:
+        state = view.state.value if view else "unknown to syncd"
+        raise UsageError(f"{args.stack} has no change set waiting for approval ({state})")
+    waiting = attempt.change_set
+    if args.change_set and args.change_set not in (waiting, waiting.split("/")[-2]):
+        print(
+            f"syncd: refused: {args.change_set} is not the change set waiting for "
+            f"{args.stack}; that is {waiting} (version {attempt.version})",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    by = f"{getpass.getuser()}@{os.uname().nodename}"
+    Approvals(config.state_dir).request(Approval(args.stack, waiting, by))
+    print(f"approving {args.stack} version {attempt.version}: {waiting}", file=sys.stderr)
+    daemon = _daemon_pid(config.state_dir)
+    if daemon is not None:
+        with contextlib.suppress(OSError):  # else the daemon finds it within its loop period
+            os.kill(daemon, signal.SIGUSR1)
+        outcome = _follow(config.state_dir, args.stack, waiting, time.monotonic() + args.wait)
+    else:  # no daemon: this process answers its own request, as the daemon would
+        from syncd.app import open_app
+
+        app = open_app(config)
+        try:
+            report = app.syncs[view.repo].run_pass({args.stack})
+        finally:
+            app.close()
+        result = report.outcomes.get(args.stack)
+        outcome = result.value if result else "unknown"
+    print(f"{args.stack}: {outcome}")
+    return EXIT_OK if outcome in ("succeeded", "no_changes") else EXIT_FAILED
+
+
+def _daemon_pid(state_dir: Path) -> int | None:
+    """The pid of the daemon holding state_dir, or None when no process holds it."""
+    from syncd.errors import StateLocked
+    from syncd.journal.store import lock_state_dir
+
+    try:
+        lock_state_dir(state_dir).close()
+        return None
+    except StateLocked:
+        text = (state_dir / "syncd.lock").read_text().strip()
+        return int(text) if text.isdigit() else None
+
+
+def _follow(state_dir: Path, stack: str, change_set: str, deadline: float) -> str:
+    """Read the journal until the approval is answered and its execution has ended."""
+    import time
+
+    from syncd.core.journal_state import Kind
+    from syncd.journal.store import Journal
+
+    answered = False
+    while time.monotonic() < deadline:
+        journal = Journal.open(state_dir, writer=False, warn=lambda m: None)
+        records = [r for r in journal.records() if r.data.get("stack") == stack]
+        journal.close()
+        for i, record in enumerate(records):
+            if record.data.get("change_set") != change_set:
+                continue
+            if record.kind is Kind.APPROVAL_REFUSED:
+                return f"refused: {record.data.get('reason')}"
+            if record.kind is Kind.APPROVED:
+                answered = True
+                result = next((r for r in records[i:] if r.kind is Kind.RESULT), None)
+                if result is not None:
+                    return str(result.data.get("result"))
+        time.sleep(0.2)
+    return "executing (still running; see syncd status)" if answered else "not answered yet"
+
+
 def _mirror_store(config: Any) -> Any:
     from syncd.cloudformation import make_session
     from syncd.s3 import S3Store
@@ -462,6 +559,7 @@ _COMMANDS = {
     "history": cmd_history,
     "validate": cmd_validate,
     "plan": cmd_plan,
+    "approve": cmd_approve,
     "backup": cmd_backup,
     "restore": cmd_restore,
     "journal": cmd_journal,

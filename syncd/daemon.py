@@ -21,6 +21,7 @@ from types import FrameType
 import structlog
 
 from syncd.app import App, load_config, open_app, read_webhook_secrets
+from syncd.approvals import Approvals
 from syncd.core.journal_state import StackState
 from syncd.errors import ConfigError, SyncdError
 from syncd.http import Endpoints, Hook, HttpServer
@@ -136,11 +137,24 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
+            self._deliver_approvals()
             threads = [w.thread for w in self.workers]
             threads += [self.mirror_thread] if self.mirror_thread is not None else []
             if all(t.is_alive() for t in threads):
                 self.notifier.watchdog()
             self.notifier.status(self._status_line())
+
+    def _deliver_approvals(self) -> None:
+        """`syncd approve` left a request (and sent SIGUSR1): wake the stack's repo worker."""
+        if self.app is None:
+            return
+        stacks = self.app.journal.state.stacks
+        repos = {
+            stacks[s].repo for s in Approvals(self.app.config.state_dir).pending() if s in stacks
+        }
+        for worker in self.workers:
+            if worker.sync.repo.name in repos:
+                worker.trigger()
 
     def _observe(self) -> None:
         assert self.app is not None
@@ -266,9 +280,13 @@ class Daemon:
             self._reload.set()
             self._wake.set()
 
+        def wake(signum: int, _: FrameType | None) -> None:
+            self._wake.set()
+
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
+        signal.signal(signal.SIGUSR1, wake)  # syncd approve: a request is waiting
 
     def _status_line(self) -> str:
         if self.app is None:

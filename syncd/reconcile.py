@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from syncd.apply import Applier, Outcome
+from syncd.approvals import Approval, Approvals
 from syncd.cloudformation import CloudFormation
 from syncd.core.config import OnFailure, RepoConfig
 from syncd.core.deployments import (
@@ -71,6 +72,7 @@ class RepoSync:
         journal: Journal,
         slots: threading.Semaphore,
         concurrency: int,
+        approvals: Approvals | None = None,
     ) -> None:
         self.repo = repo
         self.source = source
@@ -79,6 +81,8 @@ class RepoSync:
         self.journal = journal
         self.slots = slots
         self.concurrency = concurrency
+        self.approvals = approvals
+        self._approved: dict[str, Approval] = {}  # this pass's approval requests
         self.log = structlog.get_logger("syncd.reconcile").bind(repo=repo.name)
         self._last_commit: str | None = None
         self._retry_at: dict[str, float] = {}
@@ -98,8 +102,10 @@ class RepoSync:
         if commit is None:
             return report
         report.commit = commit
+        self._approved = self._approval_requests()
         if (
             commit == self._last_commit
+            and not self._approved
             and not self._has_work(only)
             and self._external_outputs() == self._last_external
         ):
@@ -116,6 +122,9 @@ class RepoSync:
         self._record_invalid(invalid, loaded, commit, report, log)
         self._close_open_attempts(specs, invalid, only)
         report.outcomes = self._apply_in_order(specs, commit, log)
+        for stack, approval in sorted(self._approved.items()):  # for stacks not applied here
+            if only is None or stack in only:
+                report.outcomes[stack] = self._approve(approval)
         if only is None:
             self._removed(set(tree.paths()), loaded, invalid, commit, report, log)
             self._external = {
@@ -162,6 +171,24 @@ class RepoSync:
                 changed_files=len(fetched.changes),
             )
         return fetched.commit
+
+    def _approval_requests(self) -> dict[str, Approval]:
+        """The approvals waiting for this repo's stacks."""
+        if self.approvals is None:
+            return {}
+        stacks = self.journal.state.stacks
+        return {
+            name: a
+            for name, a in self.approvals.pending().items()
+            if name in stacks and stacks[name].repo == self.repo.name
+        }
+
+    def _approve(self, approval: Approval) -> Outcome:
+        assert self.approvals is not None
+        with self.slots:
+            outcome = self.applier.approve(approval.stack, approval.change_set, approval.by)
+        self.approvals.done(approval.stack)
+        return outcome
 
     def _has_work(self, only: Set[str] | None) -> bool:
         now = time.monotonic()
@@ -326,6 +353,9 @@ class RepoSync:
             return Outcome.FAILED  # a retry is due later, not yet
         with self.slots:
             outcome = self.applier.apply(desired, commit)
+        approval = self._approved.pop(spec.name, None)
+        if approval is not None:  # after apply: a newer commit has replaced a stale change set
+            outcome = self._approve(approval)
         view = self.journal.state.stacks.get(spec.name)
         if outcome is Outcome.FAILED and (
             spec.options.on_failure is not OnFailure.KEEP or (view is not None and view.retryable)

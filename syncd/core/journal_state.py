@@ -23,6 +23,9 @@ class Kind(StrEnum):
     #                      dependencies}
     CHANGE_SET = "change_set"  # created and described: {stack, version, arn, name, changes,
     #                            awaiting_approval}
+    APPROVED = "approved"  # someone approved the waiting change set: {stack, change_set, by}
+    APPROVAL_REFUSED = "approval_refused"  # an approval of a change set that is not the one
+    #                                        waiting: {stack, change_set, by, reason}
     EXECUTING = "executing"  # about to call ExecuteChangeSet (change_set: ARN) or DeleteStack
     #                          (change_set: null): {stack, change_set}
     RESULT = "result"  # the attempt ended: {stack, version, result, stack_status, message,
@@ -277,6 +280,21 @@ def _change_set(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
             row.result = Result.AWAITING_APPROVAL
 
 
+def _approved(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"])
+    if view.attempt is not None:
+        view.attempt.awaiting_approval = False
+    view.state = StackState.APPLYING
+    view.message = f"approved by {d.get('by') or 'someone'}"
+    row = s._open_rows.get(d["stack"])
+    if row is not None:
+        row.result = Result.IN_PROGRESS
+
+
+def _approval_refused(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    pass  # an audit entry: the waiting change set (if any) still waits
+
+
 def _executing(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     view = s.stack(d["stack"])
     if view.attempt is not None:
@@ -365,6 +383,8 @@ _HANDLERS = {
     Kind.INVALID: _invalid,
     Kind.VERSION: _version,
     Kind.CHANGE_SET: _change_set,
+    Kind.APPROVED: _approved,
+    Kind.APPROVAL_REFUSED: _approval_refused,
     Kind.EXECUTING: _executing,
     Kind.RESULT: _result,
     Kind.BLOCKED: _blocked,

@@ -265,3 +265,56 @@ def http_get(port: int, path: str) -> str:
     text = conn.getresponse().read().decode()
     conn.close()
     return text
+
+
+def test_approve_executes_the_waiting_change_set_with_or_without_a_daemon(
+    tmp_path, repo, aws, notify
+):
+    from tests.e2e.conftest import json_out, run_syncd
+
+    topic_stack(repo, "app", "v1")
+    entry = {"name": "r", "url": str(repo.bare), "poll_interval": "1h", "approval": "manual"}
+    config = write_config(tmp_path, [entry], aws.endpoint)
+
+    # No daemon: `sync` stops at the change set; `approve` answers its own request.
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    status = json_out(run_syncd("status", "-c", str(config), "--format", "json"))
+    assert [(r["stack"], r["state"]) for r in status] == [("app", "awaiting_approval")]
+    wrong = run_syncd("approve", "app", "--change-set", "syncd-v9-0000", "-c", str(config))
+    assert wrong.returncode == 1 and "is not the change set waiting" in wrong.stderr
+    assert aws.proxy.count("ExecuteChangeSet") == 0
+    done = run_syncd("approve", "app", "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "app: succeeded"
+    assert aws.stack("app")["StackStatus"] == "CREATE_COMPLETE"
+
+    # A daemon: the next version waits; `approve` hands the request over and follows it.
+    env = syncd_env(NOTIFY_SOCKET=str(notify.path))
+    daemon = start_syncd("run", "-c", str(config), env=env)
+    try:
+        notify.wait_for("READY=1")
+        repo.commit({"deployments/app.yaml": deployment(Name="v2")})
+        daemon.send_signal(signal.SIGHUP)  # a quick way to have it look (it polls hourly)
+        notify.wait_for("READY=1")
+
+        def waiting() -> bool:
+            rows = json_out(run_syncd("status", "-c", str(config), "--format", "json"))
+            return rows[0]["state"] == "awaiting_approval"
+
+        wait_for(waiting, what="version 2 waiting for approval")
+        started = time.monotonic()
+        done = run_syncd("approve", "app", "-c", str(config))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "app: succeeded"
+        assert time.monotonic() - started < 10  # SIGUSR1: no waiting for a poll
+        assert aws.parameters("app") == {"Name": "v2"}
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        stderr = daemon.stderr.read() if daemon.stderr else ""
+        daemon.wait()
+    assert "approval.accepted" in stderr
+    history = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
+    assert [(h["version"], h["result"]) for h in history] == [(1, "succeeded"), (2, "succeeded")]

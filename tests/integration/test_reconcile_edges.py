@@ -245,3 +245,36 @@ def test_a_recreate_is_journaled_before_the_delete(repo, aws, syncd):
         (1, "failed"),
         (2, "succeeded"),
     ]
+
+
+def test_an_approved_change_set_is_executed_and_a_stale_approval_refused(
+    repo, aws, syncd, tmp_path
+):
+    from syncd.approvals import Approval, Approvals
+
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo}, defaults={"approval": "manual"})
+    assert s.sync().outcomes["s"] is Outcome.AWAITING_APPROVAL
+    first = s.state.stacks["s"].attempt.change_set
+    assert aws.proxy.count("ExecuteChangeSet") == 0
+
+    repo.commit({"deployments/s.yaml": deployment(Name="v2")})  # replaces the waiting one
+    assert s.sync().outcomes["s"] is Outcome.AWAITING_APPROVAL
+    second = s.state.stacks["s"].attempt.change_set
+    assert second != first
+
+    approvals = Approvals(tmp_path / "state")
+    approvals.request(Approval("s", first, "alice@host"))  # approved what she saw earlier
+    assert s.sync().outcomes["s"] is Outcome.REFUSED
+    assert aws.proxy.count("ExecuteChangeSet") == 0
+    assert s.state.stacks["s"].state is StackState.AWAITING_APPROVAL
+    assert Kind.APPROVAL_REFUSED in s.kinds("s")
+
+    approvals.request(Approval("s", second, "alice@host"))
+    assert s.sync().outcomes["s"] is Outcome.SUCCEEDED
+    assert aws.proxy.count("ExecuteChangeSet") == 1
+    assert aws.parameters("s") == {"Name": "v2"}
+    assert approvals.pending() == {}
+    kinds = s.kinds("s")
+    assert kinds.index(Kind.APPROVED) < kinds.index(Kind.EXECUTING, kinds.index(Kind.APPROVED))
+    assert s.state.stacks["s"].state is StackState.IN_SYNC
