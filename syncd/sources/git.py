@@ -12,6 +12,7 @@ vanished branch never reads as "every deployment file was deleted".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -181,10 +182,21 @@ class GitSource:
         """Fetch any ref (branch, tag, SHA, refs/pull/N/head) and return its commit."""
         repo = self._git()
         if re.fullmatch(r"[0-9a-f]{7,40}", ref):
-            try:
-                return str(repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}"))
-            except git.GitCommandError:
-                pass
+            # A SHA: known already, or on one of the remote's branches (servers seldom let a
+            # client ask for a bare SHA, and never for a short one).
+            for fetch_branches in (False, True):
+                if fetch_branches:
+                    with contextlib.suppress(git.GitCommandError):
+                        repo.git.fetch(
+                            "--no-tags",
+                            "--quiet",
+                            "--",
+                            self.config.url,
+                            "+refs/heads/*:refs/syncd/branches/*",
+                            kill_after_timeout=self.fetch_timeout,
+                        )
+                with contextlib.suppress(git.GitCommandError):
+                    return str(repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}"))
         try:
             repo.git.fetch(
                 "--no-tags",

@@ -685,3 +685,22 @@ def test_tree_follows_a_symlinked_folder_inside_the_repo(tree: GitTree) -> None:
     assert tree.read("to-dir/app.yaml") == b"Resources: {}\n"
     with pytest.raises(TreeError, match="outside the repo"):
         tree.read("escape-relative/anything")
+
+
+def test_resolve_finds_branches_pull_refs_and_shas_never_fetched(
+    server: GitRepo, tmp_path: Path
+) -> None:
+    server.commit({"a.txt": "main"})
+    git("checkout", "--quiet", "-b", "feature", cwd=server.work)
+    feature = server.commit({"a.txt": "feature"}, push=False)
+    git("push", "--quiet", "origin", "feature", cwd=server.work)
+    git("push", "--quiet", "origin", f"{feature}:refs/pull/7/head", cwd=server.work)
+    source = source_for(str(server.bare), tmp_path / "state")
+    source.fetch()  # main only
+    assert source.resolve("feature") == feature
+    assert source.resolve("refs/pull/7/head") == feature
+    fresh = source_for(str(server.bare), tmp_path / "other")
+    fresh.fetch()
+    assert fresh.resolve(feature[:10]) == feature  # a short SHA on another branch
+    error, _ = bounded(lambda: fresh.resolve("0" * 40))
+    assert isinstance(error, SourceError)
