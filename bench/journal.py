@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 import boto3  # noqa: E402
+from servers import start_moto  # noqa: E402
 
 from syncd.core.journal_format import GENESIS, encode  # noqa: E402
 from syncd.core.journal_state import Kind  # noqa: E402
@@ -42,30 +42,6 @@ from syncd.s3 import S3Store  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "journal.json"
 BUCKET = "bench-backups"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-    proc = subprocess.Popen(
-        [server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc, url
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("moto_server did not start")
 
 
 def s3_client(url: str):  # type: ignore[no-untyped-def]

@@ -124,6 +124,19 @@ def make_session(aws: AwsConfig, endpoint_url: str | None = None) -> boto3.Sessi
     return assumed
 
 
+def call(what: str, method: Any, **kwargs: Any) -> Any:
+    """`method(**kwargs)`, with every AWS or botocore failure raised as an AwsError."""
+    try:
+        return method(**kwargs)
+    except (
+        botocore.exceptions.ClientError,
+        botocore.exceptions.BotoCoreError,
+        # Not a BotoCoreError: an HTML error page (a proxy, moto's 500 for what it lacks).
+        botocore.parsers.ResponseParserError,
+    ) as exc:
+        raise translate(exc, what) from None
+
+
 def translate(exc: Exception, what: str) -> AwsError:
     """CloudFormation's and botocore's failures as syncd errors, in one place."""
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -176,15 +189,7 @@ class CloudFormation:
         self._template_bucket = template_bucket
 
     def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
-        try:
-            return method(**kwargs)
-        except (
-            botocore.exceptions.ClientError,
-            botocore.exceptions.BotoCoreError,
-            # Not a BotoCoreError: an HTML error page (a proxy, moto's 500 for what it lacks).
-            botocore.parsers.ResponseParserError,
-        ) as exc:
-            raise translate(exc, what) from None
+        return call(what, method, **kwargs)
 
     # --- stacks ---------------------------------------------------------------------------
 

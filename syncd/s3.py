@@ -14,10 +14,8 @@ from typing import Any
 
 import boto3
 import botocore.config
-import botocore.exceptions
-import botocore.parsers
 
-from syncd.cloudformation import translate
+from syncd.cloudformation import call
 from syncd.errors import AwsError, ObjectExists
 
 _CONFIG = botocore.config.Config(
@@ -58,19 +56,13 @@ class S3Store:
 
     def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
         try:
-            return method(**kwargs)
-        except (
-            botocore.exceptions.ClientError,
-            botocore.exceptions.BotoCoreError,
-            botocore.parsers.ResponseParserError,
-        ) as exc:
-            if isinstance(exc, botocore.exceptions.ClientError):
-                code = str(exc.response.get("Error", {}).get("Code", ""))
-                if code == "PreconditionFailed":
-                    raise ObjectExists(f"{what}: the key exists", code=code) from None
-                # 409 ConditionalRequestConflict: another write to the key is in flight; an
-                # ordinary (retryable) error, so the next cycle looks again.
-            raise translate(exc, what) from None
+            return call(what, method, **kwargs)
+        except AwsError as exc:
+            if exc.code == "PreconditionFailed":  # If-None-Match: the key is taken
+                raise ObjectExists(f"{what}: the key exists", code=exc.code) from None
+            # 409 ConditionalRequestConflict: another write to the key is in flight; an
+            # ordinary (retryable) error, so the next cycle looks again.
+            raise
 
     def put_new(self, key: str, data: bytes) -> None:
         """Store `data` at `key` only if no object is there (ObjectExists otherwise)."""

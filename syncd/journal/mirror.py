@@ -41,7 +41,7 @@ import structlog
 
 from syncd.core.journal_format import GENESIS, Damage, verify
 from syncd.errors import AwsError, JournalCorrupt, ObjectExists, SyncdError
-from syncd.journal.store import Journal, Segment, segments
+from syncd.journal.store import Journal, Segment, fsync_dir, segments
 
 BATCH_LIMIT = 8 * 1024 * 1024  # bytes in one records object at most
 
@@ -385,8 +385,4 @@ def write_atomically(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)

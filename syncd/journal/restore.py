@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from syncd.core.journal_format import GENESIS, Damage, verify
 from syncd.errors import SyncdError
 from syncd.journal.mirror import Cursor, Lineage, write_atomically
-from syncd.journal.store import Journal, lock_state_dir, segment_name, segments
+from syncd.journal.store import Journal, fsync_dir, lock_state_dir, segment_name, segments
 
 
 class RemoteStore(Protocol):
@@ -207,11 +207,6 @@ def _read_one(
     marked: dict[int, str],
 ) -> None:
     plan = _plan(store, lineage, result.last_seq + 1)
-    if not plan and limit is not None and result.last_seq < limit:
-        result.damage = (
-            f"lineage {lineage.id} ends at seq {result.last_seq}, before its fork at {limit}"
-        )
-        return
     # Downloads run ahead, a few at a time; records are checked strictly in order.
     with ThreadPoolExecutor(max_workers=8) as pool:
         bodies = [pool.submit(store.get, key) for key, _ in plan]
@@ -429,9 +424,9 @@ def _write_local(journal_dir: Path, read: RemoteRead, lineage: Lineage) -> int:
         _write_file(tmp / segment_name(first), b"".join(parts))
     _write_file(tmp / segment_name(read.last_seq + 1), b"")  # appends go to a new segment
     _write_file(tmp / "lineage.json", lineage.document())
-    _fsync(tmp)
+    fsync_dir(tmp)
     tmp.rename(journal_dir)
-    _fsync(journal_dir.parent)
+    fsync_dir(journal_dir.parent)
     return groups[-1][0] if groups else 0
 
 
@@ -440,14 +435,6 @@ def _write_file(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_remote(store: RemoteStore, local: Journal | None = None) -> RemoteRead:

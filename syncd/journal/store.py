@@ -291,7 +291,7 @@ class Journal:
             self._current = Segment(self.directory / segment_name(seq), seq)
             self._file = open(self._current.path, "ab")  # noqa: SIM115 - kept open for appends
             # A new file's directory entry must be durable too, or a crash can lose it.
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         assert self._file is not None
         return self._file, self._current.path
 
@@ -315,7 +315,7 @@ class Journal:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError:
             tmp.unlink(missing_ok=True)
             return
@@ -408,7 +408,8 @@ def verify_journal(state_dir: Path, warn: Callable[[str], None]) -> Checked:
     return checked
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a folder's entries (a new or renamed file) durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
