@@ -128,7 +128,8 @@ class Daemon:
         return 0
 
     def _main_loop(self) -> None:
-        period = self.notifier.watchdog_interval or 5.0
+        # At least every 5 s: approval requests from users who cannot signal the daemon.
+        period = min(self.notifier.watchdog_interval or 5.0, 5.0)
         while not self._stopping.is_set():
             self._wake.wait(period)
             self._wake.clear()
