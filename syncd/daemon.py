@@ -21,7 +21,7 @@ from types import FrameType
 import structlog
 
 from syncd.app import App, load_config, open_app, read_webhook_secrets
-from syncd.approvals import Approvals
+from syncd.approvals import Approval, Approvals
 from syncd.core.journal_state import StackState
 from syncd.errors import ConfigError, SyncdError
 from syncd.http import Endpoints, Hook, HttpServer
@@ -103,6 +103,8 @@ class Daemon:
         self.http: HttpServer | None = None
         self._secrets: dict[str, bytes] = {}
         self._hooks: dict[str, Hook] = {}
+        self._approvals_seen: set[Approval] = set()
+        self._approve_signal = threading.Event()
 
     def run(self) -> int:
         config = load_config(self.config_file)  # ConfigError: nothing has started
@@ -150,9 +152,14 @@ class Daemon:
         if self.app is None:
             return
         stacks = self.app.journal.state.stacks
-        repos = {
-            stacks[s].repo for s in Approvals(self.app.config.state_dir).pending() if s in stacks
-        }
+        pending = Approvals(self.app.config.state_dir).pending()
+        # Each request wakes its worker once (a pass that cannot answer it, e.g. a fetch that
+        # fails, must not be re-run every 5 s); SIGUSR1 from `syncd approve` wakes them all.
+        asked = self._approve_signal.is_set()
+        self._approve_signal.clear()
+        new = {a for a in pending.values() if asked or a not in self._approvals_seen}
+        self._approvals_seen = set(pending.values())
+        repos = {stacks[a.stack].repo for a in new if a.stack in stacks}
         for worker in self.workers:
             if worker.sync.repo.name in repos:
                 worker.trigger()
@@ -282,6 +289,7 @@ class Daemon:
             self._wake.set()
 
         def wake(signum: int, _: FrameType | None) -> None:
+            self._approve_signal.set()
             self._wake.set()
 
         signal.signal(signal.SIGTERM, stop)
