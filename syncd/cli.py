@@ -296,6 +296,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from syncd.planner import Planner
 
     config = _config(args)
+    if config.aws.embedded:
+        raise UsageError(
+            "plan needs the CloudFormation that holds the stacks; the embedded emulator lives "
+            "only inside the syncd process that started it, so a plan cannot see its stacks"
+        )
     names = [r.name for r in config.repos]
     if args.repo is None and len(names) > 1:
         raise UsageError(
@@ -364,6 +369,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
     else:  # no daemon: this process answers its own request, as the daemon would
         from syncd.app import open_app
 
+        if config.aws.embedded:
+            Approvals(config.state_dir).done(args.stack)
+            raise UsageError(
+                "the change set is in the embedded emulator of a syncd that is no longer "
+                "running; start `syncd run` and approve again"
+            )
         app = open_app(config)
         try:
             report = app.syncs[view.repo].run_pass({args.stack})

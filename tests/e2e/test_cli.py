@@ -278,3 +278,13 @@ def test_logs_are_json_lines_with_context_and_never_show_credentials(tmp_path, r
     for text in (result.stderr, result.stdout, journal, status):
         assert "hunter2secret" not in text
     assert "deploy:***@" not in journal and "***@127.0.0.1:9" in journal
+
+
+def test_plan_refuses_the_embedded_emulator_which_it_cannot_see(tmp_path):
+    config = tmp_path / "embedded.yaml"
+    config.write_text(
+        "state_dir: ./state\naws: {embedded: true}\nrepos:\n  - {name: a, url: /tmp/nowhere}\n"
+    )
+    result = run_syncd("plan", "-c", str(config))
+    assert result.returncode == 2
+    assert "embedded emulator lives only inside the syncd process" in result.stderr
