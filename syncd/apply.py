@@ -96,6 +96,8 @@ class NotExecuted(AwsError):
     """ExecuteChangeSet failed and the change set is still AVAILABLE: it did not run."""
 
 
+_EXECUTION_STARTED = frozenset({"EXECUTE_IN_PROGRESS", "EXECUTE_COMPLETE", "EXECUTE_FAILED"})
+
 # How many polls a just-executed stack may still look unstarted (REVIEW_IN_PROGRESS, missing,
 # or its old status) before syncd takes that at face value.
 _START_POLLS = 20
@@ -160,24 +162,27 @@ class Applier:
                         if waiting
                         else "no change set of this stack is waiting for approval"
                     )
-                    self.journal.append(
-                        Kind.APPROVAL_REFUSED,
-                        stack=stack,
-                        change_set=change_set,
-                        by=by,
-                        reason=reason,
-                    )
-                    log.warning("approval.refused", change_set=change_set, reason=reason)
-                    return Outcome.REFUSED
+                    return self._refuse_approval(stack, change_set, by, reason, log)
                 bound = log.bind(repo=view.repo if view else "", version=attempt.version)
                 self.journal.append(Kind.APPROVED, stack=stack, change_set=change_set, by=by)
                 bound.info("approval.accepted", change_set=change_set, by=by)
-                observed = self.cfn.describe(stack)
-                return self._execute(
-                    stack, change_set, observed.status if observed else None, bound
-                )
+                return self._execute(stack, change_set, self.cfn.describe(stack), bound)
 
             return self._guarded(stack, log, step)
+
+    def refuse_approval(self, stack: str, change_set: str, by: str, reason: str) -> Outcome:
+        """Record that an approval was not acted on, and why."""
+        with self._lock(stack):
+            return self._refuse_approval(stack, change_set, by, reason, self.log.bind(stack=stack))
+
+    def _refuse_approval(
+        self, stack: str, change_set: str, by: str, reason: str, log: Any
+    ) -> Outcome:
+        self.journal.append(
+            Kind.APPROVAL_REFUSED, stack=stack, change_set=change_set, by=by, reason=reason
+        )
+        log.warning("approval.refused", change_set=change_set, reason=reason)
+        return Outcome.REFUSED
 
     def close(self, view: StackView, why: str) -> Outcome | None:
         """The stack is no longer desired as its open attempt says (file removed or invalid):
@@ -284,8 +289,7 @@ class Applier:
         if _manual(desired):
             log.info("apply.awaiting_approval", change_set=change_set)
             return Outcome.AWAITING_APPROVAL
-        before = observed.status if observed else None
-        return self._execute(spec.name, change_set, before, log)
+        return self._execute(spec.name, change_set, observed, log)
 
     def _start_version(
         self, view: StackView | None, desired: DesiredState, commit: str, action: str
@@ -391,24 +395,60 @@ class Applier:
                 return info
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _execute(self, stack: str, arn: str, before: str | None, log: Any) -> Outcome:
+    def _execute(self, stack: str, arn: str, baseline: ObservedStack | None, log: Any) -> Outcome:
+        """Execute `arn`; `baseline` is the stack as it was before (None: not there)."""
         # The intent is on disk before the call: after a crash, the next start observes.
         self.journal.append(Kind.EXECUTING, stack=stack, change_set=arn)
         self.before_acting()
         started = datetime.now(UTC)
         log.info("change_set.executing", change_set=arn)
-        self._execute_call(stack, arn, log)
+        self._execute_call(stack, arn, log, baseline=baseline, since=started)
+        before = baseline.status if baseline else None
         return self._settle(stack, started, log, change_set=arn, before=before)
 
-    def _execute_call(self, stack: str, arn: str, log: Any) -> None:
-        """ExecuteChangeSet; on an error, find out whether it ran before deciding anything."""
+    def _execute_call(
+        self,
+        stack: str,
+        arn: str,
+        log: Any,
+        *,
+        baseline: ObservedStack | None = None,
+        since: datetime | None = None,
+    ) -> None:
+        """ExecuteChangeSet; on an error, find out whether it ran before deciding anything:
+        it ran if the change set says it is executing or executed, or (a change set that is
+        gone: AWS removes them once one ran) if the stack has moved since `baseline`."""
         try:
             self.cfn.execute_change_set(arn, stack, token=_request_token(arn))
         except AwsError as exc:
             info = self.cfn.describe_change_set(arn, stack)
-            if info is not None and info.execution_status == EXECUTION_AVAILABLE:
-                raise NotExecuted(str(exc), code=exc.code, retryable=exc.retryable) from exc
+            if info is not None and info.execution_status not in _EXECUTION_STARTED:
+                # AVAILABLE (the call never landed) or OBSOLETE/UNAVAILABLE (it never will)
+                raise NotExecuted(
+                    f"{exc} (change set {info.execution_status})",
+                    code=exc.code,
+                    retryable=exc.retryable and info.execution_status == EXECUTION_AVAILABLE,
+                ) from exc
+            if info is None and not self._stack_moved(stack, baseline, since):
+                raise NotExecuted(
+                    f"{exc}; the change set is gone and the stack shows no sign of it running",
+                    code=exc.code,
+                ) from exc
             log.warning("change_set.execute_error_but_ran", error=str(exc))
+
+    def _stack_moved(
+        self, stack: str, baseline: ObservedStack | None, since: datetime | None
+    ) -> bool:
+        now = self.cfn.describe(stack)
+        if now is None:
+            return False
+        if baseline is None:  # it did not exist: a CREATE change set leaves it in review
+            return now.status != "REVIEW_IN_PROGRESS"
+        if (now.status, now.last_updated) != (baseline.status, baseline.last_updated):
+            return True
+        return since is not None and any(
+            e.logical_id == stack and e.timestamp > since for e in self.cfn.events(stack)
+        )
 
     # --- waiting and results -----------------------------------------------------------------
 
@@ -580,7 +620,7 @@ class Applier:
             # Still AVAILABLE: the execute call never reached CloudFormation. Make it now.
             log.info("change_set.resume_execute", change_set=info.arn)
             self.before_acting()
-            self._execute_call(stack, info.arn, log)
+            self._execute_call(stack, info.arn, log, since=since)
         else:
             log.info(
                 "change_set.observe_after_restart",

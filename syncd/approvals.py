@@ -29,7 +29,7 @@ class Approvals:
     def request(self, approval: Approval) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{approval.stack}.json"
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"change_set": approval.change_set, "by": approval.by}))
         os.replace(tmp, path)
 
@@ -45,5 +45,7 @@ class Approvals:
                 continue  # being written, or not ours
         return found
 
-    def done(self, stack: str) -> None:
-        (self.folder / f"{stack}.json").unlink(missing_ok=True)
+    def done(self, approval: Approval) -> None:
+        """Remove the request answered, unless a newer one has taken its place meanwhile."""
+        if self.pending().get(approval.stack) == approval:
+            (self.folder / f"{approval.stack}.json").unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +99,9 @@ def _format(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `syncd approve` wakes whatever holds the state with SIGUSR1: only the daemon listens;
+    # any other command (a `sync`, say) must not die of it.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     logs.configure(level=getattr(args, "log_level", "info"))
     handler = _COMMANDS[args.command]
     try:
@@ -310,6 +314,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if repo is None:
         raise UsageError(f"no repo {args.repo!r} in the config; there are: {', '.join(names)}")
     ref = args.ref or f"refs/heads/{repo.branch}"
+
+    def stopped(signum: int, _: Any) -> None:
+        raise SystemExit(128 + signum)  # unwinds: the plan's change sets are still deleted
+
+    signal.signal(signal.SIGTERM, stopped)
     # The journal is only read (a running daemon may hold it): it says what is deployed.
     journal = Journal.open(config.state_dir, writer=False, warn=lambda m: None)
     app = open_app(config, journal=journal, read_only=True)
@@ -336,7 +345,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     import getpass
     import os
-    import signal
     import time
 
     from syncd.approvals import Approval, Approvals
@@ -370,7 +378,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         from syncd.app import open_app
 
         if config.aws.embedded:
-            Approvals(config.state_dir).done(args.stack)
+            Approvals(config.state_dir).done(Approval(args.stack, waiting, by))
             raise UsageError(
                 "the change set is in the embedded emulator of a syncd that is no longer "
                 "running; start `syncd run` and approve again"
@@ -387,16 +395,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def _daemon_pid(state_dir: Path) -> int | None:
-    """The pid of the daemon holding state_dir, or None when no process holds it."""
-    from syncd.errors import StateLocked
-    from syncd.journal.store import lock_state_dir
+    """The pid of the process holding state_dir, or None when none does."""
+    from syncd.journal.store import lock_holder
 
-    try:
-        lock_state_dir(state_dir).close()
-        return None
-    except StateLocked:
-        text = (state_dir / "syncd.lock").read_text().strip()
-        return int(text) if text.isdigit() else None
+    return lock_holder(state_dir)
 
 
 def _follow(state_dir: Path, stack: str, change_set: str, deadline: float) -> str:

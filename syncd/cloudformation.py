@@ -72,6 +72,7 @@ class ObservedStack:
     parameters: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    last_updated: str = ""  # LastUpdatedTime (else CreationTime): moves when an operation starts
 
 
 @dataclass(frozen=True)
@@ -388,4 +389,5 @@ def _observed(raw: dict[str, Any]) -> ObservedStack:
         },
         tags={t["Key"]: t["Value"] for t in raw.get("Tags") or []},
         outputs={o["OutputKey"]: o.get("OutputValue", "") for o in raw.get("Outputs") or []},
+        last_updated=str(raw.get("LastUpdatedTime") or raw.get("CreationTime") or ""),
     )

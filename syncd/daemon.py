@@ -72,9 +72,10 @@ class RepoWorker:
             ok = False
             try:
                 report = self.sync.run_pass()
-                ok = not report.source_error
-                self.read_once = self.read_once or ok
-                failures = 0 if ok else failures + 1
+                fetched = not report.source_error
+                ok = report.ok  # every stack fine too: what "last successful sync" means
+                self.read_once = self.read_once or fetched
+                failures = 0 if fetched else failures + 1
             except SyncdError as exc:
                 failures += 1
                 self.log.error("pass.failed", error=str(exc))
@@ -195,7 +196,13 @@ class Daemon:
             hooks=lambda: self._hooks,
             ready=lambda: bool(self.workers) and all(w.read_once for w in self.workers),
         )
-        self.http = HttpServer(listen, endpoints)
+        try:
+            self.http = HttpServer(listen, endpoints)
+        except OSError as exc:
+            source = self.app.config.source if self.app else str(self.config_file)
+            raise ConfigError(
+                source, [f"http.listen: cannot listen on {listen}: {exc.strerror or exc}"]
+            ) from None
         self.http.start()
         self.log.info("http.listening", address=self.http.address)
 
@@ -204,10 +211,9 @@ class Daemon:
         beside them (and alone when events cannot be had)."""
         repo = worker.sync.repo
         path = repo.local_path
-        assert path is not None  # the config allows watch only for local repos
-        watcher = RefWatcher(path, worker.trigger)
-        reason = watcher.start()
-        if reason:
+        watcher = RefWatcher(path, worker.trigger) if path is not None else None
+        reason = watcher.start() if watcher is not None else f"{repo.url} is not on this machine"
+        if reason or watcher is None:
             self.log.warning("watch.unavailable", repo=repo.name, reason=reason)
             return
         self.watchers.append(watcher)

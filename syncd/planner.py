@@ -62,21 +62,32 @@ class Planner:
             stacks.append(self._stack(spec))
         paths = set(tree.paths())
         present = set(loaded.stacks) | set(loaded.invalid)
-        for view in list(self.state.stacks.values()):
-            if view.repo != repo.name or view.removed or view.version is None:
+        for name, (file, prune) in sorted(self._known(repo, source).items()):
+            if name in present:
                 continue
-            if view.stack in present:
-                continue
-            if view.deployment_file in paths or not repo.options_for(view.stack).prune:
-                why = (
-                    "its deployment file is removed; prune is off, so it is left alone"
-                    if view.deployment_file not in paths
-                    else "no deployment file describes it any more; it is left alone"
-                )
-                stacks.append(StackPlan(view.stack, "none", message=why))
-                continue
-            stacks.append(self._delete(view.stack))
+            if file in paths:
+                why = f"{file} no longer describes it (a changed stack-name or glob): left alone"
+                stacks.append(StackPlan(name, "none", message=why))
+            elif not prune:
+                why = "its deployment file is removed; prune is off, so it is left alone"
+                stacks.append(StackPlan(name, "none", message=why))
+            else:
+                stacks.append(self._delete(name))
         return Plan(repo.name, ref, commit, tuple(sorted(stacks, key=lambda s: s.stack)))
+
+    def _known(self, repo: RepoConfig, source: GitSource) -> dict[str, tuple[str, bool]]:
+        """The stacks this repo deploys, each with its deployment file and whether it is
+        pruned: from the journal, and from the branch syncd follows (so a plan on a machine
+        with no journal, a CI runner, still sees the stacks a ref would remove)."""
+        known: dict[str, tuple[str, bool]] = {}
+        base = source.resolve(f"refs/heads/{repo.branch}")
+        for name, spec in load_stacks(repo, source.tree(base)).stacks.items():
+            known[name] = (spec.deployment_file, spec.options.prune)
+        for view in list(self.state.stacks.values()):
+            if view.repo == repo.name and not view.removed and view.version is not None:
+                prune = repo.options_for(view.stack).prune
+                known.setdefault(view.stack, (view.deployment_file or "", prune))
+        return known
 
     # --- one stack ------------------------------------------------------------------------
 
@@ -185,6 +196,9 @@ class Planner:
         try:
             if arn is not None:
                 self.cfn.delete_change_set(arn, stack)
+        except AwsError as exc:
+            self.log.warning("plan.clean_up_failed", stack=stack, error=str(exc))
+        try:
             if made_stack:
                 observed = self.cfn.describe(stack)
                 if observed is not None and observed.status == "REVIEW_IN_PROGRESS":
@@ -194,6 +208,10 @@ class Planner:
 
     def _delete(self, stack: str) -> StackPlan:
         try:
+            if self.cfn.describe(stack) is None:
+                return StackPlan(
+                    stack, "none", message="its deployment file is removed; not deployed"
+                )
             resources = self.cfn.resources(stack)
         except AwsError as exc:
             return StackPlan(stack, "delete", message=str(exc), error=True)

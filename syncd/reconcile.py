@@ -122,9 +122,16 @@ class RepoSync:
         self._record_invalid(invalid, loaded, commit, report, log)
         self._close_open_attempts(specs, invalid, only)
         report.outcomes = self._apply_in_order(specs, commit, log)
-        for stack, approval in sorted(self._approved.items()):  # for stacks not applied here
+        for stack, approval in sorted(self._approved.items()):  # stacks not applied this pass
             if only is None or stack in only:
-                report.outcomes[stack] = self._approve(approval)
+                # Held (a dependency failed or waits), invalid, or gone: what was approved is
+                # not what this commit wants now, so it is not executed.
+                why = (
+                    "the stack was held this pass: " + self.journal.state.stacks[stack].message
+                    if stack in specs
+                    else "the stack is not applied from this commit"
+                )
+                report.outcomes[stack] = self._refuse_approval(approval, why)
         if only is None:
             self._removed(set(tree.paths()), loaded, invalid, commit, report, log)
             self._external = {
@@ -187,7 +194,15 @@ class RepoSync:
         assert self.approvals is not None
         with self.slots:
             outcome = self.applier.approve(approval.stack, approval.change_set, approval.by)
-        self.approvals.done(approval.stack)
+        self.approvals.done(approval)
+        return outcome
+
+    def _refuse_approval(self, approval: Approval, why: str) -> Outcome:
+        assert self.approvals is not None
+        outcome = self.applier.refuse_approval(
+            approval.stack, approval.change_set, approval.by, why
+        )
+        self.approvals.done(approval)
         return outcome
 
     def _has_work(self, only: Set[str] | None) -> bool:
@@ -355,7 +370,11 @@ class RepoSync:
             outcome = self.applier.apply(desired, commit)
         approval = self._approved.pop(spec.name, None)
         if approval is not None:  # after apply: a newer commit has replaced a stale change set
-            outcome = self._approve(approval)
+            if outcome is Outcome.AWAITING_APPROVAL:
+                outcome = self._approve(approval)
+            else:
+                why = f"the stack was not waiting for approval ({outcome.value})"
+                self._refuse_approval(approval, why)
         view = self.journal.state.stacks.get(spec.name)
         if outcome is Outcome.FAILED and (
             spec.options.on_failure is not OnFailure.KEEP or (view is not None and view.retryable)

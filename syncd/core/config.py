@@ -102,7 +102,9 @@ class RepoConfig:
     def local_path(self) -> Path | None:
         """The folder of a repo given as a path or file:// URL, else None."""
         if self.url.startswith("file://"):
-            return Path(self.url[len("file://") :])
+            rest = self.url[len("file://") :]
+            host, _, path = rest.partition("/")
+            return Path("/" + path) if host in ("", "localhost") else None
         if "://" in self.url or re.match(r"^[\w.-]+@[\w.-]+:", self.url):
             return None
         return Path(self.url)

@@ -245,6 +245,8 @@ def _shown(value: str | None) -> str:
 
 
 def _cell(text: str) -> str:
+    """Text safe in a markdown table cell of a PR comment: no column breaks, no HTML."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("\n", " ")
 
 

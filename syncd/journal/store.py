@@ -417,6 +417,23 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def lock_holder(state_dir: Path) -> int | None:
+    """The pid of the process holding state_dir's lock, or None; takes nothing, writes nothing."""
+    path = state_dir / "syncd.lock"
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the probe
+    except FileNotFoundError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = f.read().decode(errors="replace").strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return None
+
+
 def lock_state_dir(state_dir: Path) -> IO[bytes]:
     """Take the state_dir's writer lock (StateLocked when another process has it)."""
     path = state_dir / "syncd.lock"

@@ -19,6 +19,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 DEBOUNCE = 0.02  # seconds: one push moves several files; one pass is enough
+_WRITES = frozenset({"created", "modified", "moved", "deleted", "closed"})
 
 
 def git_dir(path: Path) -> Path:
@@ -30,7 +31,7 @@ def is_ref_change(git_folder: Path, event_path: str) -> bool:
     """Whether a file event at `event_path` means a ref may have moved."""
     path = Path(event_path)
     name = path.name
-    if name.endswith(".lock") or name == "packed-refs.new" or name.startswith("tmp"):
+    if name.endswith(".lock") or name == "packed-refs.new":
         return False
     if path == git_folder / "packed-refs" or path == git_folder / "HEAD":
         return True
@@ -46,7 +47,9 @@ class _Handler(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
+        # Only writes: reading a ref (syncd's own fetch, a `git status` in a working clone)
+        # opens and closes it, and must not ask for a pass, or passes would feed themselves.
+        if event.is_directory or event.event_type not in _WRITES:
             return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             path = raw.decode() if isinstance(raw, bytes) else raw

@@ -139,3 +139,20 @@ def test_a_plan_with_a_broken_file_says_which_and_exits_1(tmp_path, repo, aws):
     result = run_syncd("plan", "--ref", "feature", "--detailed-exitcode", "-c", str(config))
     assert result.returncode == 1
     assert "! cache: none - deployments/cache.yaml:" in result.stdout
+
+
+def test_a_plan_without_the_journal_still_sees_the_stacks_a_ref_removes(tmp_path, repo, aws):
+    config = setup(tmp_path, repo, aws)
+    ci = tmp_path / "ci"
+    ci.mkdir()
+    doc = yaml.safe_load(config.read_text())
+    doc["state_dir"] = str(ci / "state")  # a CI runner: no journal at all
+    ci_config = ci / "syncd.yaml"
+    ci_config.write_text(yaml.safe_dump(doc))
+    result = run_syncd(
+        "plan", "--ref", "feature", "--format", "json", "--detailed-exitcode", "-c", str(ci_config)
+    )
+    assert result.returncode == 2, result.stderr
+    actions = {s["stack"]: s["action"] for s in json_out(result)["stacks"]}
+    assert actions == {"app": "update", "cache": "create", "old": "delete", "kept": "none"}
+    assert aws.stack("old")["StackStatus"] == "CREATE_COMPLETE"  # shown, never done

@@ -7,6 +7,7 @@ import hmac
 import http.client
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -130,22 +131,69 @@ def test_ping_and_a_push_to_another_branch_do_nothing(served) -> None:
     assert triggers.count == 0
 
 
-def test_a_client_sending_too_many_gets_429() -> None:
+def test_too_many_deliveries_get_429_and_forgeries_never_lock_out_the_real_webhook() -> None:
     triggers = Triggers()
     endpoints = Endpoints(
         Metrics(lambda: None),
         hooks=lambda: {"platform": Hook(SECRET, "main", triggers)},
         ready=lambda: True,
         limit=RateLimit(burst=5, per_second=0.001),
+        refused_limit=RateLimit(burst=3, per_second=0.001),
     )
     server = HttpServer("127.0.0.1:0", endpoints)
     server.start()
     try:
-        codes = [
+        forged = [
+            request(server.address, "POST", "/hooks/platform", PUSH, signed(PUSH, b"x"))[0]
+            for _ in range(6)
+        ]
+        good = [
             request(server.address, "POST", "/hooks/platform", PUSH, signed(PUSH))[0]
             for _ in range(8)
         ]
     finally:
         server.stop()
-    assert codes == [202] * 5 + [429] * 3
+    assert forged == [401] * 3 + [429] * 3
+    assert good == [202] * 5 + [429] * 3
     assert triggers.count == 5
+
+
+def test_other_events_and_form_encoded_pushes(served) -> None:
+    from urllib.parse import urlencode
+
+    address, triggers, _ = served
+    pr = b'{"action": "opened"}'
+    code, body = request(address, "POST", "/hooks/platform", pr, signed(pr, event="pull_request"))
+    assert code == 200 and b"ignored" in body
+    form = urlencode({"payload": json.dumps({"ref": "refs/heads/feature"})}).encode()
+    headers = {**signed(form), "Content-Type": "application/x-www-form-urlencoded"}
+    code, body = request(address, "POST", "/hooks/platform", form, headers)
+    assert code == 200 and b"refs/heads/feature" in body
+    assert triggers.count == 0
+    assert request(address, "POST", "/hooks/nope", b"", {"Content-Length": "abc"})[0] == 400
+
+
+def test_slow_clients_are_let_go_and_cannot_starve_the_server(served) -> None:
+    import socket as sockets
+
+    address, _, _ = served
+    host, port = address.rsplit(":", 1)
+    stalled = []
+    for _ in range(40):  # more than MAX_CONNECTIONS, each sending half a request
+        s = sockets.create_connection((host, int(port)))
+        s.sendall(b"POST /hooks/platform HTTP/1.1\r\nContent-Length: 100\r\n")
+        stalled.append(s)
+    try:
+        # The extra ones are closed at once; the rest time out; then the server answers again.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if request(address, "GET", "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("the server never answered again")
+    finally:
+        for s in stalled:
+            s.close()

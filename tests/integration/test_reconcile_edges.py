@@ -278,3 +278,52 @@ def test_an_approved_change_set_is_executed_and_a_stale_approval_refused(
     kinds = s.kinds("s")
     assert kinds.index(Kind.APPROVED) < kinds.index(Kind.EXECUTING, kinds.index(Kind.APPROVED))
     assert s.state.stacks["s"].state is StackState.IN_SYNC
+
+
+def test_an_approval_of_a_stack_held_by_a_newer_commit_is_refused(repo, aws, syncd, tmp_path):
+    from syncd.approvals import Approval, Approvals
+
+    repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "deployments/net.yaml": deployment(Name="n1"),
+            "deployments/app.yaml": deployment(Name={"stack-output": "net.TopicName"}),
+        }
+    )
+    s = syncd({"r": repo}, repo_options={"r": {"stacks": {"app": {"approval": "manual"}}}})
+    assert s.sync().outcomes == {"net": Outcome.SUCCEEDED, "app": Outcome.AWAITING_APPROVAL}
+    seen = s.state.stacks["app"].attempt.change_set
+    # The next commit changes net, which now needs approval too: app waits for it this pass.
+    repo.commit(
+        {
+            "deployments/net.yaml": deployment(Name="n2") + "approval: manual\n",
+        }
+    )
+    Approvals(tmp_path / "state").request(Approval("app", seen, "bob@host"))
+    report = s.sync()
+    assert report.outcomes["net"] is Outcome.AWAITING_APPROVAL
+    assert report.outcomes["app"] is Outcome.REFUSED
+    assert aws.proxy.count("ExecuteChangeSet") == 1  # net's first create only
+    assert aws.stack("app")["StackStatus"] == "REVIEW_IN_PROGRESS"
+
+
+def test_approving_a_change_set_deleted_meanwhile_is_a_failure_not_a_success(
+    repo, aws, syncd, tmp_path
+):
+    from syncd.approvals import Approval, Approvals
+
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo})
+    assert s.sync().ok
+    s.restart()
+    s.close()
+    s = syncd({"r": repo}, defaults={"approval": "manual"})
+    repo.commit({"deployments/s.yaml": deployment(Name="v2")})
+    assert s.sync().outcomes["s"] is Outcome.AWAITING_APPROVAL
+    waiting = s.state.stacks["s"].attempt.change_set
+    aws.cfn.delete_change_set(ChangeSetName=waiting)  # someone tidies up by hand
+    Approvals(tmp_path / "state").request(Approval("s", waiting, "carol@host"))
+    assert s.sync().outcomes["s"] is Outcome.FAILED
+    view = s.state.stacks["s"]
+    assert view.state is StackState.FAILED and view.version == 1
+    assert aws.parameters("s") == {"Name": "v1"}

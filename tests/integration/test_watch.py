@@ -80,3 +80,13 @@ def test_a_working_clone_is_watched_through_its_git_folder(repo: GitRepo) -> Non
 def test_a_folder_that_is_not_a_repository_says_why(tmp_path: Path) -> None:
     reason = RefWatcher(tmp_path, lambda: None).start()
     assert reason is not None and "not a Git repository" in reason
+
+
+def test_reading_the_refs_asks_for_nothing(watched, tmp_path: Path) -> None:
+    repo, calls = watched
+    clone = tmp_path / "reader"
+    for _ in range(3):  # what syncd's own fetch does to a watched repo: it only reads
+        git("fetch", "--quiet", str(repo.bare), "+refs/heads/*:refs/remotes/x/*", cwd=repo.work)
+    git("clone", "--quiet", "--bare", str(repo.bare), str(clone), cwd=tmp_path)
+    time.sleep(0.5)
+    assert calls.count == 0

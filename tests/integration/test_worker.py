@@ -30,7 +30,7 @@ class SlowSync:
         self.release.acquire()
         with self._lock:
             self.running -= 1
-        return SimpleNamespace(source_error=None)
+        return SimpleNamespace(source_error=None, ok=True)
 
 
 def test_a_hundred_triggers_during_a_pass_make_one_more_pass() -> None:
