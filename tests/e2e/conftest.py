@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,20 @@ def start_syncd(*args: str, env: dict[str, str] | None = None) -> subprocess.Pop
         env=env or syncd_env(),
         cwd=REPO_ROOT,
     )
+
+
+@contextmanager
+def running_daemon(*args: str, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """`syncd run ARGS` for the block; afterwards it is stopped (killed if still running) and
+    its stderr is in `.stderr_text`."""
+    proc = start_syncd("run", *args, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr_text = proc.stderr.read() if proc.stderr else ""  # type: ignore[attr-defined]
+        proc.wait()
 
 
 def json_out(result: Any) -> Any:

@@ -149,7 +149,7 @@ def test_syncing_goes_on_while_s3_is_down_and_the_backlog_shows(tmp_path, repo, 
 
 
 def test_the_daemon_mirrors_within_the_interval_and_flushes_on_sigterm(tmp_path, repo, aws, backup):
-    from tests.e2e.conftest import start_syncd, wait_for
+    from tests.e2e.conftest import running_daemon, wait_for
 
     topic_stack(repo, "alpha", "a1")
     config = write_config(
@@ -158,8 +158,7 @@ def test_the_daemon_mirrors_within_the_interval_and_flushes_on_sigterm(tmp_path,
         aws.endpoint,
         backup={"url": f"s3://{BUCKET}/prod/", "interval": "500ms"},
     )
-    daemon = start_syncd("run", "-c", str(config))
-    try:
+    with running_daemon("-c", str(config)) as daemon:
         wait_for(lambda: aws.stack("alpha"), what="the first create")
         wait_for(
             lambda: any(b'"kind":"result"' in body for body in records_objects(backup).values()),
@@ -181,11 +180,7 @@ def test_the_daemon_mirrors_within_the_interval_and_flushes_on_sigterm(tmp_path,
         wait_for(lambda: aws.parameters("alpha") == {"Name": "a3"}, what="version 3")
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        stderr = daemon.stderr.read() if daemon.stderr else ""
-        daemon.wait()
+    stderr = daemon.stderr_text
     assert "mirror.failed" in stderr and "mirror.recovered" in stderr
     # After a clean stop, S3 holds every record the journal holds.
     verified = json_out(

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import deployment, topic_stack, write_config
-from tests.e2e.conftest import journal_records, start_syncd, syncd_env, wait_for
+from tests.e2e.conftest import journal_records, running_daemon, syncd_env, wait_for
 from tests.support.gitrepo import GitRepo
 
 
@@ -66,8 +66,7 @@ def test_the_daemon_under_systemd_applies_pushes_reloads_and_stops(tmp_path, rep
     config = write_config(tmp_path, [first_repo], aws.endpoint)
     state = tmp_path / "state"
     env = syncd_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="400000")
-    daemon = start_syncd("run", "-c", str(config), env=env)
-    try:
+    with running_daemon("-c", str(config), env=env) as daemon:
         assert "READY=1" in notify.wait_for("READY=1")
         wait_for(lambda: aws.stack("app"), what="the first create")
         notify.wait_for("WATCHDOG=1")
@@ -98,11 +97,7 @@ def test_the_daemon_under_systemd_applies_pushes_reloads_and_stops(tmp_path, rep
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
         notify.wait_for("STOPPING=1")
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        stderr = daemon.stderr.read() if daemon.stderr else ""
-        daemon.wait()
+    stderr = daemon.stderr_text
     assert "config.reload_refused" in stderr
     assert "bogus_key" in stderr
     assert "daemon.stopped" in stderr
@@ -112,8 +107,7 @@ def test_sigterm_while_waiting_on_cloudformation_stops_at_once(tmp_path, repo, a
     topic_stack(repo, "slow", "x")
     aws.proxy.slow("slow", polls=100_000)
     config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
-    daemon = start_syncd("run", "-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path)))
-    try:
+    with running_daemon("-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path))) as daemon:
         notify.wait_for("READY=1")
         wait_for(
             lambda: any(r["kind"] == "executing" for r in journal_records(tmp_path / "state")),
@@ -123,10 +117,6 @@ def test_sigterm_while_waiting_on_cloudformation_stops_at_once(tmp_path, repo, a
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
         assert time.monotonic() - started < 10
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
     # The apply is still open in the journal: the next start observes it.
     kinds = [r["kind"] for r in journal_records(tmp_path / "state")]
     assert kinds[-1] == "executing"
@@ -142,8 +132,7 @@ def test_an_unreachable_repo_backs_off_while_the_others_deploy(tmp_path, repo, a
         ],
         aws.endpoint,
     )
-    daemon = start_syncd("run", "-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path)))
-    try:
+    with running_daemon("-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path))) as daemon:
         notify.wait_for("READY=1")
         wait_for(lambda: aws.stack("fine"), what="the healthy repo's stack")
         records = journal_records(tmp_path / "state")
@@ -151,10 +140,6 @@ def test_an_unreachable_repo_backs_off_while_the_others_deploy(tmp_path, repo, a
         assert [e["data"]["repo"] for e in errors] == ["gone"]  # journaled once, not per retry
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
 
 
 def test_a_watched_repo_is_synced_on_push_without_waiting_for_its_poll(tmp_path, repo, aws, notify):
@@ -162,8 +147,7 @@ def test_a_watched_repo_is_synced_on_push_without_waiting_for_its_poll(tmp_path,
     watched = {"name": "r", "url": str(repo.bare), "poll_interval": "1h", "watch": True}
     config = write_config(tmp_path, [watched], aws.endpoint)
     env = syncd_env(NOTIFY_SOCKET=str(notify.path))
-    daemon = start_syncd("run", "-c", str(config), env=env)
-    try:
+    with running_daemon("-c", str(config), env=env) as daemon:
         notify.wait_for("READY=1")
         wait_for(lambda: aws.stack("app"), what="the first create")  # the first pass
         for version in ("v2", "v3"):
@@ -173,11 +157,7 @@ def test_a_watched_repo_is_synced_on_push_without_waiting_for_its_poll(tmp_path,
             assert time.monotonic() - pushed < 5  # the poll would have waited an hour
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        stderr = daemon.stderr.read() if daemon.stderr else ""
-        daemon.wait()
+    stderr = daemon.stderr_text
     assert "watch.started" in stderr
 
 
@@ -199,7 +179,6 @@ def test_webhooks_coalesce_into_a_few_passes_and_forgeries_apply_nothing(
     entry = {"name": "r", "url": str(repo.bare), "poll_interval": "1h"}
     entry["webhook_secret_file"] = str(secret)
     config = write_config(tmp_path, [entry], aws.endpoint, http={"listen": f"127.0.0.1:{port}"})
-    daemon = start_syncd("run", "-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path)))
 
     def post(body: bytes, key: bytes = b"a-long-shared-secret", path: str = "/hooks/r") -> int:
         digest = hmac.new(key, body, hashlib.sha256).hexdigest()
@@ -217,7 +196,8 @@ def test_webhooks_coalesce_into_a_few_passes_and_forgeries_apply_nothing(
         lines = [line for line in text.splitlines() if line.startswith(name)]
         return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
-    try:
+    env = syncd_env(NOTIFY_SOCKET=str(notify.path))
+    with running_daemon("-c", str(config), env=env) as daemon:
         notify.wait_for("READY=1")
         wait_for(lambda: aws.stack("app"), what="the first pass")
         wait_for(lambda: metric("syncd_passes_total") >= 1, what="the first pass counted")
@@ -248,11 +228,7 @@ def test_webhooks_coalesce_into_a_few_passes_and_forgeries_apply_nothing(
         assert http_get(port, "/readyz") == "ready\n"
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        stderr = daemon.stderr.read() if daemon.stderr else ""
-        daemon.wait()
+    stderr = daemon.stderr_text
     assert "a-long-shared-secret" not in stderr
     assert '"code": 401' in stderr
 
@@ -290,8 +266,7 @@ def test_approve_executes_the_waiting_change_set_with_or_without_a_daemon(
 
     # A daemon: the next version waits; `approve` hands the request over and follows it.
     env = syncd_env(NOTIFY_SOCKET=str(notify.path))
-    daemon = start_syncd("run", "-c", str(config), env=env)
-    try:
+    with running_daemon("-c", str(config), env=env) as daemon:
         notify.wait_for("READY=1")
         repo.commit({"deployments/app.yaml": deployment(Name="v2")})
         daemon.send_signal(signal.SIGHUP)  # a quick way to have it look (it polls hourly)
@@ -310,11 +285,7 @@ def test_approve_executes_the_waiting_change_set_with_or_without_a_daemon(
         assert aws.parameters("app") == {"Name": "v2"}
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        stderr = daemon.stderr.read() if daemon.stderr else ""
-        daemon.wait()
+    stderr = daemon.stderr_text
     assert "approval.accepted" in stderr
     history = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
     assert [(h["version"], h["result"]) for h in history] == [(1, "succeeded"), (2, "succeeded")]
