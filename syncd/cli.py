@@ -348,7 +348,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     import time
 
     from syncd.approvals import Approval, Approvals
-    from syncd.journal.store import Journal
+    from syncd.journal.store import Journal, lock_holder
 
     config = _config(args)
     journal = Journal.open(config.state_dir, writer=False, warn=lambda m: None)
@@ -369,7 +369,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     by = f"{getpass.getuser()}@{os.uname().nodename}"
     Approvals(config.state_dir).request(Approval(args.stack, waiting, by))
     print(f"approving {args.stack} version {attempt.version}: {waiting}", file=sys.stderr)
-    daemon = _daemon_pid(config.state_dir)
+    daemon = lock_holder(config.state_dir)  # the daemon's pid, if one runs
     if daemon is not None:
         with contextlib.suppress(OSError):  # else the daemon finds it within its loop period
             os.kill(daemon, signal.SIGUSR1)
@@ -392,13 +392,6 @@ def cmd_approve(args: argparse.Namespace) -> int:
         outcome = result.value if result else "unknown"
     print(f"{args.stack}: {outcome}")
     return EXIT_OK if outcome in ("succeeded", "no_changes") else EXIT_FAILED
-
-
-def _daemon_pid(state_dir: Path) -> int | None:
-    """The pid of the process holding state_dir, or None when none does."""
-    from syncd.journal.store import lock_holder
-
-    return lock_holder(state_dir)
 
 
 def _follow(state_dir: Path, stack: str, change_set: str, deadline: float) -> str:

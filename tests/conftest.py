@@ -72,6 +72,24 @@ def aws(emulator: Emulator, _proxy: FaultProxy) -> Aws:
 
 
 @pytest.fixture
+def prompt_trap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every way git or ssh could ask for a credential points at a script that records being
+    called; returns the record (which must stay absent)."""
+    called = tmp_path / "prompted"
+    prompt = tmp_path / "prompt.sh"
+    prompt.write_text(f'#!/bin/sh\necho "$0 $*" >> {called}\nexit 1\n')
+    prompt.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(f'[credential]\n\thelper = "!{prompt}"\n')
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_ASKPASS", str(prompt))
+    monkeypatch.setenv("SSH_ASKPASS", str(prompt))
+    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "1")
+    return called
+
+
+@pytest.fixture
 def repo(tmp_path: Path) -> GitRepo:
     return GitRepo(tmp_path / "git")
 

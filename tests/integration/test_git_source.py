@@ -440,20 +440,9 @@ def auth_server() -> Iterator[str]:
 
 @pytest.mark.parametrize("userinfo", ["", "deploy@", "deploy:wrong@"])
 def test_a_missing_credential_fails_at_once_without_prompting(
-    auth_server: str, userinfo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    auth_server: str, userinfo: str, tmp_path: Path, prompt_trap: Path
 ) -> None:
-    called = tmp_path / "prompted"
-    prompt = tmp_path / "prompt.sh"
-    prompt.write_text(f'#!/bin/sh\necho "$0 $*" >> {called}\nexit 1\n')
-    prompt.chmod(0o755)
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / ".gitconfig").write_text(f'[credential]\n\thelper = "!{prompt}"\n')
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_ASKPASS", str(prompt))
-    monkeypatch.setenv("SSH_ASKPASS", str(prompt))
-    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "1")
-
+    called = prompt_trap
     url = auth_server.replace("http://", f"http://{userinfo}") + "/x.git"
     source = source_for(url, tmp_path / "state")
     error, _ = bounded(source.fetch)
