@@ -326,7 +326,7 @@ def measure_syncd_inprocess(ctx: Context, phase: str) -> float:
     try:
         started = time.perf_counter()
         if phase == "first_deploy":
-            observe_world(app.cfn, app.journal)
+            observe_world(app.world, app.journal)
         report = app.syncs["bench"].run_pass()
         elapsed = time.perf_counter() - started
     finally:

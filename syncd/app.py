@@ -23,8 +23,11 @@ from syncd.emulator import Emulator, start_emulator
 from syncd.errors import ConfigError
 from syncd.journal.mirror import Mirror
 from syncd.journal.store import Journal
+from syncd.ratelimit import RateLimiter
 from syncd.reconcile import RepoSync
+from syncd.slots import Slots
 from syncd.sources.git import GitSource
+from syncd.world import World
 
 DEFAULT_CONFIG = Path("/etc/syncd/syncd.yaml")
 EMBEDDED_TEMPLATE_BUCKET = "s3://syncd-templates"
@@ -72,6 +75,7 @@ class App:
     config: Config
     journal: Journal
     cfn: CloudFormation
+    world: World
     syncs: dict[str, RepoSync]
     stop: threading.Event
     emulator: Emulator | None = None
@@ -117,7 +121,8 @@ def open_app(
     mirror = None
     try:
         session = make_session(aws, endpoint)
-        cfn = CloudFormation(session, endpoint, template_bucket)
+        limiter = RateLimiter(aws.calls_per_second)
+        cfn = CloudFormation(session, endpoint, template_bucket, limiter)
         if aws.embedded and template_bucket:
             cfn.ensure_bucket(template_bucket)
         if config.backup.url and not read_only:
@@ -128,16 +133,17 @@ def open_app(
         if owns_journal:
             journal.close()
         raise
-    applier = Applier(cfn, journal, Waiter(stop, max_pause=aws.wait_poll))
+    world = World(cfn, max_gap=aws.wait_poll)
+    applier = Applier(cfn, world, journal, Waiter(stop, max_pause=aws.wait_poll))
     if mirror is not None:
         applier.before_acting = lambda: mirror.flush(when_healthy=True)
-    slots = threading.Semaphore(config.concurrency)
+    slots = Slots(config.concurrency)
     syncs = {
         repo.name: RepoSync(
             repo,
             GitSource(repo, config.state_dir),
             applier,
-            cfn,
+            world,
             journal,
             slots,
             config.concurrency,
@@ -145,7 +151,7 @@ def open_app(
         )
         for repo in config.repos
     }
-    return App(config, journal, cfn, syncs, stop, emulator, mirror, owns_journal)
+    return App(config, journal, cfn, world, syncs, stop, emulator, mirror, owns_journal)
 
 
 def open_mirror(config: Config, journal: Journal, session: Any, endpoint: str | None) -> Mirror:

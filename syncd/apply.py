@@ -22,6 +22,7 @@ One stack is never worked on by two threads at once (a lock per stack name).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,11 +32,13 @@ from typing import Any
 import structlog
 
 from syncd.cloudformation import (
+    STACK_BUSY,
     AlreadyExists,
     ChangeSetInfo,
     CloudFormation,
     NoChanges,
     ObservedStack,
+    StackEvent,
 )
 from syncd.core.config import Approval, OnFailure
 from syncd.core.deployments import DesiredState
@@ -54,6 +57,7 @@ from syncd.core.stack_status import (
 )
 from syncd.errors import AwsError
 from syncd.journal.store import Journal
+from syncd.world import LookFailed, World
 
 
 class Outcome(StrEnum):
@@ -82,9 +86,27 @@ class Waiter:
     stop: threading.Event
     max_pause: float = 5.0
     first_pause: float = 0.1
+    # A change set is never ready the moment it is created on AWS (2-30 s): its first look
+    # comes after this pause, then the pause doubles like every other wait.
+    change_set_pause: float = 0.2
 
-    def pauses(self) -> Any:
-        pause = min(self.first_pause, self.max_pause)
+    def settling(self) -> Any:
+        """Yields before each look at a running operation: at once, then after pauses of a
+        quarter of the time waited so far (at least `first_pause`, at most `max_pause`), so an
+        operation is seen to end at most 25 % after it did. The looks are shared by every
+        stack waiting (`syncd.world`), which makes the extra ones nearly free."""
+        started = time.monotonic()
+        while True:
+            yield
+            waited = time.monotonic() - started
+            if self.stop.wait(min(self.max_pause, max(self.first_pause, waited / 4))):
+                raise Interrupted()
+
+    def pauses(self, first: float = 0.0) -> Any:
+        """Yields before each look: at once (or after `first`), then after growing pauses."""
+        if first and self.stop.wait(min(first, self.max_pause)):
+            raise Interrupted()
+        pause = min(first * 2 or self.first_pause, self.max_pause)
         while True:
             yield
             if self.stop.wait(pause):
@@ -101,6 +123,8 @@ _EXECUTION_STARTED = frozenset({"EXECUTE_IN_PROGRESS", "EXECUTE_COMPLETE", "EXEC
 # How many polls a just-executed stack may still look unstarted (REVIEW_IN_PROGRESS, missing,
 # or its old status) before syncd takes that at face value.
 _START_POLLS = 20
+# Missed looks in a row (each a pause longer than the last) before the error counts.
+_LOOK_TRIES = 12
 
 
 @dataclass
@@ -108,6 +132,7 @@ class Applier:
     """Everything one stack's apply needs; shared by all stacks and repos."""
 
     cfn: CloudFormation
+    world: World  # the shared look: stack statuses come from here, never a poll of their own
     journal: Journal
     waiter: Waiter
     # Called after an intent (execute, delete) is journaled and before the AWS call: the
@@ -123,12 +148,18 @@ class Applier:
 
     # --- entry points ------------------------------------------------------------------------
 
-    def apply(self, desired: DesiredState, commit: str) -> Outcome:
-        """Bring one stack to `desired`; returns what happened. Never raises AwsError."""
+    def apply(
+        self, desired: DesiredState, commit: str, fresh_after: float | None = None
+    ) -> Outcome:
+        """Bring one stack to `desired`; returns what happened. Never raises AwsError.
+
+        The stack's status before its change set comes from a shared look started after
+        `fresh_after` (a monotonic time: the pass's start; default now)."""
         spec = desired.spec
         log = self.log.bind(repo=spec.repo, stack=spec.name, commit=commit[:12])
+        since = time.monotonic() if fresh_after is None else fresh_after
         with self._lock(spec.name):
-            return self._guarded(spec.name, log, lambda: self._apply(desired, commit, log))
+            return self._guarded(spec.name, log, lambda: self._apply(desired, commit, since, log))
 
     def hold(self, stack: str, repo: str, reason: str) -> Outcome:
         """The stack cannot be applied now (a dependency failed, an output is missing)."""
@@ -166,7 +197,8 @@ class Applier:
                 bound = log.bind(repo=view.repo if view else "", version=attempt.version)
                 self.journal.append(Kind.APPROVED, stack=stack, change_set=change_set, by=by)
                 bound.info("approval.accepted", change_set=change_set, by=by)
-                return self._execute(stack, change_set, self.cfn.describe(stack), bound)
+                baseline = self._observe(stack, time.monotonic())[0]
+                return self._execute(stack, change_set, baseline, bound)
 
             return self._guarded(stack, log, step)
 
@@ -214,11 +246,15 @@ class Applier:
                 # The outcome is unknown: leave the attempt open; the next pass observes it.
                 log.error("apply.outcome_unknown", error=str(exc))
                 return Outcome.FAILED
+            if exc.code == STACK_BUSY and view is not None:
+                # An operation began after the shared look saw the stack idle: blocked, like a
+                # stack seen busy, and looked at again next pass.
+                return self._block(stack, view.repo, None, log, reason=str(exc))
             return self._fail(stack, str(exc), exc.retryable, log)
 
     # --- apply ---------------------------------------------------------------------------------
 
-    def _apply(self, desired: DesiredState, commit: str, log: Any) -> Outcome:
+    def _apply(self, desired: DesiredState, commit: str, fresh_after: float, log: Any) -> Outcome:
         spec = desired.spec
         view = self.journal.state.stacks.get(spec.name)
         if (
@@ -238,6 +274,12 @@ class Applier:
             return self._resume_execution(spec.name, attempt, log)
         if attempt is not None and attempt.awaiting_approval and _manual(desired):
             return Outcome.AWAITING_APPROVAL  # nothing new: no call until someone approves
+        if attempt is None and view is not None and view.holds_applied(desired.digest):
+            # A revert to what was last applied, after a failure that left the stack as it
+            # was (or a broken file, fixed): in sync again, and no call says otherwise.
+            self.journal.append(Kind.BACK_IN_SYNC, repo=spec.repo, stack=spec.name, commit=commit)
+            log.info("apply.back_in_sync", version=view.version)
+            return Outcome.IN_SYNC
         if attempt is None and not self._needs_apply(view, desired):
             failed = view is not None and view.state is StackState.FAILED
             return Outcome.FAILED if failed else Outcome.IN_SYNC
@@ -245,7 +287,7 @@ class Applier:
         if problem:
             # A config problem, not the template's: blocked, and applied once the config allows.
             return self._block(spec.name, spec.repo, None, log, reason=problem)
-        return self._change(view, attempt, desired, commit, log)
+        return self._change(view, attempt, desired, commit, fresh_after, log)
 
     def _needs_apply(self, view: StackView | None, desired: DesiredState) -> bool:
         if view is None:
@@ -266,10 +308,11 @@ class Applier:
         attempt: Attempt | None,
         desired: DesiredState,
         commit: str,
+        fresh_after: float,
         log: Any,
     ) -> Outcome:
         spec = desired.spec
-        observed = self.cfn.describe(spec.name)
+        observed, _ = self._observe(spec.name, fresh_after)
         cond = condition(observed.status if observed else None)
         if cond is Condition.ROLLED_BACK_CREATE and observed is not None:
             if spec.options.on_failure is not OnFailure.RECREATE:
@@ -387,7 +430,7 @@ class Applier:
         return None
 
     def _wait_change_set(self, arn: str, stack: str) -> ChangeSetInfo:
-        for _ in self.waiter.pauses():
+        for _ in self.waiter.pauses(first=self.waiter.change_set_pause):
             info = self.cfn.describe_change_set(arn, stack)
             if info is None:
                 raise AwsError(f"change set {arn} disappeared", retryable=True)
@@ -403,8 +446,7 @@ class Applier:
         started = datetime.now(UTC)
         log.info("change_set.executing", change_set=arn)
         self._execute_call(stack, arn, log, baseline=baseline, since=started)
-        before = baseline.status if baseline else None
-        return self._settle(stack, started, log, change_set=arn, before=before)
+        return self._settle(stack, started, log, change_set=arn, baseline=baseline)
 
     def _execute_call(
         self,
@@ -447,7 +489,7 @@ class Applier:
         if (now.status, now.last_updated) != (baseline.status, baseline.last_updated):
             return True
         return since is not None and any(
-            e.logical_id == stack and e.timestamp > since for e in self.cfn.events(stack)
+            e.logical_id == stack and e.timestamp > since for e in self.cfn.events(stack, since)
         )
 
     # --- waiting and results -----------------------------------------------------------------
@@ -459,13 +501,16 @@ class Applier:
         log: Any,
         *,
         change_set: str | None = None,
-        before: str | None = None,
+        baseline: ObservedStack | None = None,
     ) -> Outcome:
-        observed = self._wait_stack(stack, since, log, change_set=change_set, before=before)
+        observed = self._wait_stack(stack, log, change_set=change_set, baseline=baseline)
+        # One look at the events, once the stack has settled: they go to the log in order,
+        # and a failure's reason is read from the same page.
+        events = self._log_events(stack, since, log)
         status = observed.status if observed else None
         if status is not None and operation_succeeded(status):
             return self._record_result(stack, Result.SUCCEEDED, observed, log)
-        reason = self._failure_reason(stack, since) or (observed.reason if observed else None)
+        reason = _failure_reason(events) or (observed.reason if observed else None)
         if observed is None:
             reason = "the stack disappeared while it was being changed"
         return self._fail(
@@ -475,31 +520,40 @@ class Applier:
     def _wait_stack(
         self,
         stack: str,
-        since: datetime,
         log: Any,
         *,
         change_set: str | None = None,
-        before: str | None = None,
+        baseline: ObservedStack | None = None,
         deleting: bool = False,
     ) -> ObservedStack | None:
-        """Poll until the stack settles, streaming its events to the log while it runs (an
-        operation that is over at the first poll costs no events call; a failure reads them).
+        """Wait until the stack settles, looking through the shared look (which serves every
+        stack waiting with one look per tick).
 
         Right after an execute the stack may not show the operation yet (REVIEW_IN_PROGRESS,
         not listed, or still its old status): that is not taken as the end of it."""
-        seen: set[str] = set()
-        streaming = False
-        for poll, _ in enumerate(self.waiter.pauses()):
-            observed = self.cfn.describe(stack)
+        seen_at = time.monotonic()  # only looks that start after the call that began it
+        for poll, _ in enumerate(self.waiter.settling()):
+            observed, seen_at = self._observe(stack, seen_at)
             settled = observed is None or is_settled(observed.status)
             if settled and not deleting and poll < _START_POLLS:
-                settled = not self._not_started(stack, observed, change_set, before, poll)
-            if streaming or not settled:
-                self._stream_events(stack, since, seen, log)
-                streaming = True
+                settled = not self._not_started(stack, observed, change_set, baseline, poll)
             if settled:
                 return observed
             log.debug("stack.waiting", stack_status=observed.status if observed else None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _observe(self, stack: str, newer_than: float) -> tuple[ObservedStack | None, float]:
+        """The shared look's answer for `stack`; a look that failed for a passing reason
+        (throttled, AWS unwell) is asked for again after a pause, up to `_LOOK_TRIES` times
+        in a row (about as long as botocore's own retries would have taken)."""
+        for tries, _ in enumerate(self.waiter.pauses(), start=1):
+            try:
+                return self.world.observe(stack, newer_than)
+            except LookFailed as exc:
+                if not exc.retryable or tries >= _LOOK_TRIES:
+                    raise
+                newer_than = max(newer_than, exc.at)
+                self.log.debug("stack.look_missed", stack=stack, error=str(exc))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _not_started(
@@ -507,26 +561,27 @@ class Applier:
         stack: str,
         observed: ObservedStack | None,
         change_set: str | None,
-        before: str | None,
+        baseline: ObservedStack | None,
         poll: int,
     ) -> bool:
         if observed is None or observed.status == "REVIEW_IN_PROGRESS":
             return change_set is not None
-        if change_set is None or poll > 0 or observed.status != before:
+        if change_set is None or poll > 0 or baseline is None:
             return False
-        # Same terminal status as before the execute: ask the change set (costs one call,
-        # only for updates that are over at the first poll).
+        if (observed.status, observed.last_updated) != (baseline.status, baseline.last_updated):
+            return False  # it moved since the execute: the operation ran
+        # Exactly as before the execute: ask the change set (one call, only for an update
+        # that looks over, or not begun, at the first look).
         info = self.cfn.describe_change_set(change_set, stack)
         return info is not None and info.execution_status in (
             EXECUTION_AVAILABLE,
             EXECUTION_RUNNING,
         )
 
-    def _stream_events(self, stack: str, since: datetime, seen: set[str], log: Any) -> None:
-        for event in self.cfn.events(stack):
-            if event.event_id in seen or _aware(event.timestamp) < since.replace(microsecond=0):
-                continue
-            seen.add(event.event_id)
+    def _log_events(self, stack: str, since: datetime, log: Any) -> list[StackEvent]:
+        """The stack's events since `since`, oldest first, each logged once."""
+        events = self.cfn.events(stack, since)
+        for event in events:
             log.info(
                 "stack.event",
                 resource=event.logical_id,
@@ -534,14 +589,7 @@ class Applier:
                 resource_status=event.status,
                 reason=event.reason,
             )
-
-    def _failure_reason(self, stack: str, since: datetime) -> str | None:
-        for event in reversed(self.cfn.events(stack)):
-            if _aware(event.timestamp) < since.replace(microsecond=0):
-                break
-            if event.status.endswith("_FAILED") and event.reason:
-                return f"{event.logical_id}: {event.reason}"
-        return None
+        return events
 
     def _record_result(
         self, stack: str, result: Result, observed: ObservedStack | None, log: Any
@@ -603,7 +651,7 @@ class Applier:
         self.before_acting()
         log.warning("stack.recreate", stack_status=observed.status)
         self.cfn.delete_stack(observed.name)
-        self._wait_stack(observed.name, datetime.now(UTC), log, deleting=True)
+        self._wait_stack(observed.name, log, deleting=True)
 
     # --- open attempts: after a crash, a newer commit, or a removed file -----------------------
 
@@ -697,12 +745,13 @@ class Applier:
         return self._settle_delete(stack, since, log)
 
     def _settle_delete(self, stack: str, since: datetime, log: Any) -> Outcome:
-        observed = self._wait_stack(stack, since, log, deleting=True)
+        observed = self._wait_stack(stack, log, deleting=True)
         if observed is None or observed.status == "DELETE_COMPLETE":
             return self._record_result(stack, Result.SUCCEEDED, None, log)
+        reason = _failure_reason(self._log_events(stack, since, log)) or observed.reason
         return self._fail(
             stack,
-            f"{observed.status}: {observed.reason or 'delete failed'}",
+            f"{observed.status}: {reason or 'delete failed'}",
             False,
             log,
             stack_status=observed.status,
@@ -723,8 +772,12 @@ def change_set_name(version: int, digest: str) -> str:
     return f"syncd-v{version}-{digest[:16]}"
 
 
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+def _failure_reason(events: list[StackEvent]) -> str | None:
+    """The newest resource failure among an operation's events."""
+    for event in reversed(events):
+        if event.status.endswith("_FAILED") and event.reason:
+            return f"{event.logical_id}: {event.reason}"
+    return None
 
 
 def _parse_time(text: str) -> datetime:

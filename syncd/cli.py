@@ -143,7 +143,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     only = set(args.stack) if args.stack else None
     app = open_app(config)
     try:
-        observe_world(app.cfn, app.journal)
+        observe_world(app.world, app.journal)
         # One thread per repo, as in the daemon; an unexpected error in any is re-raised here.
         with ThreadPoolExecutor(max_workers=len(app.syncs)) as pool:
             futures = [pool.submit(s.run_pass, only) for s in app.syncs.values()]

@@ -2,15 +2,18 @@
 to S3 that large templates need, go through here.
 
 With `syncd.s3` (the journal mirror's store), the only importer of boto3/botocore. Throttling and
-transient errors are retried by botocore's own `adaptive` retry mode; what is left is translated
-once, by `translate`, into syncd's errors (`AwsError` with `retryable`, `NoChanges`, `NotFound`).
+transient errors are retried by botocore's own `standard` retry mode, paced by syncd's shared
+call budget (`syncd.ratelimit`) rather than botocore's `adaptive` bucket; what is left is
+translated once, by `translate`, into syncd's errors (`AwsError` with `retryable`, `NoChanges`,
+`NotFound`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -22,14 +25,23 @@ from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshabl
 from syncd.core.config import AwsConfig
 from syncd.core.stack_status import means_no_changes
 from syncd.errors import AwsError
+from syncd.ratelimit import RateLimiter
 
 INLINE_TEMPLATE_LIMIT = 51_200  # bytes CloudFormation accepts in TemplateBody
+DEFAULT_CALLS_PER_SECOND = 20.0  # the budget's ceiling when none is given
 
 _RETRY_CONFIG = botocore.config.Config(
-    retries={"mode": "adaptive", "max_attempts": 10},
+    # botocore retries; the pacing is syncd's own (ratelimit.py): botocore's `adaptive` bucket
+    # sinks under throttling that lowering the rate does not cure.
+    retries={"mode": "standard", "max_attempts": 10},
     connect_timeout=10,
     read_timeout=60,
     user_agent_extra="syncd",
+)
+# The shared look (syncd.world) comes round again a tick later: a throttled look is not
+# retried with back-off (which would hold up every stack waiting on it), it is simply missed.
+_LOOK_CONFIG = _RETRY_CONFIG.merge(
+    botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1})
 )
 
 # Error codes that a later pass may succeed on without a new commit.
@@ -46,6 +58,19 @@ _RETRYABLE_CODES = frozenset(
         "ExpiredToken",
         "RequestExpired",
     }
+)
+
+
+# CloudFormation refusing work on a stack that another operation is changing:
+# "Stack:arn:... is in UPDATE_IN_PROGRESS state and can not be updated." (CreateChangeSet,
+# ExecuteChangeSet, UpdateStack) and "Stack [arn] cannot be deleted while in status ..." (Delete).
+STACK_BUSY = "StackBusy"
+_BUSY = re.compile(
+    r"is in \w+_IN_PROGRESS state and can ?not be updated|cannot be deleted while in status"
+)
+
+_THROTTLING_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
 )
 
 
@@ -152,6 +177,8 @@ def translate(exc: Exception, what: str) -> AwsError:
             code == "ValidationError" and "does not exist" in message
         ):
             return NotFound(f"{what}: {message}", code=code)
+        if code == "ValidationError" and _BUSY.search(message):
+            return AwsError(f"{what}: {message}", code=STACK_BUSY, retryable=True)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         retryable = code in _RETRYABLE_CODES or int(status or 0) >= 500
         return AwsError(f"{what}: {code}: {message}", code=code, retryable=retryable)
@@ -173,18 +200,30 @@ def translate(exc: Exception, what: str) -> AwsError:
 
 
 class CloudFormation:
-    """CloudFormation (and S3 for large templates) for one account and region."""
+    """CloudFormation (and S3 for large templates) for one account and region.
+
+    Every attempt botocore sends to CloudFormation, retries included, first takes a token from
+    `limiter`, the account and region's shared budget; every answer tells the limiter whether
+    it was a throttle."""
 
     def __init__(
         self,
         session: boto3.Session,
         endpoint_url: str | None = None,
         template_bucket: str | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.region = session.region_name or "us-east-1"
+        self.limiter = limiter or RateLimiter(DEFAULT_CALLS_PER_SECOND)
         self._cfn = session.client(
             "cloudformation", endpoint_url=endpoint_url, config=_RETRY_CONFIG
         )
+        self._looks = session.client(
+            "cloudformation", endpoint_url=endpoint_url, config=_LOOK_CONFIG
+        )
+        for client in (self._cfn, self._looks):
+            client.meta.events.register("before-send.cloudformation", self._before_send)
+            client.meta.events.register("needs-retry.cloudformation", self._answered)
         s3_config = _RETRY_CONFIG.merge(botocore.config.Config(s3={"addressing_style": "path"}))
         self._s3 = session.client("s3", endpoint_url=endpoint_url, config=s3_config)
         self._template_bucket = template_bucket
@@ -192,25 +231,43 @@ class CloudFormation:
     def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
         return call(what, method, **kwargs)
 
+    def _before_send(self, **_: Any) -> None:
+        self.limiter.acquire()  # returns None: botocore sends the request itself
+
+    def _answered(self, response: Any = None, **_: Any) -> None:
+        if response is None:
+            return  # no answer (a connection error): says nothing about the rate
+        http, parsed = response
+        code = (parsed or {}).get("Error", {}).get("Code", "")
+        if code in _THROTTLING_CODES or getattr(http, "status_code", 0) == 429:
+            self.limiter.throttled()
+        else:
+            self.limiter.answered()
+
     # --- stacks ---------------------------------------------------------------------------
 
-    def describe_all(self) -> dict[str, ObservedStack]:
-        """Every live stack, paginated (one call per 100 stacks on AWS, 50 on moto)."""
+    def describe_all_pages(self, *, once: bool = False) -> tuple[dict[str, ObservedStack], int]:
+        """Every live stack, paginated (one call per 100 stacks on AWS, 50 on moto), and how
+        many pages that took. `once`: no retries (a look that comes round again)."""
+        client = self._looks if once else self._cfn
         stacks: dict[str, ObservedStack] = {}
         token: str | None = None
+        pages = 0
         while True:
             kwargs = {"NextToken": token} if token else {}
-            page = self._call("DescribeStacks", self._cfn.describe_stacks, **kwargs)
+            page = self._call("DescribeStacks", client.describe_stacks, **kwargs)
+            pages += 1
             for raw in page.get("Stacks", []):
                 if raw.get("StackStatus") != "DELETE_COMPLETE":
                     stacks[raw["StackName"]] = _observed(raw)
             token = page.get("NextToken")
             if not token:
-                return stacks
+                return stacks, pages
 
-    def describe(self, name: str) -> ObservedStack | None:
+    def describe(self, name: str, *, once: bool = False) -> ObservedStack | None:
+        client = self._looks if once else self._cfn
         try:
-            page = self._call(f"DescribeStacks {name}", self._cfn.describe_stacks, StackName=name)
+            page = self._call(f"DescribeStacks {name}", client.describe_stacks, StackName=name)
         except NotFound:
             return None
         for raw in page.get("Stacks", []):
@@ -235,26 +292,35 @@ class CloudFormation:
                 return found
             kwargs["NextToken"] = page["NextToken"]
 
-    def events(self, name: str) -> list[StackEvent]:
-        """The newest page of the stack's events, oldest first."""
-        try:
-            page = self._call(
-                f"DescribeStackEvents {name}", self._cfn.describe_stack_events, StackName=name
-            )
-        except NotFound:
-            return []
-        events = [
-            StackEvent(
-                event_id=e["EventId"],
-                timestamp=e["Timestamp"],
-                logical_id=e.get("LogicalResourceId", ""),
-                resource_type=e.get("ResourceType", ""),
-                status=e.get("ResourceStatus", ""),
-                reason=e.get("ResourceStatusReason"),
-            )
-            for e in page.get("StackEvents", [])
-        ]
-        return list(reversed(events))
+    def events(self, name: str, since: datetime) -> list[StackEvent]:
+        """The stack's events from `since` on (to the second), oldest first: pages are read
+        until one reaches back past `since` (CloudFormation lists the newest first)."""
+        found: list[StackEvent] = []
+        kwargs: dict[str, Any] = {"StackName": name}
+        floor = since.replace(microsecond=0)
+        while True:
+            try:
+                page = self._call(
+                    f"DescribeStackEvents {name}", self._cfn.describe_stack_events, **kwargs
+                )
+            except NotFound:
+                break
+            for e in page.get("StackEvents", []):
+                event = StackEvent(
+                    event_id=e["EventId"],
+                    timestamp=_aware(e["Timestamp"]),
+                    logical_id=e.get("LogicalResourceId", ""),
+                    resource_type=e.get("ResourceType", ""),
+                    status=e.get("ResourceStatus", ""),
+                    reason=e.get("ResourceStatusReason"),
+                )
+                if event.timestamp < floor:
+                    return _oldest_first(found)
+                found.append(event)
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        return _oldest_first(found)
 
     # --- change sets ----------------------------------------------------------------------
 
@@ -376,6 +442,21 @@ class CloudFormation:
             self._call("HeadBucket", self._s3.head_bucket, Bucket=bucket)
         except AwsError:
             self._call("CreateBucket", self._s3.create_bucket, Bucket=bucket)
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _oldest_first(events: list[StackEvent]) -> list[StackEvent]:
+    """Newest-first pages as one list, oldest first, each event once."""
+    seen: set[str] = set()
+    out = []
+    for event in reversed(events):
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            out.append(event)
+    return out
 
 
 def _observed(raw: dict[str, Any]) -> ObservedStack:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -45,11 +46,16 @@ class RepoWorker:
     """Runs one repo's passes: on its poll timer, or at once when triggered."""
 
     def __init__(
-        self, sync: RepoSync, stop: threading.Event, metrics: Metrics | None = None
+        self,
+        sync: RepoSync,
+        stop: threading.Event,
+        metrics: Metrics | None = None,
+        after_pass: Callable[[RepoWorker], object] = lambda _: None,
     ) -> None:
         self.sync = sync
         self.stop = stop
         self.metrics = metrics
+        self.after_pass = after_pass
         self.mailbox = threading.Event()
         self.passes = 0
         self.read_once = False  # a pass has fetched and read the repo
@@ -85,6 +91,7 @@ class RepoWorker:
             self.passes += 1
             if self.metrics is not None:
                 self.metrics.pass_done(self.sync.repo.name, time.monotonic() - started, ok)
+            self.after_pass(self)
             self.mailbox.wait(next_delay(self.sync.repo.poll_interval, failures))
 
 
@@ -165,16 +172,26 @@ class Daemon:
             if worker.sync.repo.name in repos:
                 worker.trigger()
 
+    def _wake_readers(self, done: RepoWorker) -> None:
+        """A pass has ended: a repo whose stacks read outputs that pass changed (or waited for a
+        stack it was applying) runs now, not at its next poll."""
+        for worker in self.workers:
+            if worker is not done and worker.sync.waits_on_outputs():
+                worker.trigger()
+
     def _observe(self) -> None:
         assert self.app is not None
         try:
-            observe_world(self.app.cfn, self.app.journal)
+            observe_world(self.app.world, self.app.journal)
         except SyncdError as exc:
             self.log.error("observe.failed", error=str(exc))
 
     def _start_workers(self) -> None:
         assert self.app is not None
-        self.workers = [RepoWorker(s, self.app.stop, self.metrics) for s in self.app.syncs.values()]
+        self.workers = [
+            RepoWorker(s, self.app.stop, self.metrics, self._wake_readers)
+            for s in self.app.syncs.values()
+        ]
         for worker in self.workers:
             worker.start()
             if worker.sync.repo.watch:

@@ -12,16 +12,17 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Iterator, Mapping, Set
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
+from syncd import ratelimit
 from syncd.apply import Applier, Outcome
 from syncd.approvals import Approval, Approvals
-from syncd.cloudformation import CloudFormation
 from syncd.core.config import OnFailure, RepoConfig
 from syncd.core.deployments import (
     InvalidStack,
@@ -33,9 +34,12 @@ from syncd.core.deployments import (
 )
 from syncd.core.journal_state import Kind, StackState, StackView
 from syncd.core.order import dependency_cycles, ready
+from syncd.core.schedule import heights
 from syncd.errors import AwsError, BranchMissing, SourceError
 from syncd.journal.store import Journal
+from syncd.slots import Slots
 from syncd.sources.git import GitSource
+from syncd.world import World
 
 _SETTLED = (StackState.IN_SYNC, StackState.FAILED, StackState.AWAITING_APPROVAL)
 RETRY_FIRST = 30.0  # seconds before the first retry of a failed stack; doubles up to RETRY_MAX
@@ -68,16 +72,16 @@ class RepoSync:
         repo: RepoConfig,
         source: GitSource,
         applier: Applier,
-        cfn: CloudFormation,
+        world: World,
         journal: Journal,
-        slots: threading.Semaphore,
+        slots: Slots,
         concurrency: int,
         approvals: Approvals | None = None,
     ) -> None:
         self.repo = repo
         self.source = source
         self.applier = applier
-        self.cfn = cfn
+        self.world = world
         self.journal = journal
         self.slots = slots
         self.concurrency = concurrency
@@ -91,6 +95,8 @@ class RepoSync:
         self._external: set[str] = set()  # other repos' stacks whose outputs this repo reads
         self._last_external: tuple[Any, ...] = ()
         self._conflicts: set[str] = set()  # stacks another repo owns, logged once
+        self._pass_started = 0.0  # monotonic: the looks at CloudFormation this pass trusts
+        self._heights: dict[str, int] = {}  # this pass's critical-path heights
 
     def run_pass(self, only: Set[str] | None = None) -> PassReport:
         with self._running:
@@ -98,6 +104,7 @@ class RepoSync:
 
     def _pass(self, only: Set[str] | None) -> PassReport:
         report = PassReport(self.repo.name)
+        self._pass_started = time.monotonic()
         commit = self._fetch(report)
         if commit is None:
             return report
@@ -192,7 +199,7 @@ class RepoSync:
 
     def _approve(self, approval: Approval) -> Outcome:
         assert self.approvals is not None
-        with self.slots:
+        with self._slot(approval.stack):
             outcome = self.applier.approve(approval.stack, approval.change_set, approval.by)
         self.approvals.done(approval)
         return outcome
@@ -256,6 +263,11 @@ class RepoSync:
             return None
         return view.repo if view.version is not None or view.attempt is not None else None
 
+    def waits_on_outputs(self) -> bool:
+        """Whether outputs of other repos' stacks that this repo reads have changed since its
+        last pass (a stack here waits on them): the daemon then wakes this repo at once."""
+        return bool(self._external) and self._external_outputs() != self._last_external
+
     def _external_outputs(self) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
         """The outputs of the other repos' stacks this repo's stacks read: when they change,
         the pass must run even though this repo's commit did not move."""
@@ -300,7 +312,7 @@ class RepoSync:
                 if view.stack in invalid
                 else ("its deployment file no longer describes it")
             )
-            with self.slots:
+            with self._slot(view.stack):
                 self.applier.close(view, why)
 
     def _record_invalid(
@@ -335,6 +347,7 @@ class RepoSync:
         self, specs: Mapping[str, StackSpec], commit: str, log: Any
     ) -> dict[str, Outcome]:
         deps = {name: spec.dependencies for name, spec in specs.items()}
+        self._heights = heights(deps)
 
         def blocked_by(name: str, done: Mapping[str, Outcome]) -> str | None:
             for dep in sorted(deps[name]):
@@ -350,7 +363,7 @@ class RepoSync:
                 return self._hold(name, f"waits for stack {dep}, which is {done[dep].value}")
             return self._sync_stack(specs[name], commit, log)
 
-        return run_in_dependency_order(deps, run, self.concurrency)
+        return run_in_dependency_order(deps, run, self.concurrency, self._heights)
 
     def _sync_stack(self, spec: StackSpec, commit: str, log: Any) -> Outcome:
         try:
@@ -366,8 +379,8 @@ class RepoSync:
             and self._retry_at.get(spec.name, 0.0) > time.monotonic()
         ):
             return Outcome.FAILED  # a retry is due later, not yet
-        with self.slots:
-            outcome = self.applier.apply(desired, commit)
+        with self._slot(spec.name):
+            outcome = self.applier.apply(desired, commit, self._pass_started)
         approval = self._approved.pop(spec.name, None)
         if approval is not None:  # after apply: a newer commit has replaced a stale change set
             if outcome is Outcome.AWAITING_APPROVAL:
@@ -393,15 +406,27 @@ class RepoSync:
 
     def _outputs_of(self, stack: str) -> dict[str, str] | None:
         view = self.journal.state.stacks.get(stack)
+        if view is not None and view.attempt is not None and view.repo != self.repo.name:
+            # Another repo is applying it now: its outputs are read once it has settled (that
+            # repo's pass wakes this one, see `waits_on_outputs`).
+            raise UnresolvedOutput(f"stack {stack!r} is being applied by repo {view.repo!r}")
         if view is not None and view.version is not None:
             return view.outputs
         if view is not None:
             return None  # managed by syncd but never deployed
-        observed = self.cfn.describe(stack)  # a stack syncd does not manage
+        observed, _ = self.world.observe(stack, self._pass_started)  # not syncd's stack
         return observed.outputs if observed else None
 
+    @contextmanager
+    def _slot(self, stack: str) -> Iterator[None]:
+        """One of the apply slots all repos share, asked for with this stack's priority, which
+        its CloudFormation calls also carry into the call budget."""
+        height = self._heights.get(stack, 1)
+        with self.slots.take(self.repo.name, stack, height), ratelimit.priority(height):
+            yield
+
     def _hold(self, stack: str, reason: str) -> Outcome:
-        with self.slots:
+        with self._slot(stack):
             return self.applier.hold(stack, self.repo.name, reason)
 
     def _removed(
@@ -421,7 +446,7 @@ class RepoSync:
                 continue
             file_gone = not (view.deployment_file and view.deployment_file in paths)
             if view.version is not None and file_gone and self.repo.options_for(view.stack).prune:
-                with self.slots:
+                with self._slot(view.stack):
                     report.outcomes[view.stack] = self.applier.delete(view, commit)
                 continue
             reason = (
@@ -438,15 +463,18 @@ def run_in_dependency_order(
     deps: Mapping[str, Set[str]],
     run: Callable[[str, Mapping[str, Outcome]], Outcome],
     concurrency: int,
+    priority: Mapping[str, int] | None = None,
 ) -> dict[str, Outcome]:
-    """Run `run(name, done)` for every stack, each after those it depends on, `concurrency` at
-    a time. `done` holds the outcomes so far, so a stack can see that a dependency failed."""
+    """Run `run(name, done)` for every stack, each as soon as those it depends on are done,
+    `concurrency` at a time, the highest `priority` (critical-path height) first among those
+    ready. `done` holds the outcomes so far, so a stack can see that a dependency failed."""
+    rank = priority or {}
     done: dict[str, Outcome] = {}
     started: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         running: dict[Future[Outcome], str] = {}
         while True:
-            for name in ready(deps, set(done), started):
+            for name in sorted(ready(deps, set(done), started), key=lambda n: -rank.get(n, 1)):
                 started.add(name)
                 running[pool.submit(run, name, dict(done))] = name
             if not running:
@@ -456,13 +484,13 @@ def run_in_dependency_order(
                 done[running.pop(future)] = future.result()
 
 
-def observe_world(cfn: CloudFormation, journal: Journal) -> int:
+def observe_world(world: World, journal: Journal) -> int:
     """Compare what CloudFormation shows with what the journal says is deployed.
 
     Marks a stack drifted when it is gone or its parameters or tags differ from those syncd
     applied (NoEcho values, shown as ****, are not compared); returns how many drifted."""
     log = structlog.get_logger("syncd.observe")
-    observed = cfn.describe_all()
+    observed = world.look_all()
     drifted = 0
     for view in list(journal.state.stacks.values()):
         if view.version is None or view.removed:

@@ -38,6 +38,9 @@ class OnFailure(StrEnum):
 
 DEFAULT_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND")
 KNOWN_CAPABILITIES = frozenset(DEFAULT_CAPABILITIES)
+# Stacks worked on at once, across all repos. Waiting on CloudFormation costs no call of its
+# own (one shared look serves every waiter), so this can be large.
+DEFAULT_CONCURRENCY = 50
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ class AwsConfig:
     embedded: bool = False
     role_arn: str | None = None
     template_bucket: str | None = None  # s3://bucket/prefix for templates over 51,200 bytes
-    wait_poll: float = 5.0  # the longest pause between two polls of a running operation
+    wait_poll: float = 5.0  # the longest pause between two looks at a running operation
+    calls_per_second: float = 20.0  # the CloudFormation call budget's ceiling
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,7 @@ class _Reader:
         backup = self.backup(top.get("backup"))
         http = self.http(top.get("http"))
         defaults = self.options(top.get("defaults"), "defaults", StackOptions())
-        concurrency = self.get(top, "concurrency", "", _positive_int, 4)
+        concurrency = self.get(top, "concurrency", "", _positive_int, DEFAULT_CONCURRENCY)
         repos = self.repos(top.get("repos"), defaults)
         return {
             "state_dir": state_dir,
@@ -230,6 +234,7 @@ class _Reader:
             "role_arn",
             "template_bucket",
             "wait_poll",
+            "calls_per_second",
         }
         d = self.mapping(value, "aws", keys)
         bucket = self.get(d, "template_bucket", "aws", _s3_url, None)
@@ -241,6 +246,7 @@ class _Reader:
             role_arn=self.get(d, "role_arn", "aws", _string, None),
             template_bucket=bucket,
             wait_poll=self.get(d, "wait_poll", "aws", _duration, 5.0),
+            calls_per_second=self.get(d, "calls_per_second", "aws", _positive_number, 20.0),
         )
 
     def backup(self, value: object) -> BackupConfig:
@@ -402,6 +408,12 @@ def _positive_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"must be a whole number of at least 1, not {value!r}")
     return value
+
+
+def _positive_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"must be a number above 0, not {value!r}")
+    return float(value)
 
 
 def _duration(value: object) -> float:

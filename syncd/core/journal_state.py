@@ -34,6 +34,8 @@ class Kind(StrEnum):
     RECREATING = "recreating"  # about to delete a ROLLBACK_COMPLETE stack: {stack, stack_status}
     OBSERVED = "observed"  # what CloudFormation showed: {stack, stack_status, outputs, drift}
     REMOVED = "removed"  # the deployment file is gone and prune is off: {repo, stack}
+    BACK_IN_SYNC = "back_in_sync"  # a commit wants again what was last applied, and the stack
+    #                                still holds it: in sync without a call: {repo, stack, commit}
 
 
 class StackState(StrEnum):
@@ -97,10 +99,23 @@ class StackView:
     latest_version: int = 0  # the highest version ever started
     attempt: Attempt | None = None
     failed_digest: str | None = None  # digest of the last failed attempt
+    failed_executed: bool = False  # whether that attempt had reached its execute
     retryable: bool = False
     invalid_file: str | None = None
     deployment_file: str | None = None  # the file that last described the stack
     removed: bool = False
+
+    def holds_applied(self, digest: str) -> bool:
+        """Whether a stack syncd shows as failed still holds what it last applied, and `digest`
+        asks for exactly that: its later version failed before it ran or was rolled back, or its
+        deployment file was invalid. Then no change set is needed to call it in sync again."""
+        if self.version is None or self.digest != digest or self.attempt is not None:
+            return False
+        if self.state is not StackState.FAILED:
+            return False
+        if self.invalid_file is not None or self.stack_status == "UPDATE_ROLLBACK_COMPLETE":
+            return True  # nothing was applied, or the rollback put back what was
+        return not self.failed_executed and self.stack_status in _UNTOUCHED
 
     def as_status(self) -> dict[str, Any]:
         return {
@@ -113,6 +128,10 @@ class StackView:
             "last_sync": self.last_sync,
             "message": self.message,
         }
+
+
+# What a stack shows (None: not recorded) after an attempt that failed before its execute.
+_UNTOUCHED = frozenset({None, "CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"})
 
 
 @dataclass
@@ -336,6 +355,7 @@ def _result(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
         view.state = StackState.FAILED
         view.message = d.get("message", "")
         view.failed_digest = attempt.digest if attempt else None
+        view.failed_executed = attempt.executing if attempt else False
         view.retryable = bool(d.get("retryable"))
 
 
@@ -376,6 +396,16 @@ def _removed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     )
 
 
+def _back_in_sync(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"], d.get("repo", ""))
+    view.state = StackState.IN_SYNC
+    view.message = ""
+    view.failed_digest = None
+    view.retryable = False
+    view.invalid_file = None
+    view.last_sync = r.time
+
+
 _HANDLERS = {
     Kind.COMMIT: _commit,
     Kind.SOURCE_ERROR: _source_error,
@@ -391,4 +421,5 @@ _HANDLERS = {
     Kind.RECREATING: _recreating,
     Kind.OBSERVED: _observed,
     Kind.REMOVED: _removed,
+    Kind.BACK_IN_SYNC: _back_in_sync,
 }

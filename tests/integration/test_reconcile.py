@@ -51,7 +51,7 @@ class Harness:
     def open(self, stop: threading.Event | None = None) -> App:
         self.close()
         self.app = open_app(load_config(self.config_path), stop=stop)
-        observe_world(self.app.cfn, self.app.journal)
+        observe_world(self.app.world, self.app.journal)
         return self.app
 
     def sync(self) -> PassReport:

@@ -5,6 +5,7 @@ changing in another repo, and the journal of a recreate. moto over HTTP, real Gi
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ class Syncd:
     def restart(self, stop: threading.Event | None = None) -> App:
         self.close()
         self.app = open_app(load_config(self.config), stop=stop)
-        observe_world(self.app.cfn, self.app.journal)
+        observe_world(self.app.world, self.app.journal)
         return self.app
 
     def sync(self, repo: str = "r") -> Any:
@@ -103,10 +104,10 @@ def test_a_deployment_file_too_broken_to_name_its_stack_keeps_that_stack(repo, a
     assert aws.stack("app-prod")["StackStatus"] == "CREATE_COMPLETE"
 
     repo.commit({"deployments/app.yaml": deployment(Name="app") + "stack-name: app-prod\n"})
-    # Fixed, and the same as deployed: a change set confirms it changes nothing.
-    assert s.sync().outcomes["app-prod"] is Outcome.NO_CHANGES
+    # Fixed, and the same as deployed: in sync again, without a change set.
+    assert s.sync().outcomes["app-prod"] is Outcome.IN_SYNC
     assert s.state.stacks["app-prod"].state is StackState.IN_SYNC
-    assert aws.proxy.count("ExecuteChangeSet") == 1  # the first create only
+    assert aws.proxy.count("CreateChangeSet") == 1  # the first create only
 
 
 def test_a_stack_another_repo_manages_is_refused_and_left_to_its_owner(
@@ -168,17 +169,50 @@ def test_reverting_a_failed_update_brings_the_stack_back_in_sync(repo, aws, sync
     assert s.state.stacks["s"].state is StackState.FAILED
     assert s.state.stacks["s"].stack_status == "UPDATE_ROLLBACK_COMPLETE"
 
-    aws.proxy.reset()
+    calls = aws.proxy.count()
     repo.commit({"deployments/s.yaml": deployment(Name="v1")})  # git revert
     report = s.sync()
-    # CloudFormation's change set would hold no changes after a real rollback; moto never
-    # undid v2, so here it has some. Either way the stack is checked, not assumed.
-    assert report.outcomes["s"] in (Outcome.NO_CHANGES, Outcome.SUCCEEDED)
-    assert aws.proxy.count("CreateChangeSet") == 1
+    # The rollback put v1 back, which is what the revert asks for: in sync again, no change
+    # set, no new version (moto itself never undid v2; the proxy shows the rollback).
+    assert report.outcomes["s"] is Outcome.IN_SYNC
+    assert aws.proxy.count() == calls
     view = s.state.stacks["s"]
     assert (view.state, view.version, view.failed_digest) == (StackState.IN_SYNC, 1, None)
-    assert aws.parameters("s") == {"Name": "v1"}
-    assert [(r.version, r.result.value) for r in s.state.history][-1] == (1, report.outcomes["s"])
+    assert [(r.version, r.result.value) for r in s.state.history] == [
+        (1, "succeeded"),
+        (2, "failed"),
+    ]
+    assert s.kinds("s")[-1] is Kind.BACK_IN_SYNC
+
+
+def test_fixing_a_broken_deployment_file_makes_no_change_set(repo, aws, syncd):
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo})
+    assert s.sync().ok
+    repo.commit({"deployments/s.yaml": "template-file-path: [unclosed\n"})
+    report = s.sync()
+    assert "s" in report.invalid and s.state.stacks["s"].state is StackState.FAILED
+    calls = aws.proxy.count()
+    repo.commit({"deployments/s.yaml": deployment(Name="v1")})
+    assert s.sync().outcomes["s"] is Outcome.IN_SYNC
+    assert aws.proxy.count() == calls
+    assert s.state.stacks["s"].state is StackState.IN_SYNC
+    assert len(s.state.history) == 1
+
+
+def test_a_revert_after_a_rollback_that_failed_is_not_called_in_sync(repo, aws, syncd):
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo})
+    assert s.sync().ok
+    aws.proxy.fail("s", polls=1, reason="Access denied")
+    repo.commit({"deployments/s.yaml": deployment(Name="v2")})
+    assert s.sync().outcomes["s"] is Outcome.FAILED
+    aws.proxy.hold("s", "UPDATE_ROLLBACK_FAILED")  # the rollback itself failed
+    s.restart()
+    repo.commit({"deployments/s.yaml": deployment(Name="v1")})
+    assert s.sync().outcomes["s"] is Outcome.BLOCKED  # looked at, and it needs a human
+    assert s.state.stacks["s"].state is StackState.BLOCKED
+    assert "UPDATE_ROLLBACK_FAILED" in s.state.stacks["s"].message
 
 
 def test_a_stack_waiting_for_approval_holds_the_stacks_that_need_its_outputs(repo, aws, syncd):
@@ -227,6 +261,45 @@ def test_an_output_changed_by_another_repo_updates_the_stacks_that_read_it(
     assert report.outcomes["app"] is Outcome.SUCCEEDED
     assert aws.parameters("app") == {"Name": "net-v2"}
     assert s.state.stacks["app"].version == 2
+
+
+def test_a_stack_whose_upstream_another_repo_is_applying_waits_for_it_to_settle(
+    repo, other_repo, aws, syncd
+):
+    topic_stack(other_repo, "network", "net-v1")
+    repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "deployments/app.yaml": deployment(Name={"stack-output": "network.TopicName"}),
+        }
+    )
+    s = syncd({"r": repo, "platform": other_repo})
+    assert s.sync("platform").ok and s.sync("r").ok
+    aws.proxy.pace(change_set=0.2, operation=1.5)
+    other_repo.commit({"deployments/network.yaml": deployment(Name="net-v2")})
+    platform = threading.Thread(target=s.sync, args=("platform",))
+    platform.start()
+    deadline = time.monotonic() + 10
+    while (
+        s.state.stacks["network"].attempt is None or not s.state.stacks["network"].attempt.executing
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # While network's update runs, a change to app must not read network's (old) output.
+    repo.commit(
+        {
+            "deployments/app.yaml": deployment(Name={"stack-output": "network.TopicName"})
+            + "tags: {t: '2'}\n"
+        }
+    )
+    assert s.sync("r").outcomes["app"] is Outcome.BLOCKED
+    assert "being applied by repo 'platform'" in s.state.stacks["app"].message
+    assert not s.app.syncs["r"].waits_on_outputs()
+    platform.join(30)
+    assert s.app.syncs["r"].waits_on_outputs()  # the daemon wakes r at once on this
+    assert s.sync("r").outcomes["app"] is Outcome.SUCCEEDED
+    assert aws.parameters("app") == {"Name": "net-v2"}
+    assert not s.app.syncs["r"].waits_on_outputs()
 
 
 def test_a_recreate_is_journaled_before_the_delete(repo, aws, syncd):
@@ -327,3 +400,19 @@ def test_approving_a_change_set_deleted_meanwhile_is_a_failure_not_a_success(
     view = s.state.stacks["s"]
     assert view.state is StackState.FAILED and view.version == 1
     assert aws.parameters("s") == {"Name": "v1"}
+
+
+def test_a_stack_that_turns_busy_after_the_look_is_blocked_then_applied(repo, aws, syncd):
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo})
+    assert s.sync().ok
+    # Someone starts an update between syncd's look and its CreateChangeSet.
+    busy = "Stack:arn:aws:cloudformation:us-east-1:123456789012:stack/s/1 is in UPDATE_IN_PROGRESS"
+    aws.proxy.error(
+        "CreateChangeSet", 400, "ValidationError", 1, busy + " state and can not be updated."
+    )
+    repo.commit({"deployments/s.yaml": deployment(Name="v2")})
+    assert s.sync().outcomes["s"] is Outcome.BLOCKED
+    assert "UPDATE_IN_PROGRESS" in s.state.stacks["s"].message
+    assert s.sync().outcomes["s"] is Outcome.SUCCEEDED  # the next pass finds it idle
+    assert aws.parameters("s") == {"Name": "v2"}

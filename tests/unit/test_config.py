@@ -77,7 +77,7 @@ def test_minimal_config_gets_every_default() -> None:
         on_failure=OnFailure.KEEP,
         prune=False,
     )
-    assert config.concurrency == 4
+    assert config.concurrency == 50
     assert config.repos == (
         RepoConfig(
             name="platform",

@@ -1,0 +1,103 @@
+"""The shared look against moto's server (through the fault proxy): many waiters, few calls."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import boto3
+import pytest
+
+from syncd.cloudformation import CloudFormation
+from syncd.errors import AwsError
+from syncd.world import World
+from tests.conftest import TOPIC_TEMPLATE, Aws
+
+
+def make_stacks(aws: Aws, count: int) -> list[str]:
+    names = [f"w{i:03d}" for i in range(count)]
+    for name in names:
+        aws.cfn.create_stack(
+            StackName=name,
+            TemplateBody=TOPIC_TEMPLATE,
+            Parameters=[{"ParameterKey": "Name", "ParameterValue": name}],
+        )
+    return names
+
+
+@pytest.fixture
+def world(aws: Aws) -> World:
+    return World(CloudFormation(boto3.Session(region_name="us-east-1"), aws.endpoint))
+
+
+def test_many_waiters_share_one_look(aws, world):
+    names = make_stacks(aws, 60)  # two pages on moto
+    world.look_all()  # the start-up look: learns how many pages a listing takes
+    aws.proxy.reset()
+    asked = time.monotonic()
+    seen: dict[str, str] = {}
+
+    def wait(name: str) -> None:
+        observed, _ = world.observe(name, asked)
+        assert observed is not None
+        seen[name] = observed.status
+
+    threads = [threading.Thread(target=wait, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert seen == {n: "CREATE_COMPLETE" for n in names}
+    # One by-name look for the first caller at most, then listings of two pages.
+    assert aws.proxy.count("DescribeStacks") <= 5
+
+
+def test_a_waiter_gets_a_look_newer_than_the_one_it_saw(aws, world):
+    make_stacks(aws, 1)
+    first, seen_at = world.observe("w000", time.monotonic())
+    assert first is not None and first.status == "CREATE_COMPLETE"
+    aws.proxy.hold("w000", "UPDATE_IN_PROGRESS")
+    again, later = world.observe("w000", seen_at)
+    assert again is not None and again.status == "UPDATE_IN_PROGRESS" and later > seen_at
+    # An answer already newer than asked for costs nothing.
+    calls = aws.proxy.count()
+    assert world.observe("w000", seen_at)[0] == again
+    assert aws.proxy.count() == calls
+
+
+def test_few_waiters_are_asked_about_by_name(aws, world):
+    make_stacks(aws, 3)
+    world.look_all()
+    aws.proxy.reset()
+    observed, _ = world.observe("w001", time.monotonic())
+    assert observed is not None and observed.name == "w001"
+    assert aws.proxy.count("DescribeStacks") == 1
+    assert world.observe("gone", time.monotonic())[0] is None
+
+
+def test_a_listing_that_fails_falls_back_to_names_and_errors_stay_with_their_stack(aws, world):
+    names = make_stacks(aws, 4)
+    world.look_all()  # the next look waits its gap: all four waiters are in it, so it lists
+    # A listing failing with a non-retried error (as moto does for one odd stack): the wanted
+    # stacks are then asked about by name.
+    aws.proxy.error("DescribeStacks", 400, "ValidationError", 1, "one stack spoils the page")
+    stacks = {}
+    asked = time.monotonic()
+    barrier = threading.Barrier(len(names))
+
+    def wait(name: str) -> None:
+        barrier.wait()
+        stacks[name] = world.observe(name, asked)[0]
+
+    threads = [threading.Thread(target=wait, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(stacks[n] is not None for n in names)
+    assert aws.proxy.calls[-4:] == ["DescribeStacks"] * 4  # after the failed listing: by name
+
+    aws.proxy.error("DescribeStacks", 400, "AccessDenied", 1, "not yours")
+    with pytest.raises(AwsError, match="not yours"):
+        world.observe("w000", time.monotonic())
+    assert world.observe("w000", time.monotonic())[0] is not None  # the next look is fine
