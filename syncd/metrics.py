@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from syncd.core.journal_state import StackState
@@ -76,7 +76,7 @@ class _StateCollector(Collector):
         self.source = source
         self.successes = successes
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         app = self.source()
         last = GaugeMetricFamily(
             "syncd_last_successful_sync_timestamp_seconds",
@@ -102,6 +102,25 @@ class _StateCollector(Collector):
         yield stacks
         yield GaugeMetricFamily(
             "syncd_journal_last_seq", "Sequence number of the last journal record.", state.last_seq
+        )
+        limiter = app.cfn.limiter
+        yield GaugeMetricFamily(
+            "syncd_aws_call_rate",
+            "CloudFormation calls a second the call budget allows now (lower after throttling).",
+            limiter.rate,
+        )
+        yield CounterMetricFamily(
+            "syncd_aws_throttled", "CloudFormation answers that were throttles.", limiter.throttles
+        )
+        yield CounterMetricFamily(
+            "syncd_aws_call_wait_seconds",
+            "Seconds CloudFormation calls waited for the call budget.",
+            limiter.waited,
+        )
+        yield CounterMetricFamily(
+            "syncd_cloudformation_looks",
+            "Shared looks at CloudFormation made for waiting stacks.",
+            app.world.looks,
         )
         mirror = app.mirror
         if mirror is None:

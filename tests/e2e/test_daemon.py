@@ -225,6 +225,8 @@ def test_webhooks_coalesce_into_a_few_passes_and_forgeries_apply_nothing(
         passes = metric("syncd_passes_total") - before
         assert 1 <= passes <= 10, passes  # a handful, not a hundred
         assert 'state="in_sync"' in http_get(port, "/metrics")
+        assert metric("syncd_aws_call_rate") > 0  # the call budget, as it stands
+        assert metric("syncd_cloudformation_looks_total") >= 1  # v2's wait was a shared look
         assert http_get(port, "/readyz") == "ready\n"
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
