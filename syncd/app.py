@@ -7,6 +7,7 @@ Commands that need AWS and Git call `open_app`; commands that only read the jour
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import structlog
 
 from syncd.apply import Applier, Waiter
 from syncd.approvals import Approvals
-from syncd.cloudformation import CloudFormation, make_session
+from syncd.cloudformation import DEFAULT_CALLS_PER_SECOND, CloudFormation, make_session
 from syncd.core.config import Config, parse_config
 from syncd.emulator import Emulator, start_emulator
 from syncd.errors import ConfigError
@@ -121,7 +122,9 @@ def open_app(
     mirror = None
     try:
         session = make_session(aws, endpoint)
-        limiter = RateLimiter(aws.calls_per_second)
+        # The embedded emulator throttles nothing: no budget unless one is set.
+        ceiling = aws.calls_per_second or (math.inf if aws.embedded else DEFAULT_CALLS_PER_SECOND)
+        limiter = RateLimiter(ceiling)
         cfn = CloudFormation(session, endpoint, template_bucket, limiter)
         if aws.embedded and template_bucket:
             cfn.ensure_bucket(template_bucket)

@@ -10,7 +10,7 @@ that hundreds of stacks in flight never send more than `ceiling` calls a second:
 
 - a token bucket refilled at `rate` calls a second, holding at most one second's worth;
 - a throttled answer cuts the rate by 30 % (at most once a second: one burst of throttles is
-  one signal, not dozens), down to `floor` (a quarter of the ceiling by default);
+  one signal, not dozens), down to `floor` (1 call a second by default);
 - every answer that is not a throttle raises the rate by `CREEP` calls a second.
 
 Why those numbers. A cut costs 0.3 r a second; answers bring CREEP x (1 - f) x r, where f is
@@ -19,7 +19,7 @@ using the account's budget, or a share of calls refused at random) keeps f fixed
 rate, and lowering the rate cannot cure it: with CREEP = 0.5 the rate holds up to f = 40 %
 instead of sinking to the floor. Against a hard limit of L calls a second, answers come at L
 whatever the rate, and the rate settles near CREEP x L / 0.3 = 1.7 L: the calls beyond L are
-throttled and retried by botocore, never flooding. Pure apart from the clock and the sleep,
+throttled and retried by botocore, a bounded excess. Pure apart from the clock and the sleep,
 which are injected for tests.
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextvars
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ class RateLimiter:
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.ceiling = float(ceiling)
-        self.floor = self.ceiling / 4 if floor is None else min(float(floor), self.ceiling)
+        self.floor = min(1.0 if floor is None else float(floor), self.ceiling)
         self.rate = self.ceiling
         self.throttles = 0  # throttled answers seen
         self.waited = 0.0  # seconds callers spent waiting for a token
@@ -76,6 +77,8 @@ class RateLimiter:
     def acquire(self) -> float:
         """Take one token, waiting for it if the bucket is empty; returns the seconds waited.
         Waiting callers take tokens by priority (see `priority`), then in order of arrival."""
+        if math.isinf(self.ceiling):
+            return 0.0  # no budget (the embedded emulator)
         waited = 0.0
         with self._cond:
             ticket = (-_priority.get(), next(self._arrivals))

@@ -62,7 +62,7 @@ class AwsConfig:
     role_arn: str | None = None
     template_bucket: str | None = None  # s3://bucket/prefix for templates over 51,200 bytes
     wait_poll: float = 5.0  # the longest pause between two looks at a running operation
-    calls_per_second: float = 20.0  # the CloudFormation call budget's ceiling
+    calls_per_second: float | None = None  # the call budget's ceiling (None: 20; embedded: none)
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ class _Reader:
             role_arn=self.get(d, "role_arn", "aws", _string, None),
             template_bucket=bucket,
             wait_poll=self.get(d, "wait_poll", "aws", _duration, 5.0),
-            calls_per_second=self.get(d, "calls_per_second", "aws", _positive_number, 20.0),
+            calls_per_second=self.get(d, "calls_per_second", "aws", _positive_number, None),
         )
 
     def backup(self, value: object) -> BackupConfig:
