@@ -302,8 +302,9 @@ def measure_syncd_inprocess(ctx: Context, phase: str) -> float:
     with the journal. Imports and opening the journal are outside the timing.
     """
     from syncd import logs
-    from syncd.app import load_config, open_app
+    from syncd.app import open_app
     from syncd.apply import Outcome
+    from syncd.configfile import load_config
     from syncd.reconcile import observe_world
 
     logs.configure(json_output=True, level="warning")  # stderr, and only what matters

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -19,7 +17,7 @@ import structlog
 from syncd.apply import Applier, Waiter
 from syncd.approvals import Approvals
 from syncd.cloudformation import DEFAULT_CALLS_PER_SECOND, CloudFormation, make_session
-from syncd.core.config import Config, parse_config
+from syncd.core.config import Config
 from syncd.emulator import Emulator, start_emulator
 from syncd.errors import ConfigError
 from syncd.journal.mirror import Mirror
@@ -30,21 +28,7 @@ from syncd.slots import Slots
 from syncd.sources.git import GitSource
 from syncd.world import World
 
-DEFAULT_CONFIG = Path("/etc/syncd/syncd.yaml")
 EMBEDDED_TEMPLATE_BUCKET = "s3://syncd-templates"
-
-
-def config_path(arg: str | None) -> Path:
-    """-c/--config, else $SYNCD_CONFIG, else /etc/syncd/syncd.yaml."""
-    return Path(arg or os.environ.get("SYNCD_CONFIG") or DEFAULT_CONFIG)
-
-
-def load_config(path: Path) -> Config:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read the config file: {exc.strerror}"]) from None
-    return parse_config(text, str(path), path.resolve().parent)
 
 
 def read_webhook_secrets(config: Config) -> dict[str, bytes]:

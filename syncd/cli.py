@@ -123,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from syncd.app import config_path, load_config
+    from syncd.configfile import config_path, load_config
 
     return load_config(config_path(getattr(args, "config", None)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from syncd.app import config_path
+    from syncd.configfile import config_path
     from syncd.daemon import Daemon
 
     return Daemon(config_path(getattr(args, "config", None))).run()

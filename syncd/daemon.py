@@ -21,8 +21,9 @@ from types import FrameType
 
 import structlog
 
-from syncd.app import App, load_config, open_app, read_webhook_secrets
+from syncd.app import App, open_app, read_webhook_secrets
 from syncd.approvals import Approval, Approvals
+from syncd.configfile import load_config
 from syncd.core.journal_state import StackState
 from syncd.errors import ConfigError, SyncdError
 from syncd.http import Endpoints, Hook, HttpServer

@@ -11,9 +11,10 @@ asked about meanwhile, and every other caller takes its answer:
 - more: one paginated DescribeStacks of the whole account and region, which covers every stack
   (one missing from it is gone).
 
-So a look costs at most `max(1, pages)` calls however many stacks wait, and two looks start at
-least `gap` apart (0.1 s per page of the listing, at most `max_gap`): calls per second stay
-bounded while thousands of stacks wait.
+So a look costs at most `max(1, pages)` calls however many stacks wait, and the next look
+starts no sooner than its share of the call budget allows: a look of n calls is followed by a
+gap of n / (LOOK_SHARE x the budget's rate) seconds (at most `max_gap`), so waiting never takes
+more than half of the account's calls, however many stacks wait.
 
 A look is made once, without botocore's retries: the next tick is its retry, and one throttled
 look must not hold every waiter through an exponential back-off. A look that failed that way
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from syncd.cloudformation import CloudFormation, ObservedStack
 from syncd.errors import AwsError
 
-GAP_PER_PAGE = 0.1  # seconds between two looks, per page a listing takes
+LOOK_SHARE = 0.5  # the share of the call budget that looks may take
 
 
 class LookFailed(AwsError):
@@ -65,6 +66,7 @@ class World:
         self._looking = False
         self._last_start = float("-inf")
         self._pages = 1  # pages the last listing took
+        self._calls = 1  # calls the last look made
 
     # --- asking -------------------------------------------------------------------------------
 
@@ -119,14 +121,15 @@ class World:
                 self._cond.notify_all()
         with self._cond:
             self.looks += 1
-            self._pages = max(1, pages)
+            self._pages = self._calls = max(1, pages)
             self._record_listing(started, stacks)
         return stacks
 
     # --- looking ------------------------------------------------------------------------------
 
     def _gap(self) -> float:
-        return min(self.max_gap, GAP_PER_PAGE * self._pages)
+        rate = self.cfn.limiter.rate  # inf: no budget (the embedded emulator)
+        return min(self.max_gap, self._calls / (LOOK_SHARE * rate))
 
     def _look_locked(self) -> None:
         """Make one look for every stack wanted now; called with the lock held, released
@@ -144,6 +147,7 @@ class World:
             self._looking = False
             self._cond.notify_all()
         self.looks += 1
+        self._calls = pages or len(wanted)
         if pages:
             self._pages = pages
             self._record_listing(started, found)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.app import load_config
+from syncd.configfile import load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 EXAMPLES = sorted(CONFIG_DIR.glob("*.yaml"))

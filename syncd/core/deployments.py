@@ -20,6 +20,7 @@ from typing import Protocol
 import yaml
 
 from syncd.core.cfn_yaml import (
+    SafeLoader,
     TemplateSyntaxError,
     declared_parameters,
     no_echo_parameters,
@@ -249,7 +250,7 @@ def _read_text(tree: Tree, path: str, what: str, stack_name: str | None = None) 
 def _load_one(repo: RepoConfig, tree: Tree, path: str) -> StackSpec:
     text = _read_text(tree, path, "deployment file")
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         raise _Invalid(path, f"not valid YAML: {exc}") from exc
     if not isinstance(doc, dict):

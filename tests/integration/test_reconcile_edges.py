@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from syncd.app import App, load_config, open_app
+from syncd.app import App, open_app
 from syncd.apply import Outcome
+from syncd.configfile import load_config
 from syncd.core.journal_state import Kind, StackState
 from syncd.reconcile import observe_world
 from tests.conftest import TOPIC_TEMPLATE, Aws, deployment, topic_stack, write_config
