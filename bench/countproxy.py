@@ -11,6 +11,11 @@ What is counted: one call per HTTP request, keyed by (service, action).
 - action: `Action=` in the form-encoded body (the query protocol, which CloudFormation speaks),
   else in the query string, else the `X-Amz-Target` header (JSON protocol), else `?`.
 
+Each call is also logged with its arrival time (`time.monotonic()`, taken when the request's
+body has been read, before it is forwarded), service, action and the `StackName` it names (if
+any): `calls()` returns that log, `calls_since(t)` the part after `t`. `reset_counts()` clears
+the counters only; `reset_log()` clears the log.
+
 It is a reverse proxy, not a forward proxy: clients use its URL as their endpoint URL. It listens
 on 127.0.0.1 only and forwards to one upstream URL (the emulator) only.
 """
@@ -20,9 +25,11 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
 # Headers that belong to one connection and must not be forwarded.
 _HOP_BY_HOP = {
@@ -49,19 +56,37 @@ def service_from_authorization(header: str | None) -> str:
     return parts[3] if len(parts) >= 5 else "?"
 
 
-def action_of(body: bytes, query: str, target: str | None) -> str:
-    """The API action of one request (query protocol body or query string, or X-Amz-Target)."""
+def _form_field(body: bytes, query: str, name: str) -> str | None:
+    """The first value of form field `name` in the body (query protocol) or the query string."""
+    key = name.encode() + b"="
     for source in (body, query.encode()):
-        if source and b"Action=" in source:
+        if source and key in source:
             try:
                 fields = urllib.parse.parse_qs(source.decode("utf-8", "replace"))
             except ValueError:
                 fields = {}
-            if fields.get("Action"):
-                return fields["Action"][0]
+            if fields.get(name):
+                return fields[name][0]
+    return None
+
+
+def action_of(body: bytes, query: str, target: str | None) -> str:
+    """The API action of one request (query protocol body or query string, or X-Amz-Target)."""
+    action = _form_field(body, query, "Action")
+    if action:
+        return action
     if target:
         return target.rsplit(".", 1)[-1]
     return "?"
+
+
+class Call(NamedTuple):
+    """One request as the proxy saw it arrive."""
+
+    at: float  # time.monotonic() when its body had been read
+    service: str
+    action: str
+    stack: str  # the StackName it names ("" if none)
 
 
 class CountingProxy:
@@ -74,6 +99,7 @@ class CountingProxy:
         self._upstream = (parsed.hostname, parsed.port or 80)
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._log: list[Call] = []
         self._local = threading.local()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._make_handler())
         self._server.daemon_threads = True
@@ -102,9 +128,25 @@ class CountingProxy:
         with self._lock:
             return Counter(self._counts)
 
-    def _count(self, service: str, action: str) -> None:
+    def _count(self, service: str, action: str, at: float | None = None, stack: str = "") -> None:
         with self._lock:
             self._counts[(service, action)] += 1
+            self._log.append(Call(time.monotonic() if at is None else at, service, action, stack))
+
+    # -- the timestamped log --------------------------------------------------------------
+    def reset_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def calls(self) -> list[Call]:
+        """Every call since the last `reset_log()`, in the order they were counted."""
+        with self._lock:
+            return list(self._log)
+
+    def calls_since(self, since: float) -> list[Call]:
+        """The calls that arrived at or after `since` (a `time.monotonic()` value)."""
+        with self._lock:
+            return [c for c in self._log if c.at >= since]
 
     # -- forwarding -----------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
@@ -149,10 +191,13 @@ class CountingProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                at = time.monotonic()
                 query = urllib.parse.urlsplit(self.path).query
                 proxy._count(
                     service_from_authorization(self.headers.get("Authorization")),
                     action_of(body, query, self.headers.get("X-Amz-Target")),
+                    at,
+                    _form_field(body, query, "StackName") or "",
                 )
                 headers = [
                     (k, v)

@@ -1,7 +1,14 @@
-"""moto's server in a process of its own, for benchmarks that must not share its interpreter."""
+"""moto's server in a process of its own, for benchmarks that must not share its interpreter.
+
+`start_moto()` runs the plain `moto_server` command. `start_moto(patched=True)` runs syncd's
+embedded emulator (`syncd.emulator.start_emulator`, moto's server with syncd's fix for outputs,
+parameters and tags after `ExecuteChangeSet`) in a Python process of its own instead, for
+benchmarks whose stacks are deployed through change sets and read back with `DescribeStacks`.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -16,15 +23,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    """`moto_server` on a free loopback port; returns the process and its URL."""
+# The patched emulator's process: syncd's start_emulator on the given port, until killed.
+# With "serial", one request at a time: moto's backends are not thread-safe (DescribeStacks by
+# name iterates the stacks while a concurrent create adds one: a 500 "OrderedDict mutated
+# during iteration", seen with 1,000 stacks and 4 clients), and moto holds the GIL anyway.
+_PATCHED = """\
+import logging, sys, threading
+sys.path.insert(0, sys.argv[2])
+logging.disable(logging.WARNING)  # moto's and werkzeug's per-request lines
+if sys.argv[3] == "serial":
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+    lock, call = threading.Lock(), DomainDispatcherApplication.__call__
+    def serial_call(self, environ, start_response):
+        with lock:
+            return list(call(self, environ, start_response))
+    DomainDispatcherApplication.__call__ = serial_call
+from syncd.emulator import start_emulator
+start_emulator(int(sys.argv[1]))
+threading.Event().wait()
+"""
+
+
+def start_moto(patched: bool = False, serial: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's server on a free loopback port; returns the process and its URL.
+
+    `patched`: syncd's emulator (moto with syncd's ExecuteChangeSet fix) in a process of its
+    own, rather than the `moto_server` command; with `serial` too, it answers one request at a
+    time. `BENCH_MOTO_STDERR=1` in the environment shows the server's stderr (its tracebacks).
+    """
     port = free_port()
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-    proc = subprocess.Popen(
-        [server, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    if patched:
+        root = str(Path(__file__).resolve().parent.parent)
+        cmd = [sys.executable, "-c", _PATCHED, str(port), root, "serial" if serial else "-"]
+    else:
+        server = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+        cmd = [server or "moto_server", "-H", "127.0.0.1", "-p", str(port)]
+    stderr = None if os.environ.get("BENCH_MOTO_STDERR") else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()

@@ -77,8 +77,13 @@ def _git(repo: Path, *args: str) -> None:
     )
 
 
-def make_workload(root: Path, n: int) -> Workload:
-    """Create the repo, the sceptre project and the aws CLI loop for `n` stacks under `root`."""
+def make_workload(root: Path, n: int, env: str = "bench", peer_inputs: bool = True) -> Workload:
+    """Create the repo, the sceptre project and the aws CLI loop for `n` stacks under `root`.
+
+    `env` is every stack's `Env` parameter (it names the stacks' SNS topics and SSM parameters,
+    so workloads deployed side by side need different values); `peer_inputs=False` writes the
+    repo alone (no sceptre project, no aws CLI loop; their paths in the Workload do not exist).
+    """
     if root.exists():
         shutil.rmtree(root)
     repo = root / "repo"
@@ -92,7 +97,7 @@ def make_workload(root: Path, n: int) -> Workload:
             name=f"stack-{nn}",
             template_path=f"templates/stack-{nn}.yaml",
             deployment_path=f"deployments/stack-{nn}.yaml",
-            parameters={"Env": "bench"},
+            parameters={"Env": env},
             tags={"team": "bench", "owner": f"svc-{nn}"},
         )
         stacks.append(stack)
@@ -108,8 +113,10 @@ def make_workload(root: Path, n: int) -> Workload:
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", f"{n} benchmark stacks")
 
-    sceptre_dir = _make_sceptre_project(root / "sceptre", repo, stacks)
-    awscli_script = _make_awscli_script(root / "awscli-deploy.sh", repo, stacks)
+    sceptre_dir, awscli_script = root / "sceptre", root / "awscli-deploy.sh"
+    if peer_inputs:
+        _make_sceptre_project(sceptre_dir, repo, stacks)
+        _make_awscli_script(awscli_script, repo, stacks)
     return Workload(root, repo, sceptre_dir, awscli_script, stacks)
 
 
