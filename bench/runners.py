@@ -34,6 +34,10 @@ from workload import Workload
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
 SUBPROCESS_TIMEOUT_S = 900
+# moto completes everything at once and throttles nothing: syncd's call budget (20 calls a
+# second by default, for AWS's quotas) would set the pace of this comparison, not syncd's work.
+# bench/pace.py measures syncd with its default budget, at CloudFormation's pace.
+INSTANT_BUDGET = {"calls_per_second": 1000}
 
 
 class PeerFailed(RuntimeError):
@@ -266,7 +270,7 @@ class Syncd(Peer):
         (run_dir / "syncd-state").mkdir(parents=True)
         config = {
             "state_dir": str(run_dir / "syncd-state"),
-            "aws": {"region": "us-east-1", "endpoint_url": ctx.proxy_url},
+            "aws": {"region": "us-east-1", "endpoint_url": ctx.proxy_url, **INSTANT_BUDGET},
             "repos": [
                 {
                     "name": "bench",
@@ -317,7 +321,7 @@ def measure_syncd_inprocess(ctx: Context, phase: str) -> float:
         run_dir.mkdir(parents=True)
         config = {
             "state_dir": str(run_dir / "syncd-state"),
-            "aws": {"region": "us-east-1", "endpoint_url": ctx.proxy_url},
+            "aws": {"region": "us-east-1", "endpoint_url": ctx.proxy_url, **INSTANT_BUDGET},
             "repos": [{"name": "bench", "url": str(ctx.workload.repo), "branch": "main"}],
         }
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))

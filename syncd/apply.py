@@ -37,6 +37,7 @@ from syncd.cloudformation import (
     ChangeSetInfo,
     CloudFormation,
     NoChanges,
+    NotFound,
     ObservedStack,
     StackEvent,
 )
@@ -120,9 +121,9 @@ class NotExecuted(AwsError):
 
 _EXECUTION_STARTED = frozenset({"EXECUTE_IN_PROGRESS", "EXECUTE_COMPLETE", "EXECUTE_FAILED"})
 
-# How many polls a just-executed stack may still look unstarted (REVIEW_IN_PROGRESS, missing,
-# or its old status) before syncd takes that at face value.
-_START_POLLS = 20
+# How long a just-executed stack may still look unstarted (REVIEW_IN_PROGRESS, missing, or its
+# old status) before syncd takes that at face value.
+_START_WINDOW = 75.0
 # Missed looks in a row (each a pause longer than the last) before the error counts.
 _LOOK_TRIES = 12
 
@@ -233,12 +234,20 @@ class Applier:
 
     def _guarded(self, stack: str, log: Any, step: Any) -> Outcome:
         try:
+            if self.waiter.stop.is_set():
+                raise Interrupted()  # stopping: a stack that got its slot late starts nothing
             outcome: Outcome = step()
             return outcome
         except Interrupted:
             log.info("apply.interrupted")
             return Outcome.INTERRUPTED
         except NotExecuted as exc:
+            if exc.code == STACK_BUSY:
+                # Refused before it ran (the stack turned busy): not run, and blocked until the
+                # other operation is over.
+                self._fail(stack, f"did not run: {exc}", True, log)
+                view = self.journal.state.stacks.get(stack)
+                return self._block(stack, view.repo if view else "", None, log, reason=str(exc))
             return self._fail(stack, str(exc), exc.retryable, log)
         except AwsError as exc:
             view = self.journal.state.stacks.get(stack)
@@ -274,12 +283,25 @@ class Applier:
             return self._resume_execution(spec.name, attempt, log)
         if attempt is not None and attempt.awaiting_approval and _manual(desired):
             return Outcome.AWAITING_APPROVAL  # nothing new: no call until someone approves
-        if attempt is None and view is not None and view.holds_applied(desired.digest):
+        if attempt is None and view is not None and view.may_hold_applied(desired.digest):
             # A revert to what was last applied, after a failure that left the stack as it
-            # was (or a broken file, fixed): in sync again, and no call says otherwise.
-            self.journal.append(Kind.BACK_IN_SYNC, repo=spec.repo, stack=spec.name, commit=commit)
-            log.info("apply.back_in_sync", version=view.version)
-            return Outcome.IN_SYNC
+            # was (or a broken file, fixed): if the stack, settled, shows what syncd applied,
+            # it is in sync again without a change set; else the change set below decides.
+            observed, _ = self._observe(spec.name, fresh_after)
+            if (
+                observed is not None
+                and condition(observed.status) is Condition.STABLE
+                and view.differs_from(observed.parameters, observed.tags) is None
+            ):
+                self.journal.append(
+                    Kind.BACK_IN_SYNC,
+                    repo=spec.repo,
+                    stack=spec.name,
+                    commit=commit,
+                    stack_status=observed.status,
+                )
+                log.info("apply.back_in_sync", version=view.version)
+                return Outcome.IN_SYNC
         if attempt is None and not self._needs_apply(view, desired):
             failed = view is not None and view.state is StackState.FAILED
             return Outcome.FAILED if failed else Outcome.IN_SYNC
@@ -396,6 +418,10 @@ class Applier:
                 # Left by a run that crashed before recording it: use it, or clear it away.
                 arn = self._find_change_set(spec.name, name)
                 continue
+            except NotFound as exc:
+                # An update of a stack deleted since syncd looked: the next pass looks again
+                # (and creates it).
+                raise AwsError(f"{exc} (deleted since syncd looked)", retryable=True) from exc
             log.info("change_set.created", change_set=name, change_set_type=action.upper())
         if arn is None:
             raise AwsError(f"change set {name} exists and could not be replaced", retryable=True)
@@ -505,11 +531,14 @@ class Applier:
     ) -> Outcome:
         observed = self._wait_stack(stack, log, change_set=change_set, baseline=baseline)
         # One look at the events, once the stack has settled: they go to the log in order,
-        # and a failure's reason is read from the same page.
-        events = self._log_events(stack, since, log)
+        # and a failure's reason is read from the same page. They never decide the outcome: a
+        # result is recorded even if they cannot be read.
         status = observed.status if observed else None
         if status is not None and operation_succeeded(status):
-            return self._record_result(stack, Result.SUCCEEDED, observed, log)
+            outcome = self._record_result(stack, Result.SUCCEEDED, observed, log)
+            self._log_events(stack, since, log)
+            return outcome
+        events = self._log_events(stack, since, log)
         reason = _failure_reason(events) or (observed.reason if observed else None)
         if observed is None:
             reason = "the stack disappeared while it was being changed"
@@ -531,11 +560,11 @@ class Applier:
 
         Right after an execute the stack may not show the operation yet (REVIEW_IN_PROGRESS,
         not listed, or still its old status): that is not taken as the end of it."""
-        seen_at = time.monotonic()  # only looks that start after the call that began it
+        seen_at = began = time.monotonic()  # only looks that start after the call began it
         for poll, _ in enumerate(self.waiter.settling()):
             observed, seen_at = self._observe(stack, seen_at)
             settled = observed is None or is_settled(observed.status)
-            if settled and not deleting and poll < _START_POLLS:
+            if settled and not deleting and seen_at - began < _START_WINDOW:
                 settled = not self._not_started(stack, observed, change_set, baseline, poll)
             if settled:
                 return observed
@@ -547,6 +576,8 @@ class Applier:
         (throttled, AWS unwell) is asked for again after a pause, up to `_LOOK_TRIES` times
         in a row (about as long as botocore's own retries would have taken)."""
         for tries, _ in enumerate(self.waiter.pauses(), start=1):
+            if self.waiter.stop.is_set():
+                raise Interrupted()
             try:
                 return self.world.observe(stack, newer_than)
             except LookFailed as exc:
@@ -579,8 +610,13 @@ class Applier:
         )
 
     def _log_events(self, stack: str, since: datetime, log: Any) -> list[StackEvent]:
-        """The stack's events since `since`, oldest first, each logged once."""
-        events = self.cfn.events(stack, since)
+        """The stack's events since `since`, oldest first, each logged once (none, with a
+        warning, if they cannot be read: e.g. a role without DescribeStackEvents)."""
+        try:
+            events = self.cfn.events(stack, since)
+        except AwsError as exc:
+            log.warning("stack.events_unreadable", error=str(exc))
+            return []
         for event in events:
             log.info(
                 "stack.event",

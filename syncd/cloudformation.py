@@ -69,7 +69,7 @@ _BUSY = re.compile(
     r"is in \w+_IN_PROGRESS state and can ?not be updated|cannot be deleted while in status"
 )
 
-_THROTTLING_CODES = frozenset(
+THROTTLING_CODES = frozenset(
     {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
 )
 
@@ -239,7 +239,7 @@ class CloudFormation:
             return  # no answer (a connection error): says nothing about the rate
         http, parsed = response
         code = (parsed or {}).get("Error", {}).get("Code", "")
-        if code in _THROTTLING_CODES or getattr(http, "status_code", 0) == 429:
+        if code in THROTTLING_CODES or getattr(http, "status_code", 0) == 429:
             self.limiter.throttled()
         else:
             self.limiter.answered()

@@ -92,7 +92,10 @@ class RepoWorker:
             self.passes += 1
             if self.metrics is not None:
                 self.metrics.pass_done(self.sync.repo.name, time.monotonic() - started, ok)
-            self.after_pass(self)
+            try:
+                self.after_pass(self)
+            except Exception:  # waking the other repos must never end this one's loop
+                self.log.exception("pass.after_failed")
             self.mailbox.wait(next_delay(self.sync.repo.poll_interval, failures))
 
 

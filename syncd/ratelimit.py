@@ -41,6 +41,10 @@ COOLDOWN = 1.0  # seconds: throttles closer together than this are one signal
 _priority: contextvars.ContextVar[int] = contextvars.ContextVar("call_priority", default=0)
 
 
+def current_priority() -> int:
+    return _priority.get()
+
+
 @contextmanager
 def priority(value: int) -> Iterator[None]:
     """Calls made in this block (this thread) take tokens before calls of lower priority: a

@@ -94,6 +94,8 @@ class RepoSync:
         self._running = threading.Lock()
         self._external: set[str] = set()  # other repos' stacks whose outputs this repo reads
         self._last_external: tuple[Any, ...] = ()
+        self._read: dict[str, dict[str, str]] = {}  # outputs as this pass read them
+        self._held_by: set[str] = set()  # other repos' stacks that were applying when read
         self._conflicts: set[str] = set()  # stacks another repo owns, logged once
         self._pass_started = 0.0  # monotonic: the looks at CloudFormation this pass trusts
         self._heights: dict[str, int] = {}  # this pass's critical-path heights
@@ -118,6 +120,7 @@ class RepoSync:
         ):
             report.skipped = True
             return report
+        self._read, self._held_by = {}, set()
         log = self.log.bind(commit=commit[:12])
         tree = self.source.tree(commit)
         loaded = load_stacks(self.repo, tree)
@@ -145,7 +148,8 @@ class RepoSync:
                 d for s in loaded.stacks.values() for d in s.dependencies if d not in loaded.stacks
             }
             self._last_commit = commit
-            self._last_external = self._external_outputs()
+            # As read, not as now: an output that changed after this pass read it is new.
+            self._last_external = self._external_outputs(self._read)
         return report
 
     # --- steps --------------------------------------------------------------------------------
@@ -266,17 +270,25 @@ class RepoSync:
     def waits_on_outputs(self) -> bool:
         """Whether outputs of other repos' stacks that this repo reads have changed since its
         last pass (a stack here waits on them): the daemon then wakes this repo at once."""
+        stacks = self.journal.state.stacks
+        if any((v := stacks.get(n)) is None or v.attempt is None for n in self._held_by):
+            return True  # a stack another repo was applying has settled (whatever its outputs)
         return bool(self._external) and self._external_outputs() != self._last_external
 
-    def _external_outputs(self) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
-        """The outputs of the other repos' stacks this repo's stacks read: when they change,
-        the pass must run even though this repo's commit did not move."""
+    def _external_outputs(
+        self, read: Mapping[str, Mapping[str, str]] | None = None
+    ) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+        """The outputs of the other repos' stacks this repo's stacks read (as `read` says they
+        were read, else as they are now): when they change, the pass must run even though this
+        repo's commit did not move."""
         stacks = self.journal.state.stacks
-        return tuple(
-            (name, tuple(sorted(stacks[name].outputs.items())))
-            for name in sorted(self._external)
-            if name in stacks
-        )
+        out = []
+        for name in sorted(self._external):
+            view = stacks.get(name)
+            outputs = (read or {}).get(name, view.outputs if view is not None else None)
+            if outputs is not None:
+                out.append((name, tuple(sorted(outputs.items()))))
+        return tuple(out)
 
     def _attribute(
         self, invalid: Mapping[str, InvalidStack], good: Mapping[str, StackSpec]
@@ -380,7 +392,7 @@ class RepoSync:
         ):
             return Outcome.FAILED  # a retry is due later, not yet
         with self._slot(spec.name):
-            outcome = self.applier.apply(desired, commit, self._pass_started)
+            outcome = self.applier.apply(desired, commit)  # looks newer than now: it may wait
         approval = self._approved.pop(spec.name, None)
         if approval is not None:  # after apply: a newer commit has replaced a stale change set
             if outcome is Outcome.AWAITING_APPROVAL:
@@ -409,8 +421,10 @@ class RepoSync:
         if view is not None and view.attempt is not None and view.repo != self.repo.name:
             # Another repo is applying it now: its outputs are read once it has settled (that
             # repo's pass wakes this one, see `waits_on_outputs`).
+            self._held_by.add(stack)
             raise UnresolvedOutput(f"stack {stack!r} is being applied by repo {view.repo!r}")
         if view is not None and view.version is not None:
+            self._read[stack] = dict(view.outputs)
             return view.outputs
         if view is not None:
             return None  # managed by syncd but never deployed
@@ -518,16 +532,7 @@ def _drift(view: StackView, now: Any) -> str | None:
         return None  # an apply is open: the resume path looks at it
     if now is None:
         return "the stack is gone: deleted outside syncd"
-    changed = sorted(
-        k
-        for k, v in view.parameters.items()
-        if v != "****" and now.parameters.get(k, v) not in (v, "****")
-    )
-    if changed:
-        return f"parameters changed outside syncd: {', '.join(changed)}"
-    if view.tags and {k: now.tags.get(k) for k in view.tags} != view.tags:
-        return "tags changed outside syncd"
-    return None
+    return view.differs_from(now.parameters, now.tags)
 
 
 def jittered(seconds: float) -> float:

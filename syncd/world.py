@@ -31,7 +31,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from syncd.cloudformation import CloudFormation, ObservedStack
+from syncd import ratelimit
+from syncd.cloudformation import THROTTLING_CODES, CloudFormation, ObservedStack
 from syncd.errors import AwsError
 
 LOOK_SHARE = 0.5  # the share of the call budget that looks may take
@@ -61,6 +62,7 @@ class World:
         self.looks = 0  # how many looks were made (for tests and metrics)
         self._cond = threading.Condition()
         self._wanted: Counter[str] = Counter()
+        self._priorities: Counter[int] = Counter()  # of the callers waiting: a look takes the top
         self._seen: dict[str, tuple[float, ObservedStack | None]] = {}
         self._errors: dict[str, LookFailed] = {}
         self._looking = False
@@ -74,8 +76,10 @@ class World:
         """The stack (None: not there) as the first look started after `newer_than` saw it,
         and that look's start time (pass it as `newer_than` to ask for the next look).
         Raises LookFailed when that look failed for this stack."""
+        priority = ratelimit.current_priority()
         with self._cond:
             self._wanted[name] += 1
+            self._priorities[priority] += 1
             try:
                 while True:
                     seen = self._seen.get(name)
@@ -100,6 +104,9 @@ class World:
                 self._wanted[name] -= 1
                 if not self._wanted[name]:
                     del self._wanted[name]
+                self._priorities[priority] -= 1
+                if not self._priorities[priority]:
+                    del self._priorities[priority]
 
     def current(self, name: str, max_age: float) -> ObservedStack | None:
         """The stack as a look at most `max_age` seconds old saw it (making one if needed)."""
@@ -115,14 +122,14 @@ class World:
             self._last_start = started
         try:
             stacks, pages = self.cfn.describe_all_pages()
+            with self._cond:
+                self.looks += 1
+                self._pages = self._calls = max(1, pages)
+                self._record_listing(started, stacks)
         finally:
             with self._cond:
                 self._looking = False
                 self._cond.notify_all()
-        with self._cond:
-            self.looks += 1
-            self._pages = self._calls = max(1, pages)
-            self._record_listing(started, stacks)
         return stacks
 
     # --- looking ------------------------------------------------------------------------------
@@ -139,9 +146,12 @@ class World:
         started = max(self.clock(), self._last_start + 1e-6)
         self._looking = True
         self._last_start = started
+        # The look is for every waiter: it takes tokens at the highest priority among them.
+        top = max(self._priorities, default=0)
         self._cond.release()
         try:
-            found, errors, pages = self._look(wanted)
+            with ratelimit.priority(top):
+                found, errors, pages = self._look(wanted)
         finally:
             self._cond.acquire()
             self._looking = False
@@ -165,9 +175,9 @@ class World:
                 stacks, pages = self.cfn.describe_all_pages(once=True)
                 return stacks, {}, max(1, pages)
             except AwsError as exc:
-                if exc.retryable:  # throttled, or AWS unwell: missed for all, until next tick
+                if exc.code in THROTTLING_CODES:  # missed for all, until the next tick
                     return {}, dict.fromkeys(wanted, exc), 0
-                # else one stack may spoil a listing: ask for each by name
+                # else one stack may spoil a listing (moto's 500): ask for each by name
         found: dict[str, ObservedStack] = {}
         errors: dict[str, AwsError] = {}
         for name in wanted:

@@ -35,7 +35,8 @@ class Kind(StrEnum):
     OBSERVED = "observed"  # what CloudFormation showed: {stack, stack_status, outputs, drift}
     REMOVED = "removed"  # the deployment file is gone and prune is off: {repo, stack}
     BACK_IN_SYNC = "back_in_sync"  # a commit wants again what was last applied, and the stack
-    #                                still holds it: in sync without a call: {repo, stack, commit}
+    #                                still holds it: in sync without a change set: {repo, stack,
+    #                                commit, stack_status}
 
 
 class StackState(StrEnum):
@@ -105,10 +106,11 @@ class StackView:
     deployment_file: str | None = None  # the file that last described the stack
     removed: bool = False
 
-    def holds_applied(self, digest: str) -> bool:
-        """Whether a stack syncd shows as failed still holds what it last applied, and `digest`
-        asks for exactly that: its later version failed before it ran or was rolled back, or its
-        deployment file was invalid. Then no change set is needed to call it in sync again."""
+    def may_hold_applied(self, digest: str) -> bool:
+        """Whether a stack syncd shows as failed may still hold what it last applied, and
+        `digest` asks for exactly that: its later version failed before it ran or was rolled
+        back, or its deployment file was invalid. The caller confirms with a look at the stack
+        (`differs_from`, and a settled status) before calling it in sync without a change set."""
         if self.version is None or self.digest != digest or self.attempt is not None:
             return False
         if self.state is not StackState.FAILED:
@@ -116,6 +118,20 @@ class StackView:
         if self.invalid_file is not None or self.stack_status == "UPDATE_ROLLBACK_COMPLETE":
             return True  # nothing was applied, or the rollback put back what was
         return not self.failed_executed and self.stack_status in _UNTOUCHED
+
+    def differs_from(self, parameters: Mapping[str, str], tags: Mapping[str, str]) -> str | None:
+        """How the parameters and tags CloudFormation shows differ from those syncd applied
+        (NoEcho values, shown as ****, are not compared), or None."""
+        changed = sorted(
+            k
+            for k, v in self.parameters.items()
+            if v != "****" and parameters.get(k, v) not in (v, "****")
+        )
+        if changed:
+            return f"parameters changed outside syncd: {', '.join(changed)}"
+        if self.tags and {k: tags.get(k) for k in self.tags} != self.tags:
+            return "tags changed outside syncd"
+        return None
 
     def as_status(self) -> dict[str, Any]:
         return {
@@ -404,6 +420,8 @@ def _back_in_sync(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     view.retryable = False
     view.invalid_file = None
     view.last_sync = r.time
+    if d.get("stack_status") is not None:
+        view.stack_status = d["stack_status"]
 
 
 _HANDLERS = {

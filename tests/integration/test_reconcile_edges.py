@@ -170,13 +170,14 @@ def test_reverting_a_failed_update_brings_the_stack_back_in_sync(repo, aws, sync
     assert s.state.stacks["s"].state is StackState.FAILED
     assert s.state.stacks["s"].stack_status == "UPDATE_ROLLBACK_COMPLETE"
 
-    calls = aws.proxy.count()
+    aws.proxy.calls.clear()
     repo.commit({"deployments/s.yaml": deployment(Name="v1")})  # git revert
     report = s.sync()
-    # The rollback put v1 back, which is what the revert asks for: in sync again, no change
-    # set, no new version (moto itself never undid v2; the proxy shows the rollback).
+    # The rollback put v1 back, which is what the revert asks for, and a look confirms it: in
+    # sync again, no change set, no new version (moto itself never undid v2; the proxy shows
+    # the rollback's parameters, as CloudFormation would).
     assert report.outcomes["s"] is Outcome.IN_SYNC
-    assert aws.proxy.count() == calls
+    assert aws.proxy.calls == ["DescribeStacks"]
     view = s.state.stacks["s"]
     assert (view.state, view.version, view.failed_digest) == (StackState.IN_SYNC, 1, None)
     assert [(r.version, r.result.value) for r in s.state.history] == [
@@ -193,10 +194,10 @@ def test_fixing_a_broken_deployment_file_makes_no_change_set(repo, aws, syncd):
     repo.commit({"deployments/s.yaml": "template-file-path: [unclosed\n"})
     report = s.sync()
     assert "s" in report.invalid and s.state.stacks["s"].state is StackState.FAILED
-    calls = aws.proxy.count()
+    aws.proxy.calls.clear()
     repo.commit({"deployments/s.yaml": deployment(Name="v1")})
     assert s.sync().outcomes["s"] is Outcome.IN_SYNC
-    assert aws.proxy.count() == calls
+    assert aws.proxy.calls == ["DescribeStacks"]  # the look that confirms it, no change set
     assert s.state.stacks["s"].state is StackState.IN_SYNC
     assert len(s.state.history) == 1
 
@@ -417,3 +418,107 @@ def test_a_stack_that_turns_busy_after_the_look_is_blocked_then_applied(repo, aw
     assert "UPDATE_IN_PROGRESS" in s.state.stacks["s"].message
     assert s.sync().outcomes["s"] is Outcome.SUCCEEDED  # the next pass finds it idle
     assert aws.parameters("s") == {"Name": "v2"}
+
+
+def test_a_fix_back_to_what_was_applied_does_not_hide_a_drift(repo, aws, syncd):
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo})
+    assert s.sync().ok
+    aws.cfn.update_stack(  # changed by hand, then seen at start
+        StackName="s",
+        UsePreviousTemplate=True,
+        Parameters=[{"ParameterKey": "Name", "ParameterValue": "hacked"}],
+    )
+    s.restart()
+    assert s.state.stacks["s"].state is StackState.DRIFTED
+    repo.commit({"deployments/s.yaml": "template-file-path: [unclosed\n"})
+    s.sync()
+    repo.commit({"deployments/s.yaml": deployment(Name="v1")})
+    assert s.sync().outcomes["s"] in (Outcome.SUCCEEDED, Outcome.NO_CHANGES)
+    assert aws.parameters("s") == {"Name": "v1"}  # brought back, not called in sync
+    assert s.kinds("s")[-1] is Kind.RESULT
+
+
+def test_a_stack_deleted_by_hand_is_not_called_back_in_sync(repo, aws, syncd):
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo})
+    assert s.sync().ok
+    repo.commit({"deployments/s.yaml": "template-file-path: [unclosed\n"})
+    s.sync()
+    aws.cfn.delete_stack(StackName="s")
+    repo.commit({"deployments/s.yaml": deployment(Name="v1")})
+    s.sync()
+    assert aws.parameters("s") == {"Name": "v1"}  # the look found it gone: created again
+    assert s.state.stacks["s"].state is StackState.IN_SYNC
+
+
+def test_events_that_cannot_be_read_do_not_undo_a_success(repo, aws, syncd):
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo})
+    assert s.sync().ok
+    aws.proxy.error("DescribeStackEvents", 400, "AccessDenied", 1, "no events for you")
+    repo.commit({"deployments/s.yaml": deployment(Name="v2")})
+    assert s.sync().outcomes["s"] is Outcome.SUCCEEDED
+    view = s.state.stacks["s"]
+    assert (view.state, view.version, view.attempt) == (StackState.IN_SYNC, 2, None)
+
+
+def test_an_execute_refused_as_busy_is_not_run_and_blocks_the_stack(repo, aws, syncd):
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo})
+    assert s.sync().ok
+    busy = "Stack:arn:aws:cloudformation:us-east-1:123456789012:stack/s/1 is in UPDATE_IN_PROGRESS"
+    aws.proxy.error(
+        "ExecuteChangeSet", 400, "ValidationError", 1, busy + " state and can not be updated."
+    )
+    repo.commit({"deployments/s.yaml": deployment(Name="v2")})
+    assert s.sync().outcomes["s"] is Outcome.BLOCKED
+    assert "UPDATE_IN_PROGRESS" in s.state.stacks["s"].message
+    assert s.sync().outcomes["s"] is Outcome.SUCCEEDED
+    assert aws.parameters("s") == {"Name": "v2"}
+
+
+def test_a_reader_is_woken_when_its_upstream_settles_even_with_the_same_outputs(
+    repo, other_repo, aws, syncd
+):
+    network = TOPIC_TEMPLATE.replace(
+        "Resources:",
+        "  Extra:\n    Type: String\nResources:\n  Note:\n    Type: AWS::SSM::Parameter\n"
+        "    Properties:\n      Name: !Sub '/${AWS::StackName}/extra'\n      Type: String\n"
+        "      Value: !Ref Extra\n",
+    )
+    other_repo.commit(
+        {
+            "templates/network.yaml": network,
+            "deployments/network.yaml": deployment("templates/network.yaml", Name="n", Extra="1"),
+        }
+    )
+    repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "deployments/app.yaml": deployment(Name={"stack-output": "network.TopicName"}),
+        }
+    )
+    s = syncd({"r": repo, "platform": other_repo})
+    assert s.sync("platform").ok and s.sync("r").ok
+    outputs = dict(s.state.stacks["network"].outputs)
+    aws.proxy.pace(change_set=0.2, operation=1.5)
+    # Extra only: network's outputs stay as they are.
+    other_repo.commit(
+        {"deployments/network.yaml": deployment("templates/network.yaml", Name="n", Extra="2")}
+    )
+    platform = threading.Thread(target=s.sync, args=("platform",))
+    platform.start()
+    deadline = time.monotonic() + 10
+    while not (a := s.state.stacks["network"].attempt) or not a.executing:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    app = deployment(Name={"stack-output": "network.TopicName"})
+    repo.commit({"deployments/app.yaml": app + "tags: {t: '3'}\n"})
+    assert s.sync("r").outcomes["app"] is Outcome.BLOCKED
+    platform.join(30)
+    assert s.state.stacks["network"].outputs == outputs  # settled, outputs unchanged
+    assert s.app.syncs["r"].waits_on_outputs()  # its upstream settled: wake it
+    assert s.sync("r").outcomes["app"].ok  # (moto sees a tag-only change set as no changes)
+    assert s.state.stacks["app"].state is StackState.IN_SYNC
+    assert not s.app.syncs["r"].waits_on_outputs()

@@ -101,3 +101,50 @@ def test_a_listing_that_fails_falls_back_to_names_and_errors_stay_with_their_sta
     with pytest.raises(AwsError, match="not yours"):
         world.observe("w000", time.monotonic())
     assert world.observe("w000", time.monotonic())[0] is not None  # the next look is fine
+
+
+def test_a_listing_spoiled_by_a_server_error_falls_back_to_names(aws, world):
+    names = make_stacks(aws, 3)
+    world.look_all()
+    # moto answers 500 to a listing that holds some resource types: not a throttle, so the
+    # stacks wanted are asked about by name (a look is made once: no botocore retry).
+    aws.proxy.error("DescribeStacks", 500, "InternalFailure", 1)
+    asked = time.monotonic()
+    stacks = {}
+    barrier = threading.Barrier(len(names))
+
+    def wait(name: str) -> None:
+        barrier.wait()
+        stacks[name] = world.observe(name, asked)[0]
+
+    threads = [threading.Thread(target=wait, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(stacks[n] is not None for n in names)
+
+
+def test_a_throttled_look_is_missed_for_every_waiter_and_not_retried(aws, world):
+    names = make_stacks(aws, 3)
+    world.look_all()
+    aws.proxy.throttle("DescribeStacks", 1)
+    aws.proxy.calls.clear()
+    asked = time.monotonic()
+    errors = []
+    barrier = threading.Barrier(len(names))
+
+    def wait(name: str) -> None:
+        barrier.wait()
+        try:
+            world.observe(name, asked)
+        except AwsError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wait, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(errors) == 3 and all(e.retryable for e in errors)
+    assert aws.proxy.calls == ["DescribeStacks"]  # one throttled listing, no back-off retries

@@ -90,37 +90,74 @@ def test_a_stack_starts_as_soon_as_its_own_dependency_is_done():
     assert finished["after"] <= finished["slow"]
 
 
-def test_slots_are_granted_by_height_then_repo_fairness():
-    slots = Slots(1)
+def _queue_behind(
+    slots: Slots, asks: list[tuple[str, str, int]]
+) -> tuple[list[str], list[threading.Thread]]:
+    """Each ask queues (in this order) while every slot is held; returns the order granted."""
     order: list[str] = []
-    gate = threading.Event()
-    lined_up = threading.Barrier(5)
-
-    def hold_first() -> None:
-        with slots.take("big", "first"):
-            lined_up.wait()
-            gate.wait(5)
-            time.sleep(0.2)  # let every other thread reach its place in the line
-
-    def ask(repo: str, stack: str, height: int) -> None:
-        lined_up.wait()
-        with slots.take(repo, stack, height):
-            order.append(stack)
-
-    threads = [threading.Thread(target=hold_first)] + [
-        threading.Thread(target=ask, args=a)
-        for a in [("big", "big-leaf", 1), ("small", "small-leaf", 1), ("big", "big-head", 3)]
-    ]
-    # the fourth party of the barrier is this thread
-    for t in threads:
+    threads = []
+    for repo, stack, height in asks:
+        t = threading.Thread(target=lambda a=(repo, stack, height): _take(slots, a, order))
         t.start()
-    lined_up.wait()
+        threads.append(t)
+        deadline = time.monotonic() + 5
+        while len(slots._waiting) < len(threads):  # in line before the next one asks
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    return order, threads
+
+
+def _take(slots: Slots, ask: tuple[str, str, int], order: list[str]) -> None:
+    repo, stack, height = ask
+    with slots.take(repo, stack, height):
+        order.append(stack)
+
+
+def test_slots_go_to_the_critical_path_first():
+    slots = Slots(1)
+    gate = threading.Event()
+    holder = threading.Thread(target=lambda: _hold(slots, "big", gate))
+    holder.start()
+    while slots.in_use() < 1:
+        time.sleep(0.001)
+    order, threads = _queue_behind(
+        slots, [("big", "big-leaf", 1), ("small", "small-leaf", 1), ("big", "big-head", 3)]
+    )
     gate.set()
-    for t in threads:
-        t.join(10)
-    assert order[0] == "big-head"
-    assert set(order[1:]) == {"big-leaf", "small-leaf"}
+    for t in [holder, *threads]:
+        t.join(5)
+    assert order == ["big-head", "big-leaf", "small-leaf"]  # then first come, first served
+
+
+def test_slots_among_equals_go_to_the_repo_holding_fewest():
+    slots = Slots(2)
+    keep, gate = threading.Event(), threading.Event()
+    holders = [
+        threading.Thread(target=lambda: _hold(slots, "big", keep)),  # big keeps one slot
+        threading.Thread(target=lambda: _hold(slots, "big", gate)),
+    ]
+    for t in holders:
+        t.start()
+    while slots.in_use() < 2:
+        time.sleep(0.001)
+    order, threads = _queue_behind(slots, [("big", "big-leaf", 1), ("small", "small-leaf", 1)])
+    gate.set()  # one slot frees while big still holds the other: small goes first
+    deadline = time.monotonic() + 5
+    while len(order) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+        if order == ["small-leaf"]:
+            keep.set()
+    keep.set()
+    for t in [*holders, *threads]:
+        t.join(5)
+    assert order == ["small-leaf", "big-leaf"]
     assert slots.in_use() == 0
+
+
+def _hold(slots: Slots, repo: str, until: threading.Event) -> None:
+    with slots.take(repo, "holder"):
+        until.wait(5)
 
 
 def test_slots_never_hand_out_more_than_their_capacity():
