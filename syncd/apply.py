@@ -531,14 +531,12 @@ class Applier:
     ) -> Outcome:
         observed = self._wait_stack(stack, log, change_set=change_set, baseline=baseline)
         # One look at the events, once the stack has settled: they go to the log in order,
-        # and a failure's reason is read from the same page. They never decide the outcome: a
-        # result is recorded even if they cannot be read.
+        # and a failure's reason is read from the same page. They never decide the outcome:
+        # events that cannot be read are logged as such and the result recorded all the same.
+        events = self._log_events(stack, since, log)
         status = observed.status if observed else None
         if status is not None and operation_succeeded(status):
-            outcome = self._record_result(stack, Result.SUCCEEDED, observed, log)
-            self._log_events(stack, since, log)
-            return outcome
-        events = self._log_events(stack, since, log)
+            return self._record_result(stack, Result.SUCCEEDED, observed, log)
         reason = _failure_reason(events) or (observed.reason if observed else None)
         if observed is None:
             reason = "the stack disappeared while it was being changed"
