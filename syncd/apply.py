@@ -1,7 +1,12 @@
 """Apply one stack's desired state through a change set, journaling every step before it acts.
 
-    version record -> CreateChangeSet -> wait -> change_set record -> executing record (fsync)
-    -> ExecuteChangeSet -> wait for the stack to settle, streaming its events -> result record
+    shared look (busy? absent?) -> version record -> CreateChangeSet -> wait -> change_set
+    record -> executing record (fsync) -> ExecuteChangeSet -> shared looks until the stack has
+    settled -> its events, read once and logged -> result record
+
+Every look at a stack's status goes through `syncd.world` (one look per tick for every stack
+waiting), never a DescribeStacks of its own; only the change set and the events are asked
+about per stack.
 
 The rule that keeps it safe: once an `executing` record is on disk, only an observed, settled
 stack may close that attempt. Any other error leaves it open, and the next pass asks
@@ -149,16 +154,14 @@ class Applier:
 
     # --- entry points ------------------------------------------------------------------------
 
-    def apply(
-        self, desired: DesiredState, commit: str, fresh_after: float | None = None
-    ) -> Outcome:
+    def apply(self, desired: DesiredState, commit: str) -> Outcome:
         """Bring one stack to `desired`; returns what happened. Never raises AwsError.
 
-        The stack's status before its change set comes from a shared look started after
-        `fresh_after` (a monotonic time: the pass's start; default now)."""
+        The stack's status before its change set comes from a shared look that starts after
+        this call (a look from before could miss a stack deleted or busy meanwhile)."""
         spec = desired.spec
         log = self.log.bind(repo=spec.repo, stack=spec.name, commit=commit[:12])
-        since = time.monotonic() if fresh_after is None else fresh_after
+        since = time.monotonic()
         with self._lock(spec.name):
             return self._guarded(spec.name, log, lambda: self._apply(desired, commit, since, log))
 

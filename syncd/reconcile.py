@@ -392,7 +392,7 @@ class RepoSync:
         ):
             return Outcome.FAILED  # a retry is due later, not yet
         with self._slot(spec.name):
-            outcome = self.applier.apply(desired, commit)  # looks newer than now: it may wait
+            outcome = self.applier.apply(desired, commit)
         approval = self._approved.pop(spec.name, None)
         if approval is not None:  # after apply: a newer commit has replaced a stale change set
             if outcome is Outcome.AWAITING_APPROVAL:

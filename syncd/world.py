@@ -108,10 +108,6 @@ class World:
                 if not self._priorities[priority]:
                     del self._priorities[priority]
 
-    def current(self, name: str, max_age: float) -> ObservedStack | None:
-        """The stack as a look at most `max_age` seconds old saw it (making one if needed)."""
-        return self.observe(name, self.clock() - max_age)[0]
-
     def look_all(self) -> dict[str, ObservedStack]:
         """A listing of every stack now (the start-up look), remembered for later callers."""
         with self._cond:
