@@ -459,8 +459,18 @@ class Applier:
         return None
 
     def _wait_change_set(self, arn: str, stack: str) -> ChangeSetInfo:
+        missed = 0
         for _ in self.waiter.pauses(first=self.waiter.change_set_pause):
-            info = self.cfn.describe_change_set(arn, stack)
+            try:
+                info = self.cfn.describe_change_set(arn, stack, once=True)
+            except AwsError as exc:
+                # A poll that failed for a passing reason is missed, not retried with
+                # back-off: the next comes after the next pause.
+                missed += 1
+                if not exc.retryable or missed >= _LOOK_TRIES:
+                    raise
+                continue
+            missed = 0
             if info is None:
                 raise AwsError(f"change set {arn} disappeared", retryable=True)
             if info.status not in CHANGE_SET_PENDING:

@@ -38,10 +38,16 @@ _RETRY_CONFIG = botocore.config.Config(
     read_timeout=60,
     user_agent_extra="syncd",
 )
-# The shared look (syncd.world) comes round again a tick later: a throttled look is not
-# retried with back-off (which would hold up every stack waiting on it), it is simply missed.
+# Polls come round again: the shared look (syncd.world) a tick later, a change set's next look
+# a pause later. A throttled poll is not retried with back-off (which would hold up every stack
+# waiting on it, up to 20 s a retry), it is simply missed.
 _LOOK_CONFIG = _RETRY_CONFIG.merge(
     botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1})
+)
+# Events are for the log, read once a stack has settled: a few tries, not ten with a back-off
+# that held a whole `syncd sync` for a minute under heavy throttling.
+_BRIEF_CONFIG = _RETRY_CONFIG.merge(
+    botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 3})
 )
 
 # Error codes that a later pass may succeed on without a new commit.
@@ -221,7 +227,10 @@ class CloudFormation:
         self._looks = session.client(
             "cloudformation", endpoint_url=endpoint_url, config=_LOOK_CONFIG
         )
-        for client in (self._cfn, self._looks):
+        self._brief = session.client(
+            "cloudformation", endpoint_url=endpoint_url, config=_BRIEF_CONFIG
+        )
+        for client in (self._cfn, self._looks, self._brief):
             client.meta.events.register("before-send.cloudformation", self._before_send)
             client.meta.events.register("needs-retry.cloudformation", self._answered)
         s3_config = _RETRY_CONFIG.merge(botocore.config.Config(s3={"addressing_style": "path"}))
@@ -301,7 +310,7 @@ class CloudFormation:
         while True:
             try:
                 page = self._call(
-                    f"DescribeStackEvents {name}", self._cfn.describe_stack_events, **kwargs
+                    f"DescribeStackEvents {name}", self._brief.describe_stack_events, **kwargs
                 )
             except NotFound:
                 break
@@ -355,12 +364,16 @@ class CloudFormation:
         response = self._call(f"CreateChangeSet {stack}", self._cfn.create_change_set, **kwargs)
         return str(response["Id"])
 
-    def describe_change_set(self, arn: str, stack: str | None = None) -> ChangeSetInfo | None:
+    def describe_change_set(
+        self, arn: str, stack: str | None = None, *, once: bool = False
+    ) -> ChangeSetInfo | None:
+        """The change set (None: gone). `once`: no retries (a poll that comes round again)."""
+        client = self._looks if once else self._cfn
         kwargs = {"ChangeSetName": arn}
         if stack:
             kwargs["StackName"] = stack
         try:
-            raw = self._call(f"DescribeChangeSet {arn}", self._cfn.describe_change_set, **kwargs)
+            raw = self._call(f"DescribeChangeSet {arn}", client.describe_change_set, **kwargs)
         except NotFound:
             return None
         changes = []

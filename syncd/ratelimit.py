@@ -9,18 +9,19 @@ in front of every attempt sent (retries included, through botocore's `before-sen
 that hundreds of stacks in flight never send more than `ceiling` calls a second:
 
 - a token bucket refilled at `rate` calls a second, holding at most one second's worth;
-- a throttled answer cuts the rate by 30 % (at most once a second: one burst of throttles is
-  one signal, not dozens), down to `floor` (1 call a second by default);
+- while at least `SHARE` (45 %) of the recent answers are throttles, the rate is cut by 30 %
+  at most once a second, down to `floor` (1 call a second by default);
 - every answer that is not a throttle raises the rate by `CREEP` calls a second.
 
-Why those numbers. A cut costs 0.3 r a second; answers bring CREEP x (1 - f) x r, where f is
-the share of calls throttled. Throttling that does not follow syncd's own rate (a neighbour
-using the account's budget, or a share of calls refused at random) keeps f fixed whatever the
-rate, and lowering the rate cannot cure it: with CREEP = 0.5 the rate holds up to f = 40 %
-instead of sinking to the floor. Against a hard limit of L calls a second, answers come at L
-whatever the rate, and the rate settles near CREEP x L / 0.3 = 1.7 L: the calls beyond L are
-throttled and retried by botocore, a bounded excess. Pure apart from the clock and the sleep,
-which are injected for tests.
+Why a share, not every throttle. Throttling that does not follow syncd's own rate (a
+neighbour using the account's budget, or a share of calls refused at random) keeps the share of
+throttled answers the same whatever the rate, and lowering the rate cannot cure it; cutting on
+every throttle sank the rate to the floor when few stacks were left to wait on, and the
+critical path waited for tokens. Throttling that comes from syncd's rate grows with it: against
+a hard limit of L calls a second, the share is (r - L) / r, so the rate settles where that is
+45 %, near 1.8 L; the calls beyond L are throttled and retried by botocore, a bounded excess.
+"Recent" is a moving average over about the last 20 answers. Pure apart from the clock and the
+sleep, which are injected for tests.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from contextlib import contextmanager
 
 CUT = 0.7  # the rate after a throttle, as a fraction of the rate before
 CREEP = 0.5  # calls a second that each good answer adds back
-COOLDOWN = 1.0  # seconds: throttles closer together than this are one signal
+COOLDOWN = 1.0  # seconds: at most one cut in this time
+SHARE = 0.45  # cut while at least this share of recent answers are throttles
+SMOOTHING = 0.05  # weight of each answer in that share (about the last 20 answers)
 
 _priority: contextvars.ContextVar[int] = contextvars.ContextVar("call_priority", default=0)
 
@@ -75,6 +78,7 @@ class RateLimiter:
         self._tokens = self.ceiling
         self._refilled = clock()
         self._last_cut = float("-inf")
+        self.throttled_share = 0.0  # moving average over the recent answers
         self._queue: list[tuple[int, int]] = []  # (-priority, arrival): the next token's taker
         self._arrivals = itertools.count()
 
@@ -114,11 +118,13 @@ class RateLimiter:
     def throttled(self) -> None:
         with self._cond:
             self.throttles += 1
+            self.throttled_share += SMOOTHING * (1.0 - self.throttled_share)
             now = self._clock()
-            if now - self._last_cut >= COOLDOWN:
+            if self.throttled_share >= SHARE and now - self._last_cut >= COOLDOWN:
                 self._last_cut = now
                 self.rate = max(self.floor, self.rate * CUT)
 
     def answered(self) -> None:
         with self._cond:
+            self.throttled_share -= SMOOTHING * self.throttled_share
             self.rate = min(self.ceiling, self.rate + CREEP)

@@ -13,8 +13,8 @@ asked about meanwhile, and every other caller takes its answer:
 
 So a look costs at most `max(1, pages)` calls however many stacks wait, and the next look
 starts no sooner than its share of the call budget allows: a look of n calls is followed by a
-gap of n / (LOOK_SHARE x the budget's rate) seconds (at most `max_gap`), so waiting never takes
-more than half of the account's calls, however many stacks wait.
+gap of n / (LOOK_SHARE x the budget's ceiling) seconds (at most `max_gap`), so waiting takes at
+most half of the account's calls, however many stacks wait.
 
 A look is made once, without botocore's retries: the next tick is its retry, and one throttled
 look must not hold every waiter through an exponential back-off. A look that failed that way
@@ -131,8 +131,11 @@ class World:
     # --- looking ------------------------------------------------------------------------------
 
     def _gap(self) -> float:
-        rate = self.cfn.limiter.rate  # inf: no budget (the embedded emulator)
-        return min(self.max_gap, self._calls / (LOOK_SHARE * rate))
+        # The budget's ceiling, not its current rate: after throttling, the looks' calls wait
+        # for their tokens like every other call, and a wider gap as well would only make
+        # every waiting stack late twice.
+        ceiling = self.cfn.limiter.ceiling  # inf: no budget (the embedded emulator)
+        return min(self.max_gap, self._calls / (LOOK_SHARE * ceiling))
 
     def _look_locked(self) -> None:
         """Make one look for every stack wanted now; called with the lock held, released

@@ -32,19 +32,28 @@ def test_a_burst_of_one_second_is_free_then_calls_are_spaced_at_the_rate():
     assert bucket.waited == 2.0
 
 
-def test_a_throttle_cuts_the_rate_once_per_burst():
+def test_a_burst_of_throttles_cuts_the_rate_once_a_second():
     bucket, clock = limiter(10)
-    for _ in range(5):
-        bucket.throttled()  # the same instant: one signal
-    assert bucket.rate == 7.0 and bucket.throttles == 5
+    for _ in range(30):
+        bucket.throttled()  # the same instant: the share passes 45 %, one cut
+    assert bucket.rate == 7.0 and bucket.throttles == 30
     clock.now += 1.0
     bucket.throttled()
     assert round(bucket.rate, 6) == 4.9
 
 
+def test_a_few_throttles_among_answers_cut_nothing():
+    bucket, _ = limiter(10)
+    for _ in range(10):
+        bucket.throttled()
+        bucket.answered()
+        bucket.answered()  # one in three throttled
+    assert bucket.rate == 10.0 and bucket.throttled_share < 0.45
+
+
 def test_the_rate_never_falls_below_its_floor_and_creeps_back_to_the_ceiling():
     bucket, clock = limiter(10, floor=2)
-    for _ in range(20):
+    for _ in range(40):
         clock.now += 1.0
         bucket.throttled()
     assert bucket.rate == 2.0
