@@ -45,15 +45,70 @@ def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dic
 _Loader.add_multi_constructor("!", _construct_tag)
 
 
+MAX_DEPTH = 100  # levels of nesting a template or deployment file may have
+
+
+def check_yaml(text: str, *, anchors: bool) -> None:
+    """Refuse what would make loading YAML cost more than its size before it is loaded: aliases
+    (a few hundred bytes of nested aliases expand to gigabytes), anchors where `anchors` is
+    False, and nesting deeper than MAX_DEPTH. Reads parser events only: nothing is expanded.
+    Raises TemplateSyntaxError (yaml.YAMLError for text that does not parse)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
+        if isinstance(event, yaml.AliasEvent):
+            raise TemplateSyntaxError(
+                f"YAML alias *{event.anchor} at line {line}: aliases are "
+                "not allowed (CloudFormation refuses them in templates too)"
+            )
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None and not anchors:
+            raise TemplateSyntaxError(
+                f"YAML anchor &{anchor} at line {line}: anchors are not allowed in deployment files"
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise TemplateSyntaxError(
+                    f"nested more than {MAX_DEPTH} levels deep at line {line}"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _depth(data: Any) -> int:
+    """How deeply lists and mappings nest in `data` (iterative: no recursion to overflow)."""
+    deepest = 0
+    todo: list[tuple[Any, int]] = [(data, 1)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            todo.extend(
+                (child, level + 1) for child in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
 def parse_template(text: str) -> dict[str, Any]:
     """Parse a template body; raise TemplateSyntaxError with CloudFormation-like wording."""
     stripped = text.lstrip()
     try:
-        data = json.loads(text) if stripped.startswith("{") else yaml.load(text, Loader=_Loader)
+        if stripped.startswith("{"):
+            data = json.loads(text)
+        else:
+            check_yaml(text, anchors=True)  # CloudFormation allows anchors, not aliases
+            data = yaml.load(text, Loader=_Loader)
     except json.JSONDecodeError as exc:
         raise TemplateSyntaxError(f"not valid JSON: {exc}") from exc
     except yaml.YAMLError as exc:
         raise TemplateSyntaxError(f"not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise TemplateSyntaxError(f"nested more than {MAX_DEPTH} levels deep") from None
+    if _depth(data) > MAX_DEPTH:  # JSON has no parser events to count: walk what was read
+        raise TemplateSyntaxError(f"nested more than {MAX_DEPTH} levels deep")
     if not isinstance(data, dict):
         raise TemplateSyntaxError("is not a mapping with a Resources section")
     resources = data.get("Resources")

@@ -22,6 +22,7 @@ import yaml
 from syncd.core.cfn_yaml import (
     SafeLoader,
     TemplateSyntaxError,
+    check_yaml,
     declared_parameters,
     no_echo_parameters,
     parse_template,
@@ -250,9 +251,12 @@ def _read_text(tree: Tree, path: str, what: str, stack_name: str | None = None) 
 def _load_one(repo: RepoConfig, tree: Tree, path: str) -> StackSpec:
     text = _read_text(tree, path, "deployment file")
     try:
+        check_yaml(text, anchors=False)  # syncd's own format: no anchors, no aliases
         doc = yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         raise _Invalid(path, f"not valid YAML: {exc}") from exc
+    except TemplateSyntaxError as exc:
+        raise _Invalid(path, str(exc)) from None
     if not isinstance(doc, dict):
         raise _Invalid(path, "a deployment file must be a mapping with template-file-path")
     stack_name = doc.get("stack-name")

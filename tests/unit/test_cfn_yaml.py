@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -209,3 +210,35 @@ def test_declared_parameters() -> None:
     assert declared_parameters(PARAMS) == frozenset(PARAMS["Parameters"])
     assert declared_parameters({"Resources": {}}) == frozenset()
     assert declared_parameters({"Parameters": ["A"]}) == frozenset()
+
+
+def _laughs(levels: int = 9) -> str:
+    lines = ['a0: &a0 "lol"']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\nResources: {T: {Type: AWS::SNS::Topic}}\n"
+
+
+def test_yaml_aliases_are_refused_before_anything_is_expanded():
+    started = time.monotonic()
+    with pytest.raises(TemplateSyntaxError, match=r"alias \*a0 at line 2: aliases are not"):
+        parse_template(_laughs())  # 9^8 strings if expanded
+    assert time.monotonic() - started < 1.0
+
+
+def test_yaml_anchors_without_aliases_are_accepted_in_templates():
+    data = parse_template("Resources:\n  T: &t\n    Type: AWS::SNS::Topic\n")
+    assert data["Resources"]["T"] == {"Type": "AWS::SNS::Topic"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Resources: " + "[" * 100_000,  # YAML, not even closed
+        '{"Resources": ' + "[" * 100_000 + "]" * 100_000 + "}",  # JSON past the recursion limit
+        '{"Resources": {"T": ' + "[" * 150 + "]" * 150 + "}}",  # JSON that parses, too deep
+        "Resources:\n  T: " + "[" * 150 + "]" * 150 + "\n",
+    ],
+)
+def test_nesting_deeper_than_a_hundred_levels_is_a_located_error_not_a_crash(text):
+    with pytest.raises(TemplateSyntaxError, match=r"nested more than 100 levels|not valid"):
+        parse_template(text)

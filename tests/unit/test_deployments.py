@@ -264,6 +264,21 @@ TOO_MANY_TAGS = "tags:\n" + "".join(f"  t{i}: v\n" for i in range(51))
             id="not-a-mapping",
         ),
         pytest.param(
+            {
+                "deployments/bad.yaml": 'a: &a ["lol", "lol"]\nb: &b [*a, *a, *a]\n'
+                "stack-name: [*b, *b, *b]\ntemplate-file-path: templates/app.yaml\n"
+            },
+            "deployments/bad.yaml",
+            "anchors are not allowed in deployment files",
+            id="yaml-anchors",
+        ),
+        pytest.param(
+            {"deployments/bad.yaml": "template-file-path: " + "[" * 150 + "]" * 150 + "\n"},
+            "deployments/bad.yaml",
+            "nested more than 100 levels deep",
+            id="deep-nesting",
+        ),
+        pytest.param(
             {"deployments/bad.yaml": ""},
             "deployments/bad.yaml",
             "must be a mapping",
