@@ -83,14 +83,20 @@ def _length(header: str | None) -> int | None:
     return value if value >= 0 else None
 
 
+class _Unreadable(ValueError):
+    """A signed payload that is not a JSON object syncd can read (or is nested absurdly)."""
+
+
 def _push_ref(body: bytes, content_type: str) -> str | None:
-    """The `ref` of a push payload, sent as JSON or as GitHub's form-encoded `payload=`."""
+    """The `ref` of a push payload, sent as JSON or as GitHub's form-encoded `payload=`;
+    raises _Unreadable when the payload cannot be read (nested JSON deep enough to exhaust
+    Python's recursion is one way: it must be a 400, not a dropped connection)."""
     try:
         if content_type.startswith("application/x-www-form-urlencoded"):
             body = parse_qs(body.decode()).get("payload", [""])[0].encode()
         ref = json.loads(body or b"{}").get("ref")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return None
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        raise _Unreadable from None
     return ref if isinstance(ref, str) else None
 
 
@@ -216,7 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, "pong"
         if event != "push":
             return 200, f"ignored: a {event!r} event does not move the branch"
-        ref = _push_ref(body, self.headers.get("Content-Type", ""))
+        try:
+            ref = _push_ref(body, self.headers.get("Content-Type", ""))
+        except _Unreadable:
+            return 400, "the push payload is not a JSON object syncd can read"
         if ref and ref != f"refs/heads/{hook.branch}":
             return 200, f"ignored: a push to {ref}, not refs/heads/{hook.branch}"
         hook.trigger()

@@ -173,6 +173,24 @@ def test_other_events_and_form_encoded_pushes(served) -> None:
     assert request(address, "POST", "/hooks/nope", b"", {"Content-Length": "abc"})[0] == 400
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="nested-past-recursion"),
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b'["a", "list"]', id="not-an-object"),
+    ],
+)
+def test_a_signed_payload_that_cannot_be_read_is_a_400_and_the_server_goes_on(
+    served, payload
+) -> None:
+    address, triggers, _ = served
+    code, body = request(address, "POST", "/hooks/platform", payload, signed(payload))
+    assert code == 400 and b"not a JSON object" in body
+    assert triggers.count == 0
+    assert request(address, "GET", "/healthz")[0] == 200
+
+
 def test_slow_clients_are_let_go_and_cannot_starve_the_server(served) -> None:
     import socket as sockets
 
