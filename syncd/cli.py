@@ -342,8 +342,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def approver() -> str:
+    """Who approves: the OS user this process runs as (not $USER, which anyone can set), with
+    the user `sudo` ran it for when there is one, and the host."""
+    import os
+    import pwd
+
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (a container)
+        user = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    via = f" (sudo by {sudo})" if sudo and sudo != user else ""
+    return f"{user}{via}@{os.uname().nodename}"
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
-    import getpass
     import os
     import time
 
@@ -366,7 +380,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    by = f"{getpass.getuser()}@{os.uname().nodename}"
+    by = approver()
     Approvals(config.state_dir).request(Approval(args.stack, waiting, by))
     print(f"approving {args.stack} version {attempt.version}: {waiting}", file=sys.stderr)
     daemon = lock_holder(config.state_dir)  # the daemon's pid, if one runs

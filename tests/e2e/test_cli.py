@@ -288,3 +288,18 @@ def test_plan_refuses_the_embedded_emulator_which_it_cannot_see(tmp_path):
     result = run_syncd("plan", "-c", str(config))
     assert result.returncode == 2
     assert "embedded emulator lives only inside the syncd process" in result.stderr
+
+
+def test_the_approver_is_the_os_user_whatever_user_says(monkeypatch):
+    import os
+    import pwd
+
+    from syncd.cli import approver
+
+    real = pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("USER", "someone-else")
+    monkeypatch.setenv("LOGNAME", "someone-else")
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    assert approver() == f"{real}@{os.uname().nodename}"
+    monkeypatch.setenv("SUDO_USER", "alice")
+    assert approver().startswith(f"{real} (sudo by alice)@")
