@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import tempfile
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     # `syncd approve` wakes whatever holds the state with SIGUSR1: only the daemon listens;
     # any other command (a `sync`, say) must not die of it.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    # What syncd writes (journal, snapshots, Git mirrors, approval requests) is the service's
+    # alone, whatever the caller's umask (the unit sets UMask=0077 as well).
+    os.umask(0o077)
     logs.configure(level=getattr(args, "log_level", "info"))
     handler = _COMMANDS[args.command]
     try:

@@ -17,6 +17,7 @@ files are made durable by an fsync of the folder too. Only one process may write
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -203,7 +204,8 @@ class Journal:
         directory = state_dir / "journal"
         lock_file = None
         if writer:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_private(state_dir)
             lock_file = lock_state_dir(state_dir)
         try:
             state, last_hash, current = _load(directory, writer=writer, warn=warn)
@@ -406,6 +408,14 @@ def verify_journal(state_dir: Path, warn: Callable[[str], None]) -> Checked:
     if base is not None:
         _check_snapshot(directory, base, checked)
     return checked
+
+
+def _make_private(state_dir: Path) -> None:
+    """A state_dir made before (with a looser umask) is closed to other users: it holds the
+    journal, and Git mirrors whose remotes may carry credentials."""
+    with contextlib.suppress(OSError):  # not ours to change (e.g. a systemd StateDirectory)
+        if state_dir.stat().st_mode & 0o077:
+            state_dir.chmod(0o700)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -303,3 +303,25 @@ def test_the_approver_is_the_os_user_whatever_user_says(monkeypatch):
     assert approver() == f"{real}@{os.uname().nodename}"
     monkeypatch.setenv("SUDO_USER", "alice")
     assert approver().startswith(f"{real} (sudo by alice)@")
+
+
+def test_what_syncd_writes_is_private_whatever_the_umask(tmp_path, repo, aws):
+    import os
+    import stat
+
+    from tests.conftest import topic_stack, write_config
+    from tests.e2e.conftest import run_syncd
+
+    topic_stack(repo, "s", "v1")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)  # made earlier, open to all
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    old = os.umask(0o022)
+    try:
+        assert run_syncd("sync", "-c", str(config)).returncode == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for path in state.rglob("*"):
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
