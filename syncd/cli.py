@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd import __version__, logs
+from syncd.core.text import printable
 from syncd.errors import ConfigError, JournalCorrupt, StateLocked, SyncdError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -226,7 +227,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(render.status_table(rows) if rows else "no stacks yet")
         for repo in sorted(journal.state.repos.values(), key=lambda r: r.repo):
             if repo.error:
-                print(f"repo {repo.repo}: {repo.error}")
+                print(printable(f"repo {repo.repo}: {repo.error}"))
         if config.backup.url:
             print(_backup_line(config, journal))
     bad = {"failed", "blocked"}
@@ -276,7 +277,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             try:
                 commit = source.fetch().commit
             except SyncdError as exc:
-                print(f"{repo.name}: {exc}")
+                print(printable(f"{repo.name}: {exc}"))
                 failed = True
                 continue
             loaded = load_stacks(repo, source.tree(commit))
@@ -285,14 +286,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 f"{len(loaded.invalid)} invalid"
             )
             for bad in sorted(loaded.invalid.values(), key=lambda b: b.name):
-                print(f"  {bad.name}: INVALID {bad.file}: {bad.reason}")
+                print(printable(f"  {bad.name}: INVALID {bad.file}: {bad.reason}"))
                 failed = True
             for name, spec in sorted(loaded.stacks.items()):
                 findings = lint_template(spec.template_body, region)
                 errors = [f for f in findings if f.is_error]
-                print(f"  {name}: {'FAIL' if errors else 'ok'} ({spec.template_file})")
+                print(printable(f"  {name}: {'FAIL' if errors else 'ok'} ({spec.template_file})"))
                 for f in findings:
-                    print(f"    {spec.template_file}:{f.line}: {f.severity} {f.rule} {f.message}")
+                    where = f"{spec.template_file}:{f.line}"
+                    print(printable(f"    {where}: {f.severity} {f.rule} {f.message}"))
                 failed = failed or bool(errors)
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from syncd.core.text import printable
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[_cell(v) for v in row] for row in rows]
@@ -26,7 +28,7 @@ def as_json(data: Any) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    return str(value)
+    return printable(str(value))  # a name or reason from a repo cannot forge rows or escapes
 
 
 def short_sha(sha: str | None) -> str | None:

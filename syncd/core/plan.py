@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncd.core.text import printable
+
 MARKDOWN_LIMIT = 60_000
 ACTIONS = ("create", "update", "delete", "none")
 
@@ -115,6 +117,7 @@ def _value(v: ValueChange) -> dict[str, Any]:
 
 
 def as_text(plan: Plan) -> str:
+    """The plan for a terminal: one line per fact, every value from the repo or AWS printable."""
     lines = [f"plan for {plan.repo} at {plan.ref} ({plan.commit[:12]})"]
     for s in plan.stacks:
         head = f"  {_sign(s)} {s.stack}: {s.action}"
@@ -130,7 +133,7 @@ def as_text(plan: Plan) -> str:
         for t in s.tags:
             lines.append(f"      tag {t.key}: {_shown(t.old)} -> {_shown(t.new)}")
     lines.append(_summary(plan))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 # --- markdown ------------------------------------------------------------------------------
@@ -150,7 +153,7 @@ def as_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
     for s in plan.stacks:
         note = _cell(s.message) if s.message else ""
         counts = _count(s.changes) if s.changes else ""
-        head.append(f"| `{s.stack}` | {_sign(s)} {s.action} | {counts} | {note} |")
+        head.append(f"| `{_code(s.stack)}` | {_sign(s)} {s.action} | {counts} | {note} |")
     table = "\n".join(head) + "\n"
     details = {s.stack: _details(s) for s in plan.stacks if s.changes or s.parameters or s.tags}
     summarised: set[str] = set()
@@ -179,18 +182,22 @@ def as_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
 
 
 def _details(s: StackPlan) -> str:
-    rows = [f"<details><summary><code>{s.stack}</code>: {s.action}</summary>", ""]
+    rows = [f"<details><summary><code>{_cell(s.stack)}</code>: {s.action}</summary>", ""]
     if s.changes:
         rows += ["| action | logical id | type | replacement |", "|---|---|---|---|"]
         for c in s.changes:
-            rows.append(f"| {c.action} | `{c.logical_id}` | `{c.type}` | {c.replacement or ''} |")
+            rows.append(
+                f"| {_cell(c.action)} | `{_code(c.logical_id)}` | `{_code(c.type)}` "
+                f"| {_cell(c.replacement or '')} |"
+            )
         rows.append("")
     if s.parameters or s.tags:
         rows += ["| | key | before | after |", "|---|---|---|---|"]
         for kind, values in (("parameter", s.parameters), ("tag", s.tags)):
             for v in values:
                 rows.append(
-                    f"| {kind} | `{v.key}` | {_cell(_shown(v.old))} | {_cell(_shown(v.new))} |"
+                    f"| {kind} | `{_code(v.key)}` | {_cell(_shown(v.old))} "
+                    f"| {_cell(_shown(v.new))} |"
                 )
         rows.append("")
     rows += ["</details>", ""]
@@ -247,8 +254,9 @@ def _shown(value: str | None) -> str:
 def _cell(text: str) -> str:
     """Text safe in a markdown table cell of a PR comment: no column breaks, no HTML."""
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|").replace("\n", " ")
+    return printable(text.replace("|", "\\|").replace("`", "'").replace("\n", " "))
 
 
 def _code(text: str) -> str:
-    return text.replace("`", "'")
+    """Text safe inside a `code span` in a table cell: no closing backtick, no column break."""
+    return printable(text.replace("`", "'").replace("|", "\\|"))

@@ -325,3 +325,23 @@ def test_what_syncd_writes_is_private_whatever_the_umask(tmp_path, repo, aws):
     for path in state.rglob("*"):
         mode = stat.S_IMODE(path.lstat().st_mode)
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+def test_names_from_a_repo_cannot_send_terminal_escapes_or_forge_rows(tmp_path, repo, aws):
+    from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
+    from tests.e2e.conftest import run_syncd
+
+    evil = "deployments/x\x1b[2J\x1b[31m\n  fake  row.yaml"
+    repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "deployments/good.yaml": deployment(Name="good"),
+            evil: "stack-name: evil\ntemplate-file-path: [broken\n",
+        }
+    )
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    for args in (("sync",), ("status",), ("validate",)):
+        result = run_syncd(*args, "-c", str(config))
+        assert "\x1b" not in result.stdout, args
+        assert "\\x1b[2J" in result.stdout, (args, result.stdout)
+        assert not any(line.startswith("  fake") for line in result.stdout.splitlines()), args

@@ -87,3 +87,39 @@ def test_text_marks_replacements_and_errors() -> None:
     assert "Db (AWS::RDS::DBInstance) REPLACED" in text
     assert "! b: none - UPDATE_IN_PROGRESS" in text
     assert plan.has_errors and plan.has_changes
+
+
+def hostile_plan() -> Plan:
+    evil = "x\x1b[2J|<!-- `\n| fake | row |"
+    return Plan(
+        "platform",
+        "refs/pull/7/head",
+        "c" * 40,
+        (
+            StackPlan(
+                "app",
+                "update",
+                (ResourceChange("Modify", evil, "AWS::SNS::Topic", "False"),),
+                parameters=(ValueChange(evil, "old", "new"),),
+                message=f"deployments/{evil}.yaml: bad",
+            ),
+        ),
+    )
+
+
+def test_text_from_a_repo_cannot_forge_lines_or_send_escapes() -> None:
+    text = as_text(hostile_plan())
+    assert "\x1b" not in text and "\\x1b[2J" in text
+    assert len(text.splitlines()) == 5  # header, the stack, its change, its parameter, summary
+
+
+def test_markdown_from_a_repo_cannot_forge_rows_or_open_html() -> None:
+    import re
+
+    text = as_markdown(hostile_plan())
+    assert "\x1b" not in text
+    # Inside a code span HTML is shown as it is; outside one it is escaped.
+    assert "<!--" not in re.sub(r"`[^`]*`", "", text)
+    for line in text.splitlines():
+        if line.startswith("|"):  # every table row keeps its four columns
+            assert line.replace("\\|", "").count("|") == 5, line
