@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from syncd.core.journal_state import Kind, Record
+from syncd.core.journal_state import Kind, Record, schema_problem
 
 GENESIS = "0" * 64
 
@@ -147,9 +147,13 @@ def parse(raw: bytes, *, where: str, line: int, expect_seq: int, prev: str) -> t
     if digest != stored_hash:
         raise Damage(where, line, seq, "its content does not match its hash")
     try:
-        return Record(seq, time, Kind(kind), data), digest
+        known = Kind(kind)
     except ValueError:
         raise Damage(where, line, seq, f"unknown kind {kind!r}") from None
+    problem = schema_problem(known, data)
+    if problem is not None or not isinstance(time, str):
+        raise Damage(where, line, seq, problem or "its time is not text")
+    return Record(seq, time, known, data), digest
 
 
 def _lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:

@@ -39,6 +39,50 @@ class Kind(StrEnum):
     #                                commit, stack_status}
 
 
+# The fields each kind's fold reads without a default, and their types: a record without them
+# (its hash may still be valid: whoever can write the journal can compute one) is damage,
+# reported where it is, never a KeyError in `status`.
+_STR, _INT = (str,), (int,)
+REQUIRED: dict[Kind, dict[str, tuple[type, ...]]] = {
+    Kind.COMMIT: {"repo": _STR, "commit": _STR},
+    Kind.SOURCE_ERROR: {"repo": _STR, "message": _STR},
+    Kind.SOURCE_OK: {"repo": _STR},
+    Kind.INVALID: {"repo": _STR, "stack": _STR, "file": _STR, "reason": _STR},
+    Kind.VERSION: {
+        "repo": _STR,
+        "stack": _STR,
+        "version": _INT,
+        "commit": _STR,
+        "digest": _STR,
+        "action": _STR,
+    },
+    Kind.CHANGE_SET: {"stack": _STR, "arn": _STR},
+    Kind.APPROVED: {"stack": _STR},
+    Kind.APPROVAL_REFUSED: {"stack": _STR},
+    Kind.EXECUTING: {"stack": _STR},
+    Kind.RESULT: {"stack": _STR, "result": _STR},
+    Kind.BLOCKED: {"stack": _STR, "reason": _STR},
+    Kind.RECREATING: {"stack": _STR},
+    Kind.OBSERVED: {"stack": _STR},
+    Kind.REMOVED: {"repo": _STR, "stack": _STR},
+    Kind.BACK_IN_SYNC: {"stack": _STR},
+}
+
+
+def schema_problem(kind: Kind, data: Any) -> str | None:
+    """Why a record's data cannot be folded (a field missing or of the wrong type), or None."""
+    if not isinstance(data, Mapping):
+        return "its data is not an object"
+    for key, types in REQUIRED[kind].items():
+        if key not in data:
+            return f"its {kind.value} record has no {key!r}"
+        if not isinstance(data[key], types) or isinstance(data[key], bool):
+            return f"its {kind.value} record has a {key!r} of the wrong type"
+    if kind is Kind.RESULT and data["result"] not in {r.value for r in Result}:
+        return f"its result record has an unknown result {data['result']!r}"
+    return None
+
+
 class StackState(StrEnum):
     IN_SYNC = "in_sync"
     PENDING = "pending"

@@ -3,6 +3,8 @@ the first bad one is named."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from syncd.core.journal_format import GENESIS, Damage, chain_hash, encode, verify
@@ -90,7 +92,9 @@ def test_a_forged_record_with_a_recomputed_hash_breaks_the_chain_after_it() -> N
         verify(b"".join([lines[0], forged, *lines[2:]]), where="seg")
     # Forged with the right prev: record 2 verifies, but record 3 no longer follows it.
     first = verify(lines[0], where="seg").last_hash
-    forged, _ = encode(2, "2026-11-30T00:00:02.000Z", "commit", {"repo": "evil"}, first)
+    forged, _ = encode(
+        2, "2026-11-30T00:00:02.000Z", "commit", {"repo": "evil", "commit": "0" * 40}, first
+    )
     with pytest.raises(Damage, match=r"seq 3 .*chain broken"):
         verify(b"".join([lines[0], forged, *lines[2:]]), where="seg")
 
@@ -145,7 +149,12 @@ def test_a_reader_may_start_mid_journal_trusting_the_first_link() -> None:
 def test_a_line_is_exactly_the_canonical_json_of_the_record() -> None:
     import json
 
-    data = {"hash": "x" * 64, "prev": {"hash": '","prev":"'}, "é": [1, None, True, 2.5]}
+    data = {
+        "stack": "s",
+        "hash": "x" * 64,
+        "prev": {"hash": '","prev":"'},
+        "é": [1, None, True, 2.5],
+    }
     line, digest = encode(7, "2026-11-30T00:00:07.000Z", "observed", data, "a" * 64)
     expected = {
         "seq": 7,
@@ -159,3 +168,24 @@ def test_a_line_is_exactly_the_canonical_json_of_the_record() -> None:
     assert digest == chain_hash("a" * 64, 7, "2026-11-30T00:00:07.000Z", "observed", data)
     result = verify(line, where="seg", after_seq=6, prev="a" * 64)
     assert result.records[0].data == data
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "problem"),
+    [
+        ("result", {"result": "succeeded"}, "its result record has no 'stack'"),
+        ("version", {"repo": "r", "stack": "s"}, "its version record has no 'version'"),
+        ("result", {"stack": "s", "result": "won"}, "unknown result 'won'"),
+        ("blocked", {"stack": ["s"], "reason": "x"}, "a 'stack' of the wrong type"),
+        ("observed", ["not", "an", "object"], "its data is not an object"),
+    ],
+)
+def test_a_record_with_a_valid_hash_but_missing_fields_is_located_damage(
+    kind: str, data: object, problem: str
+) -> None:
+    # Whoever can write the journal can compute a hash: the fields are checked too, so that
+    # `status` meets a located damage, not a KeyError.
+    lines, last = journal(2)
+    bad, _ = encode(3, "2026-11-30T00:00:03.000Z", kind, data, last)
+    with pytest.raises(Damage, match=rf"seq 3 \(line 3\): .*{re.escape(problem)}"):
+        verify(b"".join([*lines, bad]), where="seg")
