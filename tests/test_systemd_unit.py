@@ -156,6 +156,8 @@ def test_the_unit_says_what_the_daemon_relies_on() -> None:
         "StateDirectory": "syncd",
         "ConfigurationDirectory": "syncd",
         "UMask": "0077",
+        "MemoryMax": "2G",
+        "TasksMax": "4096",
         "ProtectSystem": "strict",
         "CapabilityBoundingSet": "",
         "MemoryDenyWriteExecute": "yes",
