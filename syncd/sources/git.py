@@ -134,7 +134,11 @@ class GitSource:
         if self._repo is None:
             if not (self.path / "HEAD").exists():
                 self.path.mkdir(parents=True, exist_ok=True)
-                git.Repo.init(self.path, bare=True)
+                # Hermetic from the start: no user or system config, and no templates (a
+                # user's init.templateDir would copy in hooks that fetches then run).
+                init = git.Git(str(self.path))
+                with init.custom_environment(**hermetic_env()):
+                    init.init("--bare", "--template=")
             self._repo = git.Repo(self.path)
             self._repo.git.update_environment(**hermetic_env())
         return self._repo

@@ -693,3 +693,24 @@ def test_resolve_finds_branches_pull_refs_and_shas_never_fetched(
     assert fresh.resolve(feature[:10]) == feature  # a short SHA on another branch
     error, _ = bounded(lambda: fresh.resolve("0" * 40))
     assert isinstance(error, SourceError)
+
+
+def test_the_mirror_is_made_without_the_users_git_templates_or_hooks(
+    server: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = tmp_path / "hook-ran"
+    templates = tmp_path / "templates"
+    (templates / "hooks").mkdir(parents=True)
+    for hook in ("reference-transaction", "post-checkout", "pre-auto-gc"):
+        script = templates / "hooks" / hook
+        script.write_text(f"#!/bin/sh\necho {hook} >> {ran}\n")
+        script.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(f"[init]\n\ttemplateDir = {templates}\n")
+    monkeypatch.setenv("HOME", str(home))
+    server.commit({"deployments/app.yaml": "v1\n"})
+    source = source_for(str(server.bare), tmp_path / "state")
+    source.fetch()
+    assert not (source.path / "hooks").exists() or not any((source.path / "hooks").iterdir())
+    assert not ran.exists()
