@@ -389,10 +389,11 @@ def cmd_approve(args: argparse.Namespace) -> int:
     by = approver()
     Approvals(config.state_dir).request(Approval(args.stack, waiting, by))
     print(f"approving {args.stack} version {attempt.version}: {waiting}", file=sys.stderr)
-    daemon = lock_holder(config.state_dir)  # the daemon's pid, if one runs
-    if daemon is not None:
-        with contextlib.suppress(OSError):  # else the daemon finds it within its loop period
-            os.kill(daemon, signal.SIGUSR1)
+    holder = lock_holder(config.state_dir)  # a daemon (its pid when the kernel confirms it)
+    if holder.held:
+        if holder.pid is not None:
+            with contextlib.suppress(OSError):  # else the daemon finds it within its loop period
+                os.kill(holder.pid, signal.SIGUSR1)
         outcome = _follow(config.state_dir, args.stack, waiting, time.monotonic() + args.wait)
     else:  # no daemon: this process answers its own request, as the daemon would
         from syncd.app import open_app

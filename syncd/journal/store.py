@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -427,27 +428,66 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def lock_holder(state_dir: Path) -> int | None:
-    """The pid of the process holding state_dir's lock, or None; takes nothing, writes nothing."""
+@dataclass(frozen=True)
+class LockHolder:
+    """Whether state_dir's lock is held, and by which pid when the kernel confirms it."""
+
+    held: bool
+    pid: int | None = None  # only a pid /proc/locks shows holding this very file
+
+
+def lock_holder(state_dir: Path) -> LockHolder:
+    """Who holds state_dir's lock; takes nothing, writes nothing. The pid written in the file is
+    believed only if /proc/locks shows that process holding a lock on this file: anyone who can
+    write the file could name any process for `syncd approve` to signal."""
     path = state_dir / "syncd.lock"
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, after the probe
-    except FileNotFoundError:
-        return None
-    with f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, OSError):
+        return LockHolder(False)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return LockHolder(False)
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            text = f.read().decode(errors="replace").strip()
-            return int(text) if text.isdigit() else None
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-        return None
+            text = f.read(32).decode(errors="replace").strip()
+            pid = int(text) if text.isdigit() else None
+            confirmed = pid is not None and pid in _flock_holders(info)
+            return LockHolder(True, pid if confirmed else None)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return LockHolder(False)
+
+
+def _flock_holders(info: os.stat_result) -> set[int]:
+    """The pids /proc/locks shows holding a flock on the file `info` describes."""
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    holders: set[int] = set()
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return holders
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 12345 08:01:1234567 0 EOF" (a "->" after the id: waiting)
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            with contextlib.suppress(ValueError):
+                holders.add(int(fields[4]))
+    return holders
 
 
 def lock_state_dir(state_dir: Path) -> IO[bytes]:
     """Take the state_dir's writer lock (StateLocked when another process has it)."""
     path = state_dir / "syncd.lock"
-    f = open(path, "a+b")  # noqa: SIM115 - held for the life of the process
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # ELOOP: a symbolic link, which would be followed to its target
+        raise StateLocked(f"{path} cannot be used as the lock: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StateLocked(f"{path} is not a regular file; remove it")
+    f = os.fdopen(fd, "r+b")  # held for the life of the process
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

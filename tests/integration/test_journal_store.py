@@ -594,3 +594,55 @@ def test_a_failed_write_that_cannot_be_undone_stops_all_appends(
     monkeypatch.undo()
     with pytest.raises(JournalCorrupt, match="could not be undone"):
         journal.append(Kind.SOURCE_OK, repo="c")
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    from syncd.errors import StateLocked
+
+    state = tmp_path / "state"
+    state.mkdir()
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    (state / "syncd.lock").symlink_to(target)
+    with pytest.raises(StateLocked, match=r"syncd\.lock cannot be used as the lock"):
+        Journal.open(state, writer=True)
+    assert target.read_text() == "keep me"
+
+
+def test_the_lock_holder_pid_is_believed_only_when_the_kernel_confirms_it(tmp_path):
+    import os
+
+    from syncd.journal.store import LockHolder, lock_holder, lock_state_dir
+
+    state = tmp_path / "state"
+    state.mkdir()
+    assert not lock_holder(state).held
+    held = lock_state_dir(state)  # this process: the file names it, /proc/locks agrees
+    try:
+        assert lock_holder(state) == LockHolder(True, os.getpid())
+        held.seek(0)
+        held.truncate()
+        held.write(b"1")  # a forged pid: init must not be signalled
+        held.flush()
+        found = lock_holder(state)
+        assert found.held and found.pid is None
+    finally:
+        held.close()
+    assert not lock_holder(state).held
+
+
+def test_a_fifo_among_approval_requests_is_skipped_without_blocking(tmp_path):
+    import os
+    import threading
+
+    from syncd.approvals import Approval, Approvals
+
+    approvals = Approvals(tmp_path)
+    approvals.request(Approval("app", "arn:cs", "ops@host"))
+    os.mkfifo(tmp_path / "approvals" / "evil.json")
+    (tmp_path / "approvals" / "link.json").symlink_to(tmp_path / "approvals" / "app.json")
+    result: list[object] = []
+    reader = threading.Thread(target=lambda: result.append(approvals.pending()), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert result == [{"app": Approval("app", "arn:cs", "ops@host")}]
