@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import boto3
 import pytest
@@ -25,6 +26,27 @@ def make_stacks(aws: Aws, count: int) -> list[str]:
     return names
 
 
+def observe_together(world: World, names: list[str], newer_than: float) -> dict[str, Any]:
+    """Each name asked about from its own thread, all at once: what each got (the stack, or
+    the error it met)."""
+    got: dict[str, Any] = {}
+    barrier = threading.Barrier(len(names))
+
+    def wait(name: str) -> None:
+        barrier.wait()
+        try:
+            got[name] = world.observe(name, newer_than)[0]
+        except AwsError as exc:
+            got[name] = exc
+
+    threads = [threading.Thread(target=wait, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return got
+
+
 @pytest.fixture
 def world(aws: Aws) -> World:
     return World(CloudFormation(boto3.Session(region_name="us-east-1"), aws.endpoint))
@@ -34,20 +56,8 @@ def test_many_waiters_share_one_look(aws, world):
     names = make_stacks(aws, 60)  # two pages on moto
     world.look_all()  # the start-up look: learns how many pages a listing takes
     aws.proxy.reset()
-    asked = time.monotonic()
-    seen: dict[str, str] = {}
-
-    def wait(name: str) -> None:
-        observed, _ = world.observe(name, asked)
-        assert observed is not None
-        seen[name] = observed.status
-
-    threads = [threading.Thread(target=wait, args=(n,)) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert seen == {n: "CREATE_COMPLETE" for n in names}
+    seen = observe_together(world, names, time.monotonic())
+    assert {n: s.status for n, s in seen.items()} == {n: "CREATE_COMPLETE" for n in names}
     # One by-name look for the first caller at most, then listings of two pages.
     assert aws.proxy.count("DescribeStacks") <= 5
 
@@ -81,20 +91,8 @@ def test_a_listing_that_fails_falls_back_to_names_and_errors_stay_with_their_sta
     # A listing failing with a non-retried error (as moto does for one odd stack): the wanted
     # stacks are then asked about by name.
     aws.proxy.error("DescribeStacks", 400, "ValidationError", 1, "one stack spoils the page")
-    stacks = {}
-    asked = time.monotonic()
-    barrier = threading.Barrier(len(names))
-
-    def wait(name: str) -> None:
-        barrier.wait()
-        stacks[name] = world.observe(name, asked)[0]
-
-    threads = [threading.Thread(target=wait, args=(n,)) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert all(stacks[n] is not None for n in names)
+    stacks = observe_together(world, names, time.monotonic())
+    assert all(stacks[n] is not None and not isinstance(stacks[n], AwsError) for n in names)
     assert aws.proxy.calls[-4:] == ["DescribeStacks"] * 4  # after the failed listing: by name
 
     aws.proxy.error("DescribeStacks", 400, "AccessDenied", 1, "not yours")
@@ -109,20 +107,8 @@ def test_a_listing_spoiled_by_a_server_error_falls_back_to_names(aws, world):
     # moto answers 500 to a listing that holds some resource types: not a throttle, so the
     # stacks wanted are asked about by name (a look is made once: no botocore retry).
     aws.proxy.error("DescribeStacks", 500, "InternalFailure", 1)
-    asked = time.monotonic()
-    stacks = {}
-    barrier = threading.Barrier(len(names))
-
-    def wait(name: str) -> None:
-        barrier.wait()
-        stacks[name] = world.observe(name, asked)[0]
-
-    threads = [threading.Thread(target=wait, args=(n,)) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert all(stacks[n] is not None for n in names)
+    stacks = observe_together(world, names, time.monotonic())
+    assert all(stacks[n] is not None and not isinstance(stacks[n], AwsError) for n in names)
 
 
 def test_a_throttled_look_is_missed_for_every_waiter_and_not_retried(aws, world):
@@ -130,21 +116,6 @@ def test_a_throttled_look_is_missed_for_every_waiter_and_not_retried(aws, world)
     world.look_all()
     aws.proxy.throttle("DescribeStacks", 1)
     aws.proxy.calls.clear()
-    asked = time.monotonic()
-    errors = []
-    barrier = threading.Barrier(len(names))
-
-    def wait(name: str) -> None:
-        barrier.wait()
-        try:
-            world.observe(name, asked)
-        except AwsError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=wait, args=(n,)) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert len(errors) == 3 and all(e.retryable for e in errors)
+    errors = list(observe_together(world, names, time.monotonic()).values())
+    assert len(errors) == 3 and all(isinstance(e, AwsError) and e.retryable for e in errors)
     assert aws.proxy.calls == ["DescribeStacks"]  # one throttled listing, no back-off retries
