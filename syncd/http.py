@@ -27,6 +27,7 @@ import json
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +36,7 @@ from urllib.parse import parse_qs
 
 import structlog
 
+from syncd.core.text import printable
 from syncd.metrics import CONTENT_TYPE, Metrics
 
 MAX_BODY = 1024 * 1024
@@ -107,6 +109,35 @@ def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), header.strip().encode())
 
 
+class RecentIds:
+    """The last `size` delivery ids seen: a signed delivery sent again (a replay) is known."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._order: deque[str] = deque(maxlen=size)
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, delivery: str) -> bool:
+        """Remember `delivery`; False if it was already there."""
+        with self._lock:
+            if delivery in self._seen:
+                return False
+            if len(self._order) == self._order.maxlen:
+                self._seen.discard(self._order[0])
+            self._order.append(delivery)
+            self._seen.add(delivery)
+            return True
+
+
+# Headers forges put a delivery's unique id in (GitHub, Gitea/Forgejo, Gogs, GitLab).
+_DELIVERY_HEADERS = (
+    "X-GitHub-Delivery",
+    "X-Gitea-Delivery",
+    "X-Gogs-Delivery",
+    "X-Gitlab-Event-UUID",
+)
+
+
 class Endpoints:
     """The state the handlers read: swapped as a whole on reload."""
 
@@ -123,6 +154,7 @@ class Endpoints:
         self.ready = ready
         self.limit = limit or RateLimit()  # good deliveries, per repo
         self.refused_limit = refused_limit or RateLimit(burst=10, per_second=1)  # per client
+        self.deliveries = RecentIds()
         self.log = structlog.get_logger("syncd.http")
 
 
@@ -198,7 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
         code, message = self._hook(e, repo)
         e.metrics.webhooks.labels(repo if repo in e.hooks() else "unknown", str(code)).inc()
         log = e.log.warning if code in (401, 413, 429) else e.log.info
-        log("webhook", repo=repo, code=code, client=self.client_address[0], result=message)
+        # The path is the client's: bounded and printable in the log.
+        shown = printable(repo[:100])
+        log("webhook", repo=shown, code=code, client=self.client_address[0], result=message)
         self._send(code, json.dumps({"result": message}).encode() + b"\n", "application/json")
 
     def _hook(self, e: Endpoints, repo: str) -> tuple[int, str]:
@@ -215,6 +249,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._refused(e, client, 404, "no such repo, or it takes no webhooks")
         if not signature_ok(hook.secret, body, self.headers.get("X-Hub-Signature-256")):
             return self._refused(e, client, 401, "missing or wrong X-Hub-Signature-256")
+        delivery = next((self.headers[h] for h in _DELIVERY_HEADERS if self.headers.get(h)), None)
+        if delivery is not None and not e.deliveries.add(f"{repo}/{delivery[:100]}"):
+            return 200, "ignored: this delivery was received already"
         if not e.limit.allow(repo):
             return 429, "too many deliveries for this repo; a pass is coming anyway"
         event = self.headers.get("X-GitHub-Event", "push")

@@ -215,3 +215,34 @@ def test_slow_clients_are_let_go_and_cannot_starve_the_server(served) -> None:
     finally:
         for s in stalled:
             s.close()
+
+
+def test_a_replayed_delivery_asks_for_nothing(served) -> None:
+    address, triggers, _ = served
+    first = {**signed(PUSH), "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+    assert request(address, "POST", "/hooks/platform", PUSH, first)[0] == 202
+    code, body = request(address, "POST", "/hooks/platform", PUSH, first)  # captured, sent again
+    assert code == 200 and b"received already" in body
+    assert triggers.count == 1
+    other = {**signed(PUSH), "X-Gitea-Delivery": "a-new-one"}
+    assert request(address, "POST", "/hooks/platform", PUSH, other)[0] == 202
+    assert triggers.count == 2
+
+
+def test_a_refused_path_is_logged_bounded_and_printable(served, capsys) -> None:
+    import structlog
+
+    address, _, _ = served
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    path = "/hooks/" + "x\x1b[2J" * 100  # http.client refuses to send this: a raw socket does
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(PUSH)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in signed(PUSH).items()) + "\r\n"
+    with structlog.testing.capture_logs() as logs:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head.encode("latin-1") + PUSH)
+            assert b" 404 " in sock.recv(100)
+        time.sleep(0.2)
+    (event,) = [e for e in logs if e.get("event") == "webhook"]
+    assert "\x1b" not in event["repo"] and len(event["repo"]) <= 400
