@@ -33,16 +33,16 @@ class Slots:
         with self._lock:
             if self._free > 0 and not self._waiting:
                 self._grant_locked(repo)
-                granted = None
+                queued = None
             else:
-                granted = Request(repo, stack, height, next(self._seq))
-                self._waiting.append(granted)
-                self._events[granted] = threading.Event()
+                queued = Request(repo, stack, height, next(self._seq))
+                self._waiting.append(queued)
+                self._events[queued] = threading.Event()
                 self._dispatch_locked()
-        if granted is not None:
-            self._events[granted].wait()
+        if queued is not None:  # in line: wait until a release picks this request
+            self._events[queued].wait()
             with self._lock:
-                del self._events[granted]
+                del self._events[queued]
         try:
             yield
         finally:

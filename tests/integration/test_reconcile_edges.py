@@ -74,6 +74,14 @@ def syncd(tmp_path: Path, aws: Aws) -> Iterator[Any]:
         s.close()
 
 
+def wait_until_executing(s: Syncd, stack: str) -> None:
+    """Until another thread's pass has journaled the execute of `stack`."""
+    deadline = time.monotonic() + 10
+    while not (a := s.state.stacks[stack].attempt) or not a.executing:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def other_repo(tmp_path: Path) -> GitRepo:
     return GitRepo(tmp_path / "git-other")
@@ -281,12 +289,7 @@ def test_a_stack_whose_upstream_another_repo_is_applying_waits_for_it_to_settle(
     other_repo.commit({"deployments/network.yaml": deployment(Name="net-v2")})
     platform = threading.Thread(target=s.sync, args=("platform",))
     platform.start()
-    deadline = time.monotonic() + 10
-    while (
-        s.state.stacks["network"].attempt is None or not s.state.stacks["network"].attempt.executing
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until_executing(s, "network")
     # While network's update runs, a change to app must not read network's (old) output.
     repo.commit(
         {
@@ -404,22 +407,6 @@ def test_approving_a_change_set_deleted_meanwhile_is_a_failure_not_a_success(
     assert aws.parameters("s") == {"Name": "v1"}
 
 
-def test_a_stack_that_turns_busy_after_the_look_is_blocked_then_applied(repo, aws, syncd):
-    topic_stack(repo, "s", "v1")
-    s = syncd({"r": repo})
-    assert s.sync().ok
-    # Someone starts an update between syncd's look and its CreateChangeSet.
-    busy = "Stack:arn:aws:cloudformation:us-east-1:123456789012:stack/s/1 is in UPDATE_IN_PROGRESS"
-    aws.proxy.error(
-        "CreateChangeSet", 400, "ValidationError", 1, busy + " state and can not be updated."
-    )
-    repo.commit({"deployments/s.yaml": deployment(Name="v2")})
-    assert s.sync().outcomes["s"] is Outcome.BLOCKED
-    assert "UPDATE_IN_PROGRESS" in s.state.stacks["s"].message
-    assert s.sync().outcomes["s"] is Outcome.SUCCEEDED  # the next pass finds it idle
-    assert aws.parameters("s") == {"Name": "v2"}
-
-
 def test_a_fix_back_to_what_was_applied_does_not_hide_a_drift(repo, aws, syncd):
     topic_stack(repo, "s", "v1")
     s = syncd({"r": repo})
@@ -463,18 +450,23 @@ def test_events_that_cannot_be_read_do_not_undo_a_success(repo, aws, syncd):
     assert (view.state, view.version, view.attempt) == (StackState.IN_SYNC, 2, None)
 
 
-def test_an_execute_refused_as_busy_is_not_run_and_blocks_the_stack(repo, aws, syncd):
+@pytest.mark.parametrize(
+    "refused",
+    [
+        pytest.param("CreateChangeSet", id="busy-after-the-look"),  # an update began meanwhile
+        pytest.param("ExecuteChangeSet", id="busy-at-execute"),  # not run: nothing to observe
+    ],
+)
+def test_a_stack_refused_as_busy_is_blocked_then_applied(repo, aws, syncd, refused):
     topic_stack(repo, "s", "v1")
     s = syncd({"r": repo})
     assert s.sync().ok
     busy = "Stack:arn:aws:cloudformation:us-east-1:123456789012:stack/s/1 is in UPDATE_IN_PROGRESS"
-    aws.proxy.error(
-        "ExecuteChangeSet", 400, "ValidationError", 1, busy + " state and can not be updated."
-    )
+    aws.proxy.error(refused, 400, "ValidationError", 1, busy + " state and can not be updated.")
     repo.commit({"deployments/s.yaml": deployment(Name="v2")})
     assert s.sync().outcomes["s"] is Outcome.BLOCKED
     assert "UPDATE_IN_PROGRESS" in s.state.stacks["s"].message
-    assert s.sync().outcomes["s"] is Outcome.SUCCEEDED
+    assert s.sync().outcomes["s"] is Outcome.SUCCEEDED  # the next pass finds it idle
     assert aws.parameters("s") == {"Name": "v2"}
 
 
@@ -509,10 +501,7 @@ def test_a_reader_is_woken_when_its_upstream_settles_even_with_the_same_outputs(
     )
     platform = threading.Thread(target=s.sync, args=("platform",))
     platform.start()
-    deadline = time.monotonic() + 10
-    while not (a := s.state.stacks["network"].attempt) or not a.executing:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until_executing(s, "network")
     app = deployment(Name={"stack-output": "network.TopicName"})
     repo.commit({"deployments/app.yaml": app + "tags: {t: '3'}\n"})
     assert s.sync("r").outcomes["app"] is Outcome.BLOCKED
