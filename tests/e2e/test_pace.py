@@ -92,12 +92,21 @@ def check_schedule(aws: Aws, calls_per_stack: float) -> None:
     assert not getattr(aws.proxy, "refused_early", [])
     executes = {c.stack: c.at for c in log if c.action == "ExecuteChangeSet"}
     assert len(executes) == STACKS
-    # Not queued: every independent stack's execute came before the first one could end.
-    independent = [executes[f"s{i:02d}"] for i in range(INDEPENDENT)]
-    assert max(independent) - min(independent) < OPERATION_S
+    # Not queued: most independent stacks had their operations running at the same time. With
+    # a concurrency of 4 (the old behaviour) at most 4 would overlap; the count is not "all 40"
+    # because a loaded machine may take longer than one operation to create 40 change sets.
+    independent = sorted(executes[f"s{i:02d}"] for i in range(INDEPENDENT))
+    assert most_overlapping(independent, OPERATION_S) >= INDEPENDENT // 2, independent
     # The chain started each link after the one before had ended (its operation's time).
     assert executes["c2"] - executes["c1"] >= OPERATION_S
     assert executes["c3"] - executes["c2"] >= OPERATION_S
+
+
+def most_overlapping(starts: list[float], duration: float) -> int:
+    """The most operations of `duration` seconds, started at sorted `starts`, running at once."""
+    return max(
+        sum(1 for later in starts[i:] if later < start + duration) for i, start in enumerate(starts)
+    )
 
 
 @pytest.fixture
