@@ -49,6 +49,7 @@ from syncd.cloudformation import (
 from syncd.core.config import Approval, OnFailure
 from syncd.core.deployments import DesiredState
 from syncd.core.journal_state import Attempt, Kind, Result, StackState, StackView
+from syncd.core.ownership import change_refused, delete_refused, owner_tags
 from syncd.core.stack_status import (
     CHANGE_SET_FAILED,
     CHANGE_SET_PENDING,
@@ -131,6 +132,8 @@ _EXECUTION_STARTED = frozenset({"EXECUTE_IN_PROGRESS", "EXECUTE_COMPLETE", "EXEC
 _START_WINDOW = 75.0
 # Missed looks in a row (each a pause longer than the last) before the error counts.
 _LOOK_TRIES = 12
+# Reads of a settled stack's events in a row before they are logged as unreadable.
+_EVENT_TRIES = 4
 
 
 @dataclass
@@ -346,6 +349,16 @@ class Applier:
             observed, cond = None, Condition.ABSENT
         if cond in (Condition.BUSY, Condition.FAILED) and observed is not None:
             return self._block(spec.name, spec.repo, observed.status, log)
+        if observed is not None:
+            refused = change_refused(
+                spec.repo,
+                observed.tags,
+                # A stack in review holds nothing yet: only another repo's tag refuses it.
+                adopt=spec.options.adopt or cond is Condition.REVIEW,
+                applied_before=view is not None and view.version is not None,
+            )
+            if refused:
+                return self._block(spec.name, spec.repo, None, log, reason=refused)
         action = "create" if cond in (Condition.ABSENT, Condition.REVIEW) else "update"
         resuming = attempt is not None
         if attempt is None:
@@ -410,7 +423,7 @@ class Applier:
                     template=spec.template_body,
                     digest=desired.digest,
                     parameters=dict(desired.parameters),
-                    tags=dict(spec.tags),
+                    tags=dict(spec.tags) | owner_tags(spec.repo),
                     capabilities=spec.options.capabilities,
                     description=f"syncd {spec.repo} {attempt.commit[:12]} v{attempt.version}",
                 )
@@ -459,22 +472,25 @@ class Applier:
         return None
 
     def _wait_change_set(self, arn: str, stack: str) -> ChangeSetInfo:
-        missed = 0
         for _ in self.waiter.pauses(first=self.waiter.change_set_pause):
-            try:
-                info = self.cfn.describe_change_set(arn, stack, once=True)
-            except AwsError as exc:
-                # A poll that failed for a passing reason is missed, not retried with
-                # back-off: the next comes after the next pause.
-                missed += 1
-                if not exc.retryable or missed >= _LOOK_TRIES:
-                    raise
-                continue
-            missed = 0
+            info = self._describe_change_set(arn, stack)
             if info is None:
                 raise AwsError(f"change set {arn} disappeared", retryable=True)
             if info.status not in CHANGE_SET_PENDING:
                 return info
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _describe_change_set(self, arn: str, stack: str) -> ChangeSetInfo | None:
+        """One poll of a change set. A poll that failed for a passing reason (throttled) is
+        missed, not retried with botocore's back-off, and made again after a short pause rather
+        than the next, longer one: a missed poll must not leave a ready change set unseen for
+        as long again as it has waited."""
+        for missed, _ in enumerate(self.waiter.pauses(), start=1):
+            try:
+                return self.cfn.describe_change_set(arn, stack, once=True)
+            except AwsError as exc:
+                if not exc.retryable or missed >= _LOOK_TRIES:
+                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _execute(self, stack: str, arn: str, baseline: ObservedStack | None, log: Any) -> Outcome:
@@ -622,12 +638,17 @@ class Applier:
 
     def _log_events(self, stack: str, since: datetime, log: Any) -> list[StackEvent]:
         """The stack's events since `since`, oldest first, each logged once (none, with a
-        warning, if they cannot be read: e.g. a role without DescribeStackEvents)."""
-        try:
-            events = self.cfn.events(stack, since)
-        except AwsError as exc:
-            log.warning("stack.events_unreadable", error=str(exc))
-            return []
+        warning, if they cannot be read: e.g. a role without DescribeStackEvents). A throttled
+        read is made again after a short pause, not botocore's back-off: the stack's dependents
+        wait for this read."""
+        for tries, _ in enumerate(self.waiter.pauses(), start=1):
+            try:
+                events = self.cfn.events(stack, since, once=True)
+                break
+            except AwsError as exc:
+                if not exc.retryable or tries >= _EVENT_TRIES:
+                    log.warning("stack.events_unreadable", error=str(exc))
+                    return []
         for event in events:
             log.info(
                 "stack.event",
@@ -769,6 +790,13 @@ class Applier:
         if view.attempt is not None and view.attempt.executing:
             return self._resume_execution(stack, view.attempt, log)
         if view.attempt is None:
+            observed, _ = self._observe(stack, time.monotonic())
+            refused = delete_refused(view.repo, observed.tags) if observed else None
+            if refused:
+                reason = f"deployment file removed; not pruned: {refused}"
+                self.journal.append(Kind.REMOVED, repo=view.repo, stack=stack, reason=reason)
+                log.error("prune.refused", reason=refused)
+                return Outcome.BLOCKED
             retry = view.failed_digest == ""  # a delete that failed before: same version
             self.journal.append(
                 Kind.VERSION,

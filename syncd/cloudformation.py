@@ -301,16 +301,18 @@ class CloudFormation:
                 return found
             kwargs["NextToken"] = page["NextToken"]
 
-    def events(self, name: str, since: datetime) -> list[StackEvent]:
+    def events(self, name: str, since: datetime, *, once: bool = False) -> list[StackEvent]:
         """The stack's events from `since` on (to the second), oldest first: pages are read
-        until one reaches back past `since` (CloudFormation lists the newest first)."""
+        until one reaches back past `since` (CloudFormation lists the newest first). `once`:
+        no retries (the caller asks again after a pause of its own)."""
+        client = self._looks if once else self._brief
         found: list[StackEvent] = []
         kwargs: dict[str, Any] = {"StackName": name}
         floor = since.replace(microsecond=0)
         while True:
             try:
                 page = self._call(
-                    f"DescribeStackEvents {name}", self._brief.describe_stack_events, **kwargs
+                    f"DescribeStackEvents {name}", client.describe_stack_events, **kwargs
                 )
             except NotFound:
                 break
