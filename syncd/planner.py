@@ -28,6 +28,7 @@ from syncd.core.deployments import (
     resolve,
 )
 from syncd.core.journal_state import JournalState, StackState
+from syncd.core.ownership import change_refused, delete_refused, owner_tags
 from syncd.core.plan import Plan, ResourceChange, StackPlan, value_changes
 from syncd.core.stack_status import (
     CHANGE_SET_FAILED,
@@ -72,7 +73,7 @@ class Planner:
                 why = "its deployment file is removed; prune is off, so it is left alone"
                 stacks.append(StackPlan(name, "none", message=why))
             else:
-                stacks.append(self._delete(name))
+                stacks.append(self._delete(repo.name, name))
         return Plan(repo.name, ref, commit, tuple(sorted(stacks, key=lambda s: s.stack)))
 
     def _known(self, repo: RepoConfig, source: GitSource) -> dict[str, tuple[str, bool]]:
@@ -131,6 +132,16 @@ class Planner:
             return StackPlan(
                 spec.name, "update", message=f"{observed.status}: cannot be planned now", error=True
             )
+        if observed is not None:
+            view = self.state.stacks.get(spec.name)
+            refused = change_refused(
+                spec.repo,
+                observed.tags,
+                adopt=spec.options.adopt or cond is Condition.REVIEW,
+                applied_before=view is not None and view.version is not None,
+            )
+            if refused:
+                return StackPlan(spec.name, "none", message=f"refused: {refused}", error=True)
         problem = self.cfn.template_problem(spec.name, spec.template_body)
         if problem:
             return StackPlan(spec.name, "none", message=problem, error=True)
@@ -141,7 +152,8 @@ class Planner:
         old_params = observed.parameters if observed and kind == "UPDATE" else {}
         params = value_changes(_masked(old_params, secret), shown_new, secret)
         old_tags = observed.tags if observed and kind == "UPDATE" else {}
-        tags = value_changes(old_tags, dict(spec.tags))
+        new_tags = dict(spec.tags) | owner_tags(spec.repo)
+        tags = value_changes(old_tags, new_tags)
         name = f"syncd-plan-{desired.digest[:12]}-{secrets.token_hex(3)}"
         arn: str | None = None
         made_stack = observed is None
@@ -154,7 +166,7 @@ class Planner:
                     template=spec.template_body,
                     digest=desired.digest,
                     parameters=dict(desired.parameters),
-                    tags=dict(spec.tags),
+                    tags=new_tags,
                     capabilities=spec.options.capabilities,
                     description=f"syncd plan of {spec.deployment_file}; never executed",
                 )
@@ -206,12 +218,17 @@ class Planner:
         except AwsError as exc:
             self.log.warning("plan.clean_up_failed", stack=stack, error=str(exc))
 
-    def _delete(self, stack: str) -> StackPlan:
+    def _delete(self, repo: str, stack: str) -> StackPlan:
         try:
-            if self.cfn.describe(stack) is None:
+            observed = self.cfn.describe(stack)
+            if observed is None:
                 return StackPlan(
                     stack, "none", message="its deployment file is removed; not deployed"
                 )
+            refused = delete_refused(repo, observed.tags)
+            if refused:
+                why = f"its deployment file is removed; not pruned: {refused}"
+                return StackPlan(stack, "none", message=why, error=True)
             resources = self.cfn.resources(stack)
         except AwsError as exc:
             return StackPlan(stack, "delete", message=str(exc), error=True)

@@ -52,6 +52,12 @@ class StackOptions:
     on_failure: OnFailure = OnFailure.KEEP
     prune: bool = False
 
+    # Take over a stack that exists and that syncd did not create (see syncd.core.ownership).
+    adopt: bool = False
+
+
+# The keys of StackOptions, as they are written in the config.
+OPTION_KEYS = frozenset({"capabilities", "approval", "on_failure", "prune", "adopt"})
 
 @dataclass(frozen=True)
 class AwsConfig:
@@ -267,7 +273,7 @@ class _Reader:
         return HttpConfig(listen=self.get(d, "listen", "http", _host_port, None))
 
     def options(self, value: object, path: str, base: StackOptions) -> StackOptions:
-        d = self.mapping(value, path, {"capabilities", "approval", "on_failure", "prune"})
+        d = self.mapping(value, path, set(OPTION_KEYS))
         return self.option_values(d, path, base)
 
     def option_values(self, d: dict[str, Any], path: str, base: StackOptions) -> StackOptions:
@@ -282,6 +288,7 @@ class _Reader:
         if value is None:
             self.problem("repos", "required: at least one repo")
             return ()
+            adopt=self.get(d, "adopt", path, _bool, base.adopt),
         if not isinstance(value, list):
             self.problem("repos", f"must be a list, not {_kind(value)}")
             return ()
@@ -301,7 +308,7 @@ class _Reader:
         return tuple(repos)
 
     def repo(self, value: object, path: str, defaults: StackOptions) -> RepoConfig | None:
-        option_keys = {"capabilities", "approval", "on_failure", "prune"}
+        option_keys = set(OPTION_KEYS)
         keys = {
             "name",
             "url",

@@ -412,7 +412,7 @@ def _options(
                 f"on-failure: {asked_failure.value} in the deployment file is ignored; "
                 f"the config says {base.on_failure.value}"
             )
-    options = StackOptions(base.capabilities, approval, on_failure, prune)
+    options = replace(base, approval=approval, on_failure=on_failure, prune=prune)
     return options, tuple(notes)
 
 
