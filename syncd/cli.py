@@ -217,10 +217,10 @@ def _read_journal(args: argparse.Namespace) -> Any:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from syncd import render
+    from syncd.core.journal_state import STALE, status_rows
 
     config, journal = _read_journal(args)
-    views = sorted(journal.state.stacks.values(), key=lambda v: (v.repo, v.stack))
-    rows = [v.as_status() for v in views]
+    rows = status_rows(journal.state)
     if args.format == "json":
         print(render.as_json(rows))
     else:
@@ -228,10 +228,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         for repo in sorted(journal.state.repos.values(), key=lambda r: r.repo):
             if repo.error:
                 print(printable(f"repo {repo.repo}: {repo.error}"))
+            if repo.pass_error:
+                print(printable(f"repo {repo.repo}: its last pass failed: {repo.pass_error}"))
         if config.backup.url:
             print(_backup_line(config, journal))
-    bad = {"failed", "blocked"}
-    return EXIT_FAILED if any(r["state"] in bad for r in rows) else EXIT_OK
+    bad = {"failed", "blocked", STALE}
+    failing = any(r.pass_error for r in journal.state.repos.values())
+    return EXIT_FAILED if failing or any(r["state"] in bad for r in rows) else EXIT_OK
 
 
 def _backup_line(config: Any, journal: Any) -> str:

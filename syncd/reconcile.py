@@ -101,8 +101,29 @@ class RepoSync:
         self._heights: dict[str, int] = {}  # this pass's critical-path heights
 
     def run_pass(self, only: Set[str] | None = None) -> PassReport:
+        """One pass. A pass that ends in an error (a bug, the journal unwritable) is journaled
+        as such before the error goes on, so that `status` never shows the repo's stacks in
+        sync with a commit nothing applied; the next pass that completes clears it."""
         with self._running:
-            return self._pass(only)
+            try:
+                report = self._pass(only)
+            except Exception as exc:
+                self._pass_failed(exc)
+                raise
+            repo_view = self.journal.state.repos.get(self.repo.name)
+            if repo_view is not None and repo_view.pass_error is not None:
+                self.journal.append(Kind.PASS_OK, repo=self.repo.name)
+            return report
+
+    def _pass_failed(self, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        repo_view = self.journal.state.repos.get(self.repo.name)
+        if repo_view is not None and repo_view.pass_error == message:
+            return  # already said: a pass that keeps failing writes it once
+        try:
+            self.journal.append(Kind.PASS_FAILED, repo=self.repo.name, message=message)
+        except Exception as journal_exc:  # the journal itself may be why the pass failed
+            self.log.error("pass.failure_not_journaled", error=str(journal_exc))
 
     def _pass(self, only: Set[str] | None) -> PassReport:
         report = PassReport(self.repo.name)

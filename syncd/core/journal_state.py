@@ -34,6 +34,8 @@ class Kind(StrEnum):
     RECREATING = "recreating"  # about to delete a ROLLBACK_COMPLETE stack: {stack, stack_status}
     OBSERVED = "observed"  # what CloudFormation showed: {stack, stack_status, outputs, drift}
     REMOVED = "removed"  # the deployment file is gone and prune is off: {repo, stack}
+    PASS_FAILED = "pass_failed"  # a pass over a repo ended in an error: {repo, message}
+    PASS_OK = "pass_ok"  # a pass over it completed again: {repo}
     BACK_IN_SYNC = "back_in_sync"  # a commit wants again what was last applied, and the stack
     #                                still holds it: in sync without a change set: {repo, stack,
     #                                commit, stack_status}
@@ -47,6 +49,8 @@ REQUIRED: dict[Kind, dict[str, tuple[type, ...]]] = {
     Kind.COMMIT: {"repo": _STR, "commit": _STR},
     Kind.SOURCE_ERROR: {"repo": _STR, "message": _STR},
     Kind.SOURCE_OK: {"repo": _STR},
+    Kind.PASS_FAILED: {"repo": _STR, "message": _STR},
+    Kind.PASS_OK: {"repo": _STR},
     Kind.INVALID: {"repo": _STR, "stack": _STR, "file": _STR, "reason": _STR},
     Kind.VERSION: {
         "repo": _STR,
@@ -224,7 +228,13 @@ class HistoryRow:
 class RepoView:
     repo: str
     commit: str | None = None
-    error: str | None = None
+    error: str | None = None  # its branch could not be fetched
+    pass_error: str | None = None  # its last pass ended in an error
+
+
+# The state `status` shows for a stack that looked in sync when its repo's last pass failed:
+# the commit that pass was reading may change it, and nothing has applied it.
+STALE = "stale"
 
 
 @dataclass
@@ -304,6 +314,14 @@ def _source_error(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
 
 def _source_ok(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     s.repos.setdefault(d["repo"], RepoView(d["repo"])).error = None
+
+
+def _pass_failed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    s.repos.setdefault(d["repo"], RepoView(d["repo"])).pass_error = d["message"]
+
+
+def _pass_ok(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    s.repos.setdefault(d["repo"], RepoView(d["repo"])).pass_error = None
 
 
 def _invalid(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
@@ -472,6 +490,8 @@ _HANDLERS = {
     Kind.COMMIT: _commit,
     Kind.SOURCE_ERROR: _source_error,
     Kind.SOURCE_OK: _source_ok,
+    Kind.PASS_FAILED: _pass_failed,
+    Kind.PASS_OK: _pass_ok,
     Kind.INVALID: _invalid,
     Kind.VERSION: _version,
     Kind.CHANGE_SET: _change_set,
@@ -485,3 +505,17 @@ _HANDLERS = {
     Kind.REMOVED: _removed,
     Kind.BACK_IN_SYNC: _back_in_sync,
 }
+
+
+def status_rows(state: JournalState) -> list[dict[str, Any]]:
+    """What `status` shows, stack by stack: a stack that looks in sync in a repo whose last pass
+    failed is shown `stale`, with the pass's error, never `in_sync`."""
+    rows = []
+    for view in sorted(state.stacks.values(), key=lambda v: (v.repo, v.stack)):
+        row = view.as_status()
+        repo = state.repos.get(view.repo)
+        if repo is not None and repo.pass_error and view.state is StackState.IN_SYNC:
+            row["state"] = STALE
+            row["message"] = f"the repo's last pass failed: {repo.pass_error}"
+        rows.append(row)
+    return rows

@@ -11,12 +11,14 @@ import boto3
 import pytest
 import yaml
 
+from syncd import reconcile
 from syncd.app import App, open_app
 from syncd.apply import Outcome
 from syncd.configfile import load_config
-from syncd.core.journal_state import Kind, StackState
+from syncd.core.journal_state import Kind, StackState, status_rows
 from syncd.reconcile import PassReport, observe_world
 from tests.conftest import TOPIC_TEMPLATE, Aws, deployment, topic_stack, write_config
+from tests.e2e.conftest import run_syncd
 from tests.support.gitrepo import GitRepo
 
 PLAIN_TEMPLATE = """\
@@ -517,3 +519,35 @@ def test_a_deleted_branch_prunes_nothing(repo, aws, harness):
     assert aws.proxy.count("DeleteStack") == 0
     assert "is gone" in h.state.repos["r"].error
     assert h.state.stacks["s"].state is StackState.IN_SYNC
+
+
+def test_a_pass_that_crashes_never_leaves_status_in_sync(repo, aws, harness, monkeypatch):
+    repo.commit(
+        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/a.yaml": deployment(Name="a1")}
+    )
+    h = harness()
+    assert h.sync().ok
+    assert [r["state"] for r in status_rows(h.state)] == ["in_sync"]
+
+    # A commit meets a bug in syncd (here: loading deployment files raises): the pass fails ...
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug\x1b[2J" + "x" * 5000)
+
+    monkeypatch.setattr(reconcile, "load_stacks", broken)
+    repo.commit({"deployments/a.yaml": deployment(Name="a2")})
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            h.sync()
+    # ... and is journaled once (not once a pass), bounded; status shows the stack stale.
+    failed = [r for r in h.app.journal.records() if r.kind is Kind.PASS_FAILED]
+    assert len(failed) == 1 and len(failed[0].data["message"]) <= 500
+    (row,) = status_rows(h.state)
+    assert row["state"] == "stale" and "RuntimeError: a bug" in row["message"]
+    status = run_syncd("status", "-c", str(h.config_path))
+    assert status.returncode == 1
+    assert "\x1b" not in status.stdout and "stale" in status.stdout
+
+    monkeypatch.undo()  # fixed: the next pass applies the commit and clears it
+    assert h.sync().ok
+    assert aws.parameters("a") == {"Name": "a2"}
+    assert [r["state"] for r in status_rows(h.state)] == ["in_sync"]
