@@ -20,6 +20,7 @@ from syncd.cloudformation import DEFAULT_CALLS_PER_SECOND, CloudFormation, make_
 from syncd.core.config import Config
 from syncd.emulator import Emulator, start_emulator
 from syncd.errors import ConfigError
+from syncd.journal.auth import BackupKey
 from syncd.journal.mirror import Mirror
 from syncd.journal.store import Journal
 from syncd.ratelimit import RateLimiter
@@ -155,4 +156,10 @@ def open_mirror(config: Config, journal: Journal, session: Any, endpoint: str | 
     )
     if config.aws.embedded:
         store.ensure_bucket()
-    return Mirror(journal, store, config.state_dir, interval=config.backup.interval)
+    return Mirror(journal, store, config.state_dir, config.backup.interval, key=backup_key(config))
+
+
+def backup_key(config: Config) -> BackupKey | None:
+    """The key that signs and authenticates the backup (backup.key_file), if there is one."""
+    path = config.backup.key_file
+    return BackupKey.load(path) if path is not None else None

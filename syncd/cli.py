@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--partial", action="store_true", help="restore a damaged backup up to the damage"
     )
     p.add_argument("--lineage", metavar="ID", help="a lineage other than the newest")
+    p.add_argument(
+        "--unauthenticated",
+        action="store_true",
+        help="without backup.key_file: restore what the bucket holds, unauthenticated",
+    )
     _format(p)
     journal = command("journal", "the journal itself")
     journal_sub = journal.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
@@ -468,14 +473,16 @@ def _mirror_store(config: Any) -> Any:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from syncd import render
-    from syncd.app import open_journal
+    from syncd.app import backup_key, open_journal
     from syncd.journal.mirror import Mirror
 
     config = _config(args)
     store = _mirror_store(config)
     journal = open_journal(config)
     try:
-        mirror = Mirror(journal, store, config.state_dir, interval=config.backup.interval)
+        mirror = Mirror(
+            journal, store, config.state_dir, config.backup.interval, key=backup_key(config)
+        )
         sent = mirror.cycle()
         cursor = mirror.cursor
     finally:
@@ -499,9 +506,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from syncd import render
+    from syncd.app import backup_key
     from syncd.journal.restore import normalise_time, restore
 
     config = _config(args)
+    key = backup_key(config)
+    if key is None and not args.unauthenticated:
+        raise UsageError(
+            "backup.key_file is not set, so syncd cannot tell this backup from one forged by "
+            "whoever can write to the bucket. Set it to the key the backup was written with, "
+            "or pass --unauthenticated to restore it as it is"
+        )
     store = _mirror_store(config)
     at = normalise_time(args.at) if args.at else None
     read = restore(
@@ -511,6 +526,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         force=args.force,
         partial=args.partial,
         lineage_id=args.lineage,
+        key=key,
     )
     result = {
         "url": store.url,
@@ -518,6 +534,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
         "records": read.last_seq,
         "last_time": read.last_time,
         "damage": read.damage,
+        "authenticated": read.authenticated,
+        "skipped": read.skipped,
+        "unsigned_tail": read.unsigned_tail,
     }
     if args.format == "json":
         print(render.as_json(result))
@@ -528,6 +547,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
         if read.damage:
             print(f"stopped before damage: {read.damage}")
+        for why in read.skipped:
+            print(printable(f"skipped, not authenticated: {why}"))
+        if read.unsigned_tail:
+            print(f"left out {read.unsigned_tail} record(s) after the newest signed checkpoint")
+        if not read.authenticated:
+            print("warning: restored without authentication (no backup.key_file)")
     return EXIT_OK
 
 
@@ -556,15 +581,22 @@ def cmd_journal(args: argparse.Namespace) -> int:
         local = None
         if result["ok"]:
             local = Journal.open(config.state_dir, writer=False, warn=warnings.append)
-        read = verify_remote(store, local)
+        from syncd.app import backup_key
+
+        read = verify_remote(store, local, backup_key(config))
         result["remote"] = {
             "url": store.url,
             "lineage": read.lineage.id,
             "records": read.last_seq,
             "last_hash": read.last_hash,
             "deletions_visible": read.deleted is not None,
+            "authenticated": read.authenticated,
+            "skipped": read.skipped,
             "problem": read.damage,
         }
+        if not read.authenticated:
+            warnings.append("the backup was not authenticated (no backup.key_file)")
+        warnings.extend(f"skipped, not authenticated: {why}" for why in read.skipped)
         result["ok"] = result["ok"] and not read.damage
     if args.format == "json":
         print(render.as_json(result))

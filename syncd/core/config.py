@@ -51,13 +51,13 @@ class StackOptions:
     approval: Approval = Approval.AUTO
     on_failure: OnFailure = OnFailure.KEEP
     prune: bool = False
-
     # Take over a stack that exists and that syncd did not create (see syncd.core.ownership).
     adopt: bool = False
 
 
 # The keys of StackOptions, as they are written in the config.
 OPTION_KEYS = frozenset({"capabilities", "approval", "on_failure", "prune", "adopt"})
+
 
 @dataclass(frozen=True)
 class AwsConfig:
@@ -77,6 +77,8 @@ class BackupConfig:
     interval: float = 5.0
     sse: str | None = None
     kms_key_id: str | None = None
+    # The secret that signs the backup's checkpoints; kept off the bucket (syncd.journal.auth).
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,7 @@ class _Reader:
         )
 
     def backup(self, value: object) -> BackupConfig:
-        d = self.mapping(value, "backup", {"url", "interval", "sse", "kms_key_id"})
+        d = self.mapping(value, "backup", {"url", "interval", "sse", "kms_key_id", "key_file"})
         sse = self.get(d, "sse", "backup", _one_of("AES256", "aws:kms"), None)
         kms = self.get(d, "kms_key_id", "backup", _string, None)
         if kms and sse != "aws:kms":
@@ -266,6 +268,7 @@ class _Reader:
             interval=self.get(d, "interval", "backup", _duration, 5.0),
             sse=sse,
             kms_key_id=kms,
+            key_file=self.get(d, "key_file", "backup", self.path, None),
         )
 
     def http(self, value: object) -> HttpConfig:
@@ -282,13 +285,13 @@ class _Reader:
             approval=self.get(d, "approval", path, _enum(Approval), base.approval),
             on_failure=self.get(d, "on_failure", path, _enum(OnFailure), base.on_failure),
             prune=self.get(d, "prune", path, _bool, base.prune),
+            adopt=self.get(d, "adopt", path, _bool, base.adopt),
         )
 
     def repos(self, value: object, defaults: StackOptions) -> tuple[RepoConfig, ...]:
         if value is None:
             self.problem("repos", "required: at least one repo")
             return ()
-            adopt=self.get(d, "adopt", path, _bool, base.adopt),
         if not isinstance(value, list):
             self.problem("repos", f"must be a list, not {_kind(value)}")
             return ()

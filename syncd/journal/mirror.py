@@ -6,7 +6,7 @@ earlier point starts a new one, so two histories never share keys):
     lineages/<id>/lineage.json                     {id, parent, fork_seq, fork_hash}
     lineages/<id>/records/<first seq>.jsonl        the record lines first..n, byte for byte
     lineages/<id>/segments/<first>-<last>.jsonl    a closed local segment, whole (fast restores)
-    lineages/<id>/checkpoints/<10^12 - seq>.json   {seq, hash, time}: what a cycle left in S3
+    lineages/<id>/checkpoints/<10^12 - seq>.json   {seq, hash, time, mac}: what a cycle left in S3
 
 A cycle uploads only what is new: the bytes after the cursor (`state_dir/mirror.json`, written
 atomically after each upload), up to the end of their local segment, as one object. So a cycle's
@@ -41,6 +41,7 @@ import structlog
 
 from syncd.core.journal_format import GENESIS, Damage, verify
 from syncd.errors import AwsError, JournalCorrupt, ObjectExists, SyncdError
+from syncd.journal.auth import BackupKey
 from syncd.journal.store import Journal, Segment, fsync_dir, segments
 
 BATCH_LIMIT = 8 * 1024 * 1024  # bytes in one records object at most
@@ -134,6 +135,7 @@ class Mirror:
     store: ObjectStore
     state_dir: Path
     interval: float = 5.0
+    key: BackupKey | None = None  # signs each checkpoint (syncd.journal.auth)
     log: Any = field(default_factory=lambda: structlog.get_logger("syncd.mirror"))
     clock: Callable[[], str] = field(
         default=lambda: datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -251,6 +253,8 @@ class Mirror:
 
     def _send_checkpoint(self) -> None:
         doc = {"seq": self.cursor.seq, "hash": self.cursor.hash, "time": self.clock()}
+        if self.key is not None:
+            doc["mac"] = self.key.sign(doc, asdict(self.lineage))
         key = checkpoint_key(self.lineage.id, self.cursor.seq)
         try:
             self.store.put_new(key, json.dumps(doc, sort_keys=True).encode())

@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from syncd.core.journal_format import GENESIS, Damage, verify
 from syncd.errors import SyncdError
-from syncd.journal.mirror import Cursor, Lineage, write_atomically
+from syncd.journal.auth import BackupKey
+from syncd.journal.mirror import Cursor, Lineage, checkpoint_key, write_atomically
 from syncd.journal.store import Journal, fsync_dir, lock_state_dir, segment_name, segments
 
 
@@ -67,6 +68,11 @@ class RemoteRead:
     damage: str | None = None
     deleted: list[str] | None = None  # None: the bucket keeps no versions, so unknown
     marked_hash: str | None = None  # the hash of the record `mark` asked for
+    # With a backup key: lineages passed over because they could not be authenticated, and
+    # how many records after the newest signed checkpoint were left out.
+    skipped: list[str] = field(default_factory=list)
+    unsigned_tail: int = 0
+    authenticated: bool = False
 
     @property
     def records(self) -> int:
@@ -93,15 +99,141 @@ def read_remote(
     *,
     at: str | None = None,
     mark: int | None = None,
+    key: BackupKey | None = None,
 ) -> RemoteRead:
     """Read and check a lineage (the newest when not named), up to `at` if given; `mark`
-    asks for the hash of one record (to compare with what the local mirror sent)."""
+    asks for the hash of one record (to compare with what the local mirror sent).
+
+    With `key`, only a lineage whose newest checkpoint is signed with it is read (the newest
+    such when none is named; others are listed in `skipped`), and only its records up to that
+    checkpoint (`unsigned_tail` counts those left out)."""
     names = lineages(store)
     if not names:
         raise RestoreError(f"no journal backup under {store.url}")
-    lineage_id = lineage_id or names[-1]
+    skipped: list[str] = []
+    if key is None:
+        newest = names[-1]
+    else:
+        newest, skipped = _newest_signed(store, names, key)
+    lineage_id = lineage_id or newest
     if lineage_id not in names:
         raise RestoreError(f"no lineage {lineage_id!r} under {store.url}; there are: {names}")
+    if key is not None and lineage_id != newest:
+        why = _unsigned(store, lineage_id, key)
+        if why:
+            raise RestoreError(f"lineage {lineage_id} cannot be authenticated: {why}")
+    read = _read_chain(store, lineage_id, at=None if key else at, mark=mark)
+    read.newest = lineage_id == newest
+    read.skipped = skipped
+    if key is not None:
+        _keep_signed(store, read, key, at)
+    return read
+
+
+def _keep_signed(store: RemoteStore, read: RemoteRead, key: BackupKey, at: str | None) -> None:
+    """Cut what was read back to the newest signed checkpoint it reaches (the newest of all,
+    unless damage stopped reading before it), and check that the record there is the one the
+    checkpoint names: then the chain authenticates every record kept."""
+    lineage = read.lineage
+    for object_key in store.keys(f"lineages/{lineage.id}/checkpoints/"):  # newest first
+        try:
+            checkpoint = _checkpoint(store, object_key)
+        except RestoreError:
+            continue
+        if checkpoint["seq"] > read.last_seq:
+            continue  # beyond what was read (the records were damaged before it)
+        if object_key != checkpoint_key(lineage.id, checkpoint["seq"]):
+            continue
+        if not key.verify(checkpoint, asdict(lineage)):
+            continue
+        signed_hash = _cut(read, checkpoint["seq"])
+        if signed_hash != checkpoint["hash"]:
+            read.damage = read.damage or (
+                f"record seq {checkpoint['seq']} is not the one its signed checkpoint names"
+            )
+            return
+        if at is not None:
+            _cut(read, checkpoint["seq"], at)
+        read.authenticated = True
+        return
+    if read.damage:  # damaged before any signed checkpoint: nothing can be kept
+        _cut(read, 0)
+        read.authenticated = True
+        return
+    raise RestoreError(
+        f"lineage {lineage.id}: no checkpoint signed with backup.key_file covers the records "
+        "read; nothing in it can be authenticated"
+    )
+
+
+def _newest_signed(store: RemoteStore, names: list[str], key: BackupKey) -> tuple[str, list[str]]:
+    """The newest lineage whose newest checkpoint `key` verifies, and the newer ones skipped."""
+    skipped: list[str] = []
+    for name in reversed(names):
+        why = _unsigned(store, name, key)
+        if why is None:
+            return name, skipped
+        skipped.append(f"lineage {name}: {why}")
+    raise RestoreError(
+        f"no lineage under {store.url} is signed with backup.key_file: " + "; ".join(skipped[:5])
+    )
+
+
+def _unsigned(store: RemoteStore, name: str, key: BackupKey) -> str | None:
+    """Why lineage `name` cannot be authenticated with `key`, or None when it can."""
+    try:
+        lineage = read_lineage_doc(store, name)
+        checkpoint = _newest_checkpoint(store, name)
+    except RestoreError as exc:
+        return str(exc)
+    if checkpoint is None:
+        return "it has no checkpoint"
+    if checkpoint["key"] != checkpoint_key(name, checkpoint["seq"]):
+        return f"its newest checkpoint ({checkpoint['key']}) is not where its seq belongs"
+    if not key.verify(checkpoint, asdict(lineage)):
+        return "its newest checkpoint is not signed with this key"
+    return None
+
+
+def _cut(read: RemoteRead, seq: int, at: str | None = None) -> str:
+    """Keep only the records up to `seq` (a signed checkpoint) and, with `at`, at or before
+    it; returns the hash of the last record kept. Anything cut makes the restore a fork (a new
+    lineage), so no history is continued from two places."""
+    if at is None:
+        read.unsigned_tail = max(0, read.last_seq - seq)
+    kept: list[Piece] = []
+    last: tuple[int, str, str | None] = (0, GENESIS, None)
+    for piece in read.pieces:
+        lines = piece.data.splitlines(keepends=True)
+        checked = verify(piece.data, where=piece.key, after_seq=piece.first_seq - 1, prev=None)
+        keep = 0
+        for record in checked.records:
+            if record.seq > seq or (at is not None and record.time > at):
+                break
+            keep += 1
+        if keep:
+            part = piece if keep == len(lines) else None
+            data = piece.data if part else b"".join(lines[:keep])
+            tail = verify(data, where=piece.key, after_seq=piece.first_seq - 1, prev=None)
+            kept.append(part or Piece(piece.key, data, piece.first_seq, tail.last_seq, False))
+            last = (tail.last_seq, tail.last_hash, checked.records[keep - 1].time)
+        if keep < len(lines):
+            break
+    if last[0] < read.last_seq:
+        read.end_of_backup = False
+        read.pieces = kept
+        read.last_seq, read.last_hash, read.last_time = last
+    return read.last_hash
+
+
+def _read_chain(
+    store: RemoteStore,
+    lineage_id: str,
+    *,
+    at: str | None,
+    mark: int | None,
+) -> RemoteRead:
+    names = lineages(store)
     chain = [read_lineage_doc(store, lineage_id)]
     while chain[0].parent:
         if any(x.id == chain[0].parent for x in chain):
@@ -155,12 +287,20 @@ def read_remote(
 
 def _newest_checkpoint(store: RemoteStore, lineage_id: str) -> dict[str, Any] | None:
     key = store.first_key(f"lineages/{lineage_id}/checkpoints/")  # the newest sorts first
-    if key is None:
-        return None
+    return None if key is None else _checkpoint(store, key)
+
+
+def _checkpoint(store: RemoteStore, key: str) -> dict[str, Any]:
     try:
         doc = json.loads(store.get(key) or b"")
-        return {"seq": int(doc["seq"]), "hash": str(doc["hash"]), "time": str(doc["time"])}
-    except (ValueError, KeyError, TypeError):
+        return {
+            "seq": int(doc["seq"]),
+            "hash": str(doc["hash"]),
+            "time": str(doc["time"]),
+            "mac": doc.get("mac"),
+            "key": key,
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise RestoreError(f"{store.url}{key}: unreadable checkpoint") from None
 
 
@@ -333,12 +473,14 @@ def restore(
     force: bool = False,
     partial: bool = False,
     lineage_id: str | None = None,
+    key: BackupKey | None = None,
 ) -> RemoteRead:
-    """Rebuild `state_dir/journal` from the backup; returns what was read."""
+    """Rebuild `state_dir/journal` from the backup; returns what was read. With `key`, only
+    what it authenticates (see `read_remote`)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     lock = lock_state_dir(state_dir)  # no daemon may run on the state being rebuilt
     try:
-        read = _restore_locked(store, state_dir, at, force, partial, lineage_id)
+        read = _restore_locked(store, state_dir, at, force, partial, lineage_id, key)
     finally:
         lock.close()
     journal = Journal.open(state_dir, writer=True, warn=lambda _: None)  # checks it all again
@@ -353,6 +495,7 @@ def _restore_locked(
     force: bool,
     partial: bool,
     lineage_id: str | None,
+    key: BackupKey | None,
 ) -> RemoteRead:
     journal_dir = state_dir / "journal"
     if segments(journal_dir) and not force:
@@ -360,7 +503,7 @@ def _restore_locked(
             f"{journal_dir} already holds a journal; restore replaces it only with --force "
             "(the old one is kept beside it)"
         )
-    read = read_remote(store, lineage_id, at=at)
+    read = read_remote(store, lineage_id, at=at, key=key)
     if read.damage and not partial:
         raise RestoreError(
             f"the backup is damaged: {read.damage}. Nothing was restored; --partial restores "
@@ -437,14 +580,16 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def verify_remote(store: RemoteStore, local: Journal | None = None) -> RemoteRead:
+def verify_remote(
+    store: RemoteStore, local: Journal | None = None, key: BackupKey | None = None
+) -> RemoteRead:
     """Check the newest lineage (the local journal's, given one): every record, the chain, the
     newest checkpoint; and against the mirror's cursor, that S3 holds what was sent, with the
     same hash."""
     cursor = Cursor.load(local.directory.parent / "mirror.json") if local else None
     lineage = local_lineage(local) if local else None
     mark = cursor.seq if cursor and cursor.lineage == lineage and cursor.seq else None
-    read = read_remote(store, lineage, mark=mark)
+    read = read_remote(store, lineage, mark=mark, key=key)
     if cursor is not None and mark is not None and not read.damage:
         if read.last_seq < cursor.seq:
             read.damage = (

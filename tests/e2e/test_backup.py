@@ -3,6 +3,7 @@ and S3 over HTTP (through the fault proxy), with real Git repos."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import time
@@ -24,6 +25,15 @@ def backup(aws):
     return s3
 
 
+def key_file(tmp_path) -> str:
+    """The key that signs the backup: on the host (and in the operator's safe), not in S3."""
+    path = tmp_path / "backup.key"
+    if not path.exists():
+        path.write_text("k" * 40)
+        path.chmod(0o600)
+    return str(path)
+
+
 def records_objects(s3):
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
     keys = [o["Key"] for page in pages for o in page.get("Contents", []) if "/records/" in o["Key"]]
@@ -37,7 +47,7 @@ def test_lose_the_host_restore_and_carry_on_without_redeploying(tmp_path, repo, 
         tmp_path,
         [{"name": "r", "url": str(repo.bare)}],
         aws.endpoint,
-        backup={"url": f"s3://{BUCKET}/prod/", "interval": "1s"},
+        backup={"url": f"s3://{BUCKET}/prod/", "key_file": key_file(tmp_path), "interval": "1s"},
     )
     times = []
     for name in ("a2", "a3"):
@@ -91,7 +101,7 @@ def test_restore_refuses_a_damaged_backup_and_verify_names_it(tmp_path, repo, aw
         tmp_path,
         [{"name": "r", "url": str(repo.bare)}],
         aws.endpoint,
-        backup={"url": f"s3://{BUCKET}/prod/"},
+        backup={"url": f"s3://{BUCKET}/prod/", "key_file": key_file(tmp_path)},
     )
     assert run_syncd("sync", "-c", str(config)).returncode == 0
     key, body = next(iter(records_objects(backup).items()))
@@ -128,7 +138,7 @@ def test_syncing_goes_on_while_s3_is_down_and_the_backlog_shows(tmp_path, repo, 
         tmp_path,
         [{"name": "r", "url": str(repo.bare)}],
         aws.endpoint,
-        backup={"url": f"s3://{BUCKET}/prod/"},
+        backup={"url": f"s3://{BUCKET}/prod/", "key_file": key_file(tmp_path)},
     )
     assert run_syncd("sync", "-c", str(config)).returncode == 0
     aws.proxy.s3_down()
@@ -156,7 +166,7 @@ def test_the_daemon_mirrors_within_the_interval_and_flushes_on_sigterm(tmp_path,
         tmp_path,
         [{"name": "r", "url": str(repo.bare), "poll_interval": "200ms"}],
         aws.endpoint,
-        backup={"url": f"s3://{BUCKET}/prod/", "interval": "500ms"},
+        backup={"url": f"s3://{BUCKET}/prod/", "key_file": key_file(tmp_path), "interval": "500ms"},
     )
     with running_daemon("-c", str(config)) as daemon:
         wait_for(lambda: aws.stack("alpha"), what="the first create")
@@ -199,7 +209,7 @@ def test_a_host_lost_mid_apply_is_restored_and_its_execute_observed_not_repeated
         tmp_path,
         [{"name": "r", "url": str(repo.bare)}],
         aws.endpoint,
-        backup={"url": f"s3://{BUCKET}/prod/"},
+        backup={"url": f"s3://{BUCKET}/prod/", "key_file": key_file(tmp_path)},
     )
     aws.proxy.slow("s", polls=100_000)  # the create "takes forever"
     proc = start_syncd("sync", "-c", str(config))
@@ -217,3 +227,130 @@ def test_a_host_lost_mid_apply_is_restored_and_its_execute_observed_not_repeated
     assert aws.proxy.count("ExecuteChangeSet") == 0 and aws.proxy.count("CreateChangeSet") == 0
     history = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
     assert [(h["stack"], h["version"], h["result"]) for h in history] == [("s", 1, "succeeded")]
+
+
+def forge_lineage(s3, stack: str, name: str = "99991231T000000000000Z-f0e0d0c0") -> str:
+    """What a bucket writer can do without the key: a whole history of their own, with a
+    valid hash chain, that sorts after every real lineage and says syncd deployed `stack`."""
+    from syncd.core.journal_format import GENESIS, encode
+
+    records = [
+        (
+            "commit",
+            {"repo": "r", "commit": "f" * 40, "previous": None, "forced": False, "changes": []},
+        ),
+        (
+            "version",
+            {
+                "repo": "r",
+                "stack": stack,
+                "version": 1,
+                "commit": "f" * 40,
+                "digest": "d" * 64,
+                "action": "create",
+                "deployment_file": f"deployments/{stack}.yaml",
+                "template_file": "templates/topic.yaml",
+                "parameters": {},
+                "tags": {},
+                "dependencies": [],
+            },
+        ),
+        ("executing", {"stack": stack, "change_set": "arn:forged"}),
+        (
+            "result",
+            {
+                "stack": stack,
+                "result": "succeeded",
+                "stack_status": "CREATE_COMPLETE",
+                "message": "",
+                "outputs": {},
+                "retryable": False,
+            },
+        ),
+    ]
+    prev, lines = GENESIS, []
+    for seq, (kind, data) in enumerate(records, start=1):
+        line, prev = encode(seq, "2026-12-01T00:00:00.000Z", kind, data, prev)
+        lines.append(line)
+    base = f"prod/lineages/{name}/"
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=base + "lineage.json",
+        Body=json.dumps({"id": name, "parent": None, "fork_seq": 0, "fork_hash": GENESIS}).encode(),
+    )
+    s3.put_object(Bucket=BUCKET, Key=base + "records/000000000001.jsonl", Body=b"".join(lines))
+    checkpoint = {
+        "seq": len(records),
+        "hash": prev,
+        "time": "2026-12-01T00:00:00.000Z",
+        "mac": "0" * 64,
+    }
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=base + f"checkpoints/{10**12 - len(records):012d}.json",
+        Body=json.dumps(checkpoint).encode(),
+    )
+    return name
+
+
+def test_a_forged_lineage_in_the_bucket_is_never_restored(tmp_path, repo, aws, backup):
+    topic_stack(repo, "alpha", "a1")
+    config = write_config(
+        tmp_path,
+        [{"name": "r", "url": str(repo.bare)}],
+        aws.endpoint,
+        backup={"url": f"s3://{BUCKET}/prod/", "key_file": key_file(tmp_path)},
+        defaults={"prune": True},
+    )
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    aws.cfn.create_stack(  # a stack syncd never managed
+        StackName="victim",
+        TemplateBody="Resources:\n  T:\n    Type: AWS::SNS::Topic\n",
+    )
+    forged = forge_lineage(backup, "victim")
+    shutil.rmtree(tmp_path / "state")  # the host is gone
+
+    restored = run_syncd("restore", "-c", str(config), "--format", "json")
+    assert restored.returncode == 0, restored.stderr
+    report = json_out(restored)
+    assert report["authenticated"] and report["lineage"] != forged
+    assert any(forged in why and "not signed" in why for why in report["skipped"])
+    status = json_out(run_syncd("status", "-c", str(config), "--format", "json"))
+    assert [row["stack"] for row in status] == ["alpha"]
+
+    # Named on purpose, it is still refused; verify --remote says what it skipped.
+    shutil.rmtree(tmp_path / "state")
+    named = run_syncd("restore", "--lineage", forged, "-c", str(config))
+    assert named.returncode != 0 and "cannot be authenticated" in named.stderr
+
+    # Without the key, restore refuses unless told to take the bucket's word for it ...
+    no_key = write_config(
+        tmp_path,
+        [{"name": "r", "url": str(repo.bare)}],
+        aws.endpoint,
+        backup={"url": f"s3://{BUCKET}/prod/"},
+        defaults={"prune": True},
+    )
+    refused = run_syncd("restore", "-c", str(no_key))
+    assert refused.returncode != 0 and "backup.key_file is not set" in refused.stderr
+    taken = run_syncd("restore", "--unauthenticated", "-c", str(no_key), "--format", "json")
+    assert taken.returncode == 0 and json_out(taken)["lineage"] == forged
+    # ... and even then the forged history cannot delete a stack CloudFormation does not show
+    # as syncd's: its "deployment file" is gone and prune is on, but the stack stays.
+    run_syncd("sync", "-c", str(no_key))
+    assert aws.stack("victim") is not None
+    assert not [c for c in aws.proxy.log if c.action == "DeleteStack" and c.stack == "victim"]
+
+
+def test_a_checkpoint_key_file_others_can_read_is_refused(tmp_path, repo, aws, backup):
+    path = tmp_path / "open.key"
+    path.write_text("k" * 40)
+    path.chmod(0o644)
+    config = write_config(
+        tmp_path,
+        [{"name": "r", "url": str(repo.bare)}],
+        aws.endpoint,
+        backup={"url": f"s3://{BUCKET}/prod/", "key_file": str(path)},
+    )
+    result = run_syncd("restore", "-c", str(config))
+    assert result.returncode != 0 and "chmod 600" in result.stderr
