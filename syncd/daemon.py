@@ -216,6 +216,7 @@ class Daemon:
             self.metrics,
             hooks=lambda: self._hooks,
             ready=lambda: bool(self.workers) and all(w.read_once for w in self.workers),
+            allowed_hosts=lambda: self.app.config.http.allowed_hosts if self.app else None,
         )
         try:
             self.http = HttpServer(listen, endpoints)

@@ -14,34 +14,48 @@ faster than their share; refused ones never use up the share of good ones, so fo
 lock out the real webhook. A webhook never reconciles by itself: it triggers the repo's worker,
 whose mailbox turns any number of them into one pass.
 
-Hazards: a slow or silent client holds a thread; every connection has a 10 s socket timeout and
-at most MAX_CONNECTIONS are served at once (more are closed at once), so a flood cannot starve
-the daemon of threads or file descriptors.
+With `http.allowed_hosts`, a request whose Host header names another host gets 421 (a DNS
+rebinding page in a browser cannot reach the listener under its own name).
+
+Hazards: slow clients, floods of connections, and webhooks that keep threads busy. Connections
+are read without threads, under a whole-request deadline and caps per address and in all, and
+health, readiness and metrics are answered by other threads than webhooks (syncd.listener).
+Refused and dropped connections are counted (Endpoints.refusals) and logged, bounded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
 
 from syncd.core.text import printable
+from syncd.listener import Limits, Listener
 from syncd.metrics import CONTENT_TYPE, Metrics
 
 MAX_BODY = 1024 * 1024
-MAX_CONNECTIONS = 32
-REQUEST_TIMEOUT = 10.0
+
+# What each kind of refused connection or request means, for the log.
+REFUSALS = {
+    "deadline": "the request was not sent (or its answer taken) within the deadline",
+    "per_client": "dropped: this address opened more connections than its share",
+    "full": "dropped: the listener was full and this connection was the oldest still sending",
+    "busy": "refused: 503, every connection past the cap was being answered",
+    "head_too_large": "refused: 431, request head over 64 KiB",
+    "host": "refused: 421, the Host header is not in http.allowed_hosts",
+}
 
 
 @dataclass
@@ -129,6 +143,17 @@ class RecentIds:
             return True
 
 
+def host_name(header: str) -> str:
+    """The host a Host header names, as `http.allowed_hosts` lists it: lower case, without its
+    port, an IPv6 address without its brackets, no trailing dot."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        return text[1:].split("]", 1)[0]
+    if text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    return text.rstrip(".")
+
+
 # Headers forges put a delivery's unique id in (GitHub, Gitea/Forgejo, Gogs, GitLab).
 _DELIVERY_HEADERS = (
     "X-GitHub-Delivery",
@@ -139,7 +164,8 @@ _DELIVERY_HEADERS = (
 
 
 class Endpoints:
-    """The state the handlers read: swapped as a whole on reload."""
+    """The state the handlers read; what a reload changes (hooks, allowed hosts) is read
+    through the callables on each request."""
 
     def __init__(
         self,
@@ -148,70 +174,101 @@ class Endpoints:
         ready: Callable[[], bool],
         limit: RateLimit | None = None,
         refused_limit: RateLimit | None = None,
+        allowed_hosts: Callable[[], Collection[str] | None] = lambda: None,
     ) -> None:
         self.metrics = metrics
         self.hooks = hooks
         self.ready = ready
         self.limit = limit or RateLimit()  # good deliveries, per repo
         self.refused_limit = refused_limit or RateLimit(burst=10, per_second=1)  # per client
+        self.allowed_hosts = allowed_hosts  # host names as config.HttpConfig has them; None: any
         self.deliveries = RecentIds()
         self.log = structlog.get_logger("syncd.http")
+        self.refusals: Counter[str] = Counter()  # by kind (REFUSALS), since start
+        self._log_limit = RateLimit(burst=10, per_second=1)  # log lines, per kind
+        self._unlogged: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: Any, family: int) -> None:
-        self.address_family = family
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # too many at once: this one is closed unanswered
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def refused(self, kind: str, client: str, request: str) -> None:
+        """Count a refused or dropped connection or request, and log it: 10 of a kind at once
+        and 1 a second after that, each with how many went unlogged before it, the client's
+        text cut short and its control characters escaped."""
+        self.metrics.http_refused.labels(kind).inc()
+        with self._lock:
+            self.refusals[kind] += 1
+            if not self._log_limit.allow(kind):
+                self._unlogged[kind] += 1
+                return
+            unlogged = self._unlogged.pop(kind, 0)
+        self.log.warning(
+            "http.refused",
+            kind=kind,
+            reason=REFUSALS.get(kind, kind),
+            client=printable(client[:64]),
+            request=printable(request[:120]),
+            unlogged=unlogged,
+        )
 
 
 class HttpServer:
-    def __init__(self, listen: str, endpoints: Endpoints) -> None:
+    def __init__(self, listen: str, endpoints: Endpoints, limits: Limits | None = None) -> None:
         """Raises OSError when the address cannot be had (in use, not on this host)."""
         host, _, port = listen.rpartition(":")
         bare = host.strip("[]")
         family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+        sock = socket.create_server((bare, int(port)), family=family)
+        self.address = f"{host}:{sock.getsockname()[1]}"
         handler = type("Handler", (_Handler,), {"endpoints": endpoints})
-        self._server = _Server((bare, int(port)), handler, family)
-        self.address = f"{host}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.2,), name="http", daemon=True
-        )
+
+        def answer(request: bytes, client: Any) -> bytes:
+            out = io.BytesIO()
+            handler(request, client, out)
+            return out.getvalue()
+
+        self._listener = Listener(sock, answer, endpoints.refused, limits or Limits(), MAX_BODY)
 
     def start(self) -> None:
-        self._thread.start()
+        self._listener.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._listener.stop()
 
 
 class _Handler(BaseHTTPRequestHandler):
     endpoints: Endpoints
     server_version = "syncd"
     sys_version = ""
-    timeout = REQUEST_TIMEOUT  # a socket timeout for every read: slow clients are let go
+
+    def __init__(self, request: bytes, client_address: Any, out: io.BytesIO) -> None:
+        """Answer one request, read whole by the listener, into `out`."""
+        self.rfile, self.wfile, self.client_address = io.BytesIO(request), out, client_address
+        try:
+            self.handle()
+        except Exception as exc:  # a bug: the client gets a 500, the log the error's type
+            self.endpoints.log.error("http.error", error=type(exc).__name__, path=self._shown)
+            if not out.tell():
+                self._send(500, b"internal error\n")
+
+    @property
+    def _shown(self) -> str:
+        return printable(getattr(self, "path", "")[:100])
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests that matter are logged as events below
 
+    def _host_allowed(self) -> bool:
+        allowed = self.endpoints.allowed_hosts()
+        host = self.headers.get("Host", "")
+        if allowed is None or host_name(host) in allowed:
+            return True
+        self.endpoints.refused("host", self.client_address[0], f"{self._shown} Host: {host}")
+        self._send(421, b"misdirected request: this Host is not served here\n")
+        return False
+
     def do_GET(self) -> None:
         e = self.endpoints
+        if not self._host_allowed():
+            return
         if self.path == "/healthz":
             self._send(200, b"ok\n")
         elif self.path == "/readyz":
@@ -224,6 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         e = self.endpoints
+        if not self._host_allowed():
+            return
         if not self.path.startswith("/hooks/"):
             return self._send(404, b"not found\n")
         repo = self.path[len("/hooks/") :].split("?", 1)[0]
@@ -269,8 +328,8 @@ class _Handler(BaseHTTPRequestHandler):
         return 202, "a pass was asked for"
 
     def _refused(self, e: Endpoints, client: str, code: int, message: str) -> tuple[int, str]:
-        """A refusal, unless this client has had too many of them: then 429 (and its
-        requests stop costing a signature check until its share refills)."""
+        """A refusal, unless this client has had too many of them: then 429, and the
+        connection is closed."""
         if not e.refused_limit.allow(client):
             self.close_connection = True
             return 429, "too many refused requests from this client"

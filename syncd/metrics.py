@@ -50,6 +50,12 @@ class Metrics:
             ["repo", "code"],
             registry=self.registry,
         )
+        self.http_refused = Counter(
+            "syncd_http_refused",
+            "Connections and requests the HTTP listener refused or dropped, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
         self._last_success: dict[str, float] = {}
         self._lock = threading.Lock()
         self.registry.register(_StateCollector(source, self._successes))

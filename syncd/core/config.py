@@ -7,6 +7,7 @@ into a default. Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ class BackupConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     listen: str | None = None
+    # The names a request's Host header may give (lower case, no port); None: any.
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -272,8 +275,11 @@ class _Reader:
         )
 
     def http(self, value: object) -> HttpConfig:
-        d = self.mapping(value, "http", {"listen"})
-        return HttpConfig(listen=self.get(d, "listen", "http", _host_port, None))
+        d = self.mapping(value, "http", {"listen", "allowed_hosts"})
+        return HttpConfig(
+            listen=self.get(d, "listen", "http", _host_port, None),
+            allowed_hosts=self.get(d, "allowed_hosts", "http", _hosts, None),
+        )
 
     def options(self, value: object, path: str, base: StackOptions) -> StackOptions:
         d = self.mapping(value, path, set(OPTION_KEYS))
@@ -479,6 +485,26 @@ def _host_port(value: object) -> str:
     if not re.match(r"^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$", text):
         raise ValueError(f"must be host:port, not {text!r}")
     return text
+
+
+def _hosts(value: object) -> tuple[str, ...]:
+    """Host names or addresses as a Host header gives them, without a port: lower case, an IPv6
+    address without its brackets, no trailing dot."""
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of host names (leave it out to allow any)")
+    hosts = []
+    for item in value:
+        text = _string(item).strip().lower().rstrip(".")
+        bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        if ":" in bare:  # an IPv6 address, or a name with a port
+            try:
+                ipaddress.IPv6Address(bare)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a host name or address (no port)") from None
+        elif not re.match(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", bare):
+            raise ValueError(f"{item!r} is not a host name or address")
+        hosts.append(bare)
+    return tuple(hosts)
 
 
 def _repo_name(value: object) -> str:

@@ -178,7 +178,8 @@ def test_webhooks_coalesce_into_a_few_passes_and_forgeries_apply_nothing(
     port = free_port()
     entry = {"name": "r", "url": str(repo.bare), "poll_interval": "1h"}
     entry["webhook_secret_file"] = str(secret)
-    config = write_config(tmp_path, [entry], aws.endpoint, http={"listen": f"127.0.0.1:{port}"})
+    listen = {"listen": f"127.0.0.1:{port}", "allowed_hosts": ["127.0.0.1"]}
+    config = write_config(tmp_path, [entry], aws.endpoint, http=listen)
 
     def post(body: bytes, key: bytes = b"a-long-shared-secret", path: str = "/hooks/r") -> int:
         digest = hmac.new(key, body, hashlib.sha256).hexdigest()
@@ -213,8 +214,14 @@ def test_webhooks_coalesce_into_a_few_passes_and_forgeries_apply_nothing(
         big.endheaders()  # the answer comes before any of the body is sent
         assert big.getresponse().status == 413
         big.close()
+        # A page under another name (DNS rebinding) is refused by http.allowed_hosts.
+        rebound = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        rebound.request("GET", "/healthz", headers={"Host": "evil.example"})
+        assert rebound.getresponse().status == 421
+        rebound.close()
         time.sleep(1.0)
         assert aws.parameters("app") == {"Name": "v1"}
+        assert metric("syncd_http_refused_total") >= 1
 
         before = metric("syncd_passes_total")
         with ThreadPoolExecutor(max_workers=10) as pool:

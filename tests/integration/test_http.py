@@ -197,12 +197,12 @@ def test_slow_clients_are_let_go_and_cannot_starve_the_server(served) -> None:
     address, _, _ = served
     host, port = address.rsplit(":", 1)
     stalled = []
-    for _ in range(40):  # more than MAX_CONNECTIONS, each sending half a request
+    for _ in range(40):  # more than one address may hold (Limits.per_client), each half-sent
         s = sockets.create_connection((host, int(port)))
         s.sendall(b"POST /hooks/platform HTTP/1.1\r\nContent-Length: 100\r\n")
         stalled.append(s)
     try:
-        # The extra ones are closed at once; the rest time out; then the server answers again.
+        # The oldest half-sent ones are dropped to make room: a whole request is answered.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

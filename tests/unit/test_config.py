@@ -686,3 +686,34 @@ def test_watch_is_for_repositories_on_this_machine() -> None:
 def test_http_listen_with_a_port_alone_binds_loopback(listen: str, expected: str) -> None:
     config = parse(minimal(extra_top=f'http: {{listen: "{listen}"}}\n'))
     assert config.http.listen == expected
+
+
+def test_http_allowed_hosts_default_to_any_and_are_kept_as_a_host_header_names_them() -> None:
+    assert parse(minimal()).http.allowed_hosts is None
+    config = parse(
+        minimal(
+            extra_top="""\
+            http:
+              listen: 127.0.0.1:9280
+              allowed_hosts: [Syncd.Example.com., 127.0.0.1, "[::1]", "fe80::1"]
+            """
+        )
+    )
+    assert config.http.allowed_hosts == ("syncd.example.com", "127.0.0.1", "::1", "fe80::1")
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("[]", "non-empty list"),
+        ("syncd.example.com", "non-empty list"),
+        ("[syncd.example.com:443]", "no port"),
+        ('["[::1]:9280"]', "no port"),
+        ('["*.example.com"]', "not a host name"),
+        ('["http://syncd.example.com"]', "no port"),
+        ('[""]', "must not be empty"),
+    ],
+)
+def test_bad_http_allowed_hosts_are_refused(value: str, needle: str) -> None:
+    found = problems(minimal(extra_top=f"http: {{allowed_hosts: {value}}}\n"))
+    assert needle in problem_for(found, "http.allowed_hosts")
