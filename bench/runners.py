@@ -235,7 +235,7 @@ class Sceptre(Peer):
 
 # -- syncd -------------------------------------------------------------------------------------
 class Syncd(Peer):
-    """`syncd sync -c CONFIG` as a subprocess, against the contract in SPEC §3-§5."""
+    """`syncd sync -c CONFIG` as a subprocess, as docs/commands.md describes it."""
 
     name = "syncd"
     description = "`syncd sync -c CONFIG` subprocess (interpreter start included)"

@@ -2,7 +2,8 @@
 
 `make_workload(root, n)` writes, under `root`:
 
-- `repo/` - a Git repository (branch `main`, one commit) in syncd's layout (SPEC §4):
+- `repo/` - a Git repository (branch `main`, one commit) in syncd's layout
+  (docs/deployment-files.md):
   `templates/stack-NN.yaml` (an AWS::SNS::Topic and an AWS::SSM::Parameter, one parameter, one
   output; both resource types are cheap in moto) and `deployments/stack-NN.yaml`
   (`template-file-path`, `parameters`, `tags`).

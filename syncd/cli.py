@@ -1,4 +1,5 @@
-"""The `syncd` command line (SPEC §5): parse arguments, run a command, map errors to exit codes.
+"""The `syncd` command line (docs/commands.md): parse arguments, run a command, map errors to
+exit codes.
 
 Exit codes: 0 done; 1 a stack failed or is blocked (or the journal is damaged); 2 usage or
 config error. `--format json` prints data on stdout only; logs always go to stderr.

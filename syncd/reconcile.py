@@ -474,7 +474,7 @@ class RepoSync:
         log: Any,
     ) -> None:
         """Stacks this repo described before and no longer does. Deleted only with prune: true
-        and their deployment file gone from the branch (SPEC §9); otherwise left alone."""
+        and their deployment file gone from the branch; otherwise left alone."""
         present = set(loaded.stacks) | set(invalid)
         for view in self._views():
             if view.stack in present or view.removed:

@@ -1,4 +1,5 @@
-"""The configuration file (SPEC §3): parse, validate and resolve it into frozen values.
+"""The configuration file (docs/configuration.md): parse, validate and resolve it into frozen
+values.
 
 Pure: it takes the file's text and folder and returns a `Config`, or raises `ConfigError` listing
 every problem at once with its key path. Unknown keys are errors, so a typo never silently turns

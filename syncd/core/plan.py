@@ -1,11 +1,11 @@
 """A plan: what merging a ref would do to each stack, and its three renderings.
 
 Pure. `syncd.planner` fills a `Plan` from change sets it creates, describes and deletes; this
-module decides nothing about AWS, only how a plan reads: `as_json` (SPEC §5), `as_text` for a
-terminal, and `as_markdown` for a pull-request comment: a summary table first, the details of
-each stack folded, and the whole kept under a size limit by summarising the details of the
-largest stacks, never by cutting through the table. Secrets never appear: NoEcho parameters show
-as `****` on both sides of a change.
+module decides nothing about AWS, only how a plan reads: `as_json` (docs/commands.md),
+`as_text` for a terminal, and `as_markdown` for a pull-request comment: a summary table first,
+the details of each stack folded, and the whole kept under a size limit by summarising the
+details of the largest stacks, never by cutting through the table. Secrets never appear: NoEcho
+parameters show as `****` on both sides of a change.
 """
 
 from __future__ import annotations

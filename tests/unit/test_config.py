@@ -1,4 +1,5 @@
-"""syncd.core.config: the config file (SPEC §3) parsed from text, with no disk or network."""
+"""syncd.core.config: the config file (docs/configuration.md) parsed from text, with no disk or
+network."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def test_minimal_config_gets_every_default() -> None:
 
 
 def test_spec_example_parses() -> None:
-    # The example of SPEC §3, nulls and all.
+    # The example of docs/configuration.md, nulls and all.
     config = parse(
         """
         state_dir: /var/lib/syncd
@@ -407,7 +408,7 @@ def test_config_error_message_lists_every_problem() -> None:
 
 
 def test_problems_in_a_repo_with_a_bad_name_are_still_reported() -> None:
-    # SPEC §3: every problem in the file is reported at once. A bad name must not hide the
+    # Every problem in the file is reported at once. A bad name must not hide the
     # repo's other mistakes (the user would fix one, rerun, and only then see the next).
     found = problems(
         f"""
