@@ -1,4 +1,5 @@
-"""syncd.core.journal_state: journal records folded into `status` and `history` rows (docs/commands.md)."""
+"""syncd.core.journal_state: journal records folded into `status` and `history` rows
+(docs/commands.md)."""
 
 from __future__ import annotations
 
