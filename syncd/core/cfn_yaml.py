@@ -13,9 +13,35 @@ from typing import Any
 
 import yaml
 
+from syncd.core.text import bounded
+
 
 class TemplateSyntaxError(ValueError):
     """The text is neither JSON nor YAML that CloudFormation would accept."""
+
+
+class ParseBudgetExceeded(Exception):
+    """Parsing this text would take the commit's files past their `ParseBudget`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"more than {limit:,} YAML events and JSON values")
+
+
+class ParseBudget:
+    """How much parsing one commit's files may still cost: YAML parser events (a scalar, the
+    start or end of a mapping or list) and JSON values, summed over every file parsed. Loading
+    costs in proportion to them, about 4 to 10 µs and a few hundred bytes each, whatever the
+    bytes: a megabyte of `[1,1,1,...]` is half a million of them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise ParseBudgetExceeded(self.limit)
 
 
 # libyaml's parser when PyYAML was built with it: about 9x faster on the files of a large repo
@@ -48,23 +74,33 @@ _Loader.add_multi_constructor("!", _construct_tag)
 MAX_DEPTH = 100  # levels of nesting a template or deployment file may have
 
 
-def check_yaml(text: str, *, anchors: bool) -> None:
+_BATCH = 1000  # events counted against a ParseBudget at a time
+
+
+def check_yaml(text: str, *, anchors: bool, budget: ParseBudget | None = None) -> None:
     """Refuse what would make loading YAML cost more than its size before it is loaded: aliases
     (a few hundred bytes of nested aliases expand to gigabytes), anchors where `anchors` is
-    False, and nesting deeper than MAX_DEPTH. Reads parser events only: nothing is expanded.
-    Raises TemplateSyntaxError (yaml.YAMLError for text that does not parse)."""
+    False, nesting deeper than MAX_DEPTH, and more events than `budget` has left. Reads parser
+    events only: nothing is expanded. Raises TemplateSyntaxError (yaml.YAMLError for text that
+    does not parse, ParseBudgetExceeded past the budget)."""
     depth = 0
+    counted = 0
     for event in yaml.parse(text, Loader=SafeLoader):
+        counted += 1
+        if budget is not None and counted == _BATCH:
+            budget.take(counted)
+            counted = 0
         line = event.start_mark.line + 1 if event.start_mark is not None else 0
         if isinstance(event, yaml.AliasEvent):
             raise TemplateSyntaxError(
-                f"YAML alias *{event.anchor} at line {line}: aliases are "
+                f"YAML alias *{bounded(str(event.anchor), 60)} at line {line}: aliases are "
                 "not allowed (CloudFormation refuses them in templates too)"
             )
         anchor = getattr(event, "anchor", None)
         if anchor is not None and not anchors:
             raise TemplateSyntaxError(
-                f"YAML anchor &{anchor} at line {line}: anchors are not allowed in deployment files"
+                f"YAML anchor &{bounded(str(anchor), 60)} at line {line}: anchors are not "
+                "allowed in deployment files"
             )
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
@@ -74,40 +110,61 @@ def check_yaml(text: str, *, anchors: bool) -> None:
                 )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
+    if budget is not None:
+        budget.take(counted)
 
 
-def _depth(data: Any) -> int:
-    """How deeply lists and mappings nest in `data` (iterative: no recursion to overflow)."""
+def yaml_error(exc: yaml.YAMLError) -> str:
+    """PyYAML's message for text that does not parse, on one line and bounded: it can quote
+    what it found (a tag, a key) at any length."""
+    return bounded(" ".join(str(exc).split()), 400)
+
+
+def _depth(data: Any) -> tuple[int, int]:
+    """How deeply lists and mappings nest in `data`, and how many values it holds (iterative:
+    no recursion to overflow)."""
     deepest = 0
+    values = 0
     todo: list[tuple[Any, int]] = [(data, 1)]
     while todo:
         node, level = todo.pop()
+        values += 1
         if isinstance(node, dict | list):
             deepest = max(deepest, level)
             if level > MAX_DEPTH:
-                return level
+                return level, values
             todo.extend(
                 (child, level + 1) for child in (node.values() if isinstance(node, dict) else node)
             )
-    return deepest
+    return deepest, values
 
 
-def parse_template(text: str) -> dict[str, Any]:
-    """Parse a template body; raise TemplateSyntaxError with CloudFormation-like wording."""
+def parse_template(text: str, budget: ParseBudget | None = None) -> dict[str, Any]:
+    """Parse a template body; raise TemplateSyntaxError with CloudFormation-like wording, and
+    ParseBudgetExceeded when it would take more than `budget` has left."""
     stripped = text.lstrip()
     try:
         if stripped.startswith("{"):
             data = json.loads(text)
         else:
-            check_yaml(text, anchors=True)  # CloudFormation allows anchors, not aliases
+            check_yaml(text, anchors=True, budget=budget)  # CloudFormation allows anchors
             data = yaml.load(text, Loader=_Loader)
     except json.JSONDecodeError as exc:
-        raise TemplateSyntaxError(f"not valid JSON: {exc}") from exc
+        raise TemplateSyntaxError(f"not valid JSON: {bounded(str(exc), 400)}") from exc
     except yaml.YAMLError as exc:
-        raise TemplateSyntaxError(f"not valid YAML: {exc}") from exc
+        raise TemplateSyntaxError(f"not valid YAML: {yaml_error(exc)}") from exc
     except RecursionError:
         raise TemplateSyntaxError(f"nested more than {MAX_DEPTH} levels deep") from None
-    if _depth(data) > MAX_DEPTH:  # JSON has no parser events to count: walk what was read
+    except TemplateSyntaxError:  # check_yaml's own, as it said it
+        raise
+    except ValueError as exc:  # a value that does not construct: 2001-13-45, !!int x, 5000 digits
+        raise TemplateSyntaxError(
+            f"has a value that cannot be read: {bounded(str(exc), 200)}"
+        ) from None
+    depth, values = _depth(data)
+    if stripped.startswith("{") and budget is not None:
+        budget.take(values)  # JSON has no parser events to count: what was read counts
+    if depth > MAX_DEPTH:
         raise TemplateSyntaxError(f"nested more than {MAX_DEPTH} levels deep")
     if not isinstance(data, dict):
         raise TemplateSyntaxError("is not a mapping with a Resources section")

@@ -3,7 +3,16 @@
 The only importer of `git` (GitPython). Every git process runs in a hermetic environment: no
 system or user git config, no prompts (a missing credential fails at once instead of hanging
 the daemon), only the transports syncd supports. Credentials in URLs never reach a log or the
-journal: every message leaving this module goes through `redact`.
+journal: every message leaving this module goes through `redact`. Nor do they reach a command
+line, which every local user can read (/proc/*/cmdline): git is given the URL without them and
+asks for them through a credential helper that reads them from its environment, which only
+syncd's own user (and root) can read.
+
+Anyone who can push to a followed branch is untrusted, so what one commit can cost is bounded:
+a blob's size is checked before any of it is read (a symlink's too), the listing of a commit
+stops at MAX_TREE_FILES, and a fetched commit is loaded once before it is taken (`fetch`): one
+past a limit of syncd.core.deployments is refused as a SourceError, the last commit is kept,
+and nothing of it is applied.
 
 Hazards: a force-push is detected (the old commit is not an ancestor of the new one) and
 reported, not refused; a deleted branch raises `BranchMissing` and keeps the last commit, so a
@@ -21,17 +30,27 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 
 from syncd.core.config import RepoConfig
-from syncd.core.deployments import MAX_FILE_BYTES, TreeError
+from syncd.core.deployments import (
+    MAX_COMMIT_BYTES,
+    MAX_FILE_BYTES,
+    MAX_TREE_FILES,
+    CommitTooLarge,
+    TreeError,
+    load_stacks,
+)
+from syncd.core.text import PATH_LIMIT, bounded, quoted
 from syncd.errors import BranchMissing, SourceError
 
 TRACKING_REF = "refs/syncd/head"
 _SYMLINK = "120000"
 _MAX_SYMLINK_HOPS = 8
+MAX_SYMLINK_BYTES = 4096  # a symlink's blob is its target path (PATH_MAX on Linux)
+_MAX_RECORD = 64 * 1024  # bytes of one line of `git ls-tree` (a path, with its mode and id)
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
@@ -99,6 +118,66 @@ def hermetic_env() -> dict[str, str]:
     }
 
 
+# The credential helper git runs (`sh -c`) when an HTTP(S) server asks who syncd is: it answers
+# with the user name and password of the repo's URL, which syncd puts in the environment of
+# that one git command (never its command line), and only for the URL's own protocol and host,
+# so a redirect elsewhere gets nothing. The empty value first drops any other helper.
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || exit 0; p=; h=; '
+    'while IFS= read -r line && test -n "$line"; do case $line in '
+    "protocol=*) p=${line#protocol=};; host=*) h=${line#host=};; esac; done; "
+    'test "$p" = "$SYNCD_GIT_PROTOCOL" && test "$h" = "$SYNCD_GIT_HOST" || exit 0; '
+    "printf 'username=%s\\n' \"$SYNCD_GIT_USERNAME\"; "
+    'test -z "${SYNCD_GIT_PASSWORD+set}" || printf \'password=%s\\n\' "$SYNCD_GIT_PASSWORD"; '
+    "}; f"
+)
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A repo URL as git is given it: `url` holds no secret; `env` (for that one command)
+    carries the user name and password the URL had, for CREDENTIAL_HELPER."""
+
+    url: str
+    env: dict[str, str]
+
+
+def remote(url: str) -> Remote:
+    """Split the credentials off a repo URL. http(s): the user and password go to the
+    credential helper. ssh: the user stays (it is the login, not a secret), a password is
+    dropped (ssh never takes one from a URL). Other schemes (git://, file://) carry none."""
+    if "://" not in url:
+        return Remote(url, {})
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return Remote(url, {})
+    scheme = parts.scheme.lower()
+    user, colon, password = userinfo.partition(":")
+    if scheme in ("ssh", "git+ssh", "ssh+git"):
+        netloc = f"{user}@{host}" if user else host
+        return Remote(urlunsplit(parts._replace(netloc=netloc)), {})
+    bare = urlunsplit(parts._replace(netloc=host))
+    if scheme not in ("http", "https"):
+        return Remote(bare, {})
+    user, password = unquote(user), unquote(password)
+    if any(c in user + password for c in "\n\r\0"):  # git refuses these too
+        return Remote(bare, {})
+    env = {
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "credential.helper",
+        "GIT_CONFIG_VALUE_0": "",
+        "GIT_CONFIG_KEY_1": "credential.helper",
+        "GIT_CONFIG_VALUE_1": CREDENTIAL_HELPER,
+        "SYNCD_GIT_PROTOCOL": scheme,
+        "SYNCD_GIT_HOST": host,
+        "SYNCD_GIT_USERNAME": user,
+    }
+    if colon:
+        env["SYNCD_GIT_PASSWORD"] = password
+    return Remote(bare, env)
+
+
 @dataclass(frozen=True)
 class FetchResult:
     commit: str
@@ -121,6 +200,10 @@ class GitSource:
         self.path = state_dir / "repos" / f"{repo.name}.git"
         self.fetch_timeout = fetch_timeout
         self._repo: git.Repo | None = None
+        self._remote = remote(repo.url)
+        # Commits checked against the limits: "" taken, else why refused (the latest few).
+        self._verdicts: dict[str, str] = {}
+        self._admitted: GitTree | None = None  # loaded when fetched; the pass takes it over
 
     @property
     def display_url(self) -> str:
@@ -153,18 +236,10 @@ class GitSource:
     def fetch(self) -> FetchResult:
         """Fetch the branch; report the new commit, whether it was forced, what changed."""
         self.seed_if_missing()
-        repo = self._git()
         previous = self.current()
         branch = self.config.branch
         try:
-            repo.git.fetch(
-                "--no-tags",
-                "--quiet",
-                "--",
-                self.config.url,
-                f"+refs/heads/{branch}:{TRACKING_REF}",
-                kill_after_timeout=self.fetch_timeout,
-            )
+            self._fetch(f"+refs/heads/{branch}:{TRACKING_REF}")
         except git.GitCommandError as exc:
             message = self._redact(f"{exc.stderr or exc}".strip())
             if "couldn't find remote ref" in message or "not our ref" in message:
@@ -176,6 +251,7 @@ class GitSource:
         commit = self.current()
         if commit is None:  # pragma: no cover - fetch succeeded but wrote no ref
             raise SourceError(f"fetch of {self.display_url} produced no commit")
+        self._admit(commit, previous)
         forced = (
             previous is not None and commit != previous and not self._is_ancestor(previous, commit)
         )
@@ -191,25 +267,11 @@ class GitSource:
             for fetch_branches in (False, True):
                 if fetch_branches:
                     with contextlib.suppress(git.GitCommandError):
-                        repo.git.fetch(
-                            "--no-tags",
-                            "--quiet",
-                            "--",
-                            self.config.url,
-                            "+refs/heads/*:refs/syncd/branches/*",
-                            kill_after_timeout=self.fetch_timeout,
-                        )
+                        self._fetch("+refs/heads/*:refs/syncd/branches/*")
                 with contextlib.suppress(git.GitCommandError):
                     return str(repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}"))
         try:
-            repo.git.fetch(
-                "--no-tags",
-                "--quiet",
-                "--",
-                self.config.url,
-                f"+{ref}:refs/syncd/plan",
-                kill_after_timeout=self.fetch_timeout,
-            )
+            self._fetch(f"+{ref}:refs/syncd/plan")
             return str(repo.git.rev_parse("--verify", "refs/syncd/plan^{commit}"))
         except git.GitCommandError as exc:
             raise SourceError(
@@ -217,7 +279,51 @@ class GitSource:
                 f"{_reason(self._redact(str(exc.stderr or exc)))}"
             ) from None
 
+    def _fetch(self, refspec: str) -> None:
+        """`git fetch` of one refspec from the repo's URL, credentials kept off the command
+        line (see `remote`)."""
+        self._git().git.fetch(
+            "--no-tags",
+            "--quiet",
+            "--",
+            self._remote.url,
+            refspec,
+            kill_after_timeout=self.fetch_timeout,
+            env=self._remote.env or None,
+        )
+
+    def _admit(self, commit: str, previous: str | None) -> None:
+        """Load `commit` once (the pass takes the load over, see `tree`); one past the limits
+        is refused: the tracking ref goes back to `previous`, so the last commit taken is kept
+        and nothing of this one is applied. Raises SourceError, the same each time."""
+        verdict = self._verdicts.get(commit)
+        if verdict is None:
+            try:
+                tree = GitTree(self._git(), commit)
+                load_stacks(self.config, tree)
+                verdict = ""
+                self._admitted = tree
+            except CommitTooLarge as exc:
+                kept = f"keeping commit {previous[:12]}" if previous else "no commit taken yet"
+                verdict = (
+                    f"commit {commit[:12]} is refused, nothing of it is applied: {exc}; {kept}"
+                )
+            if len(self._verdicts) >= 16:
+                self._verdicts.pop(next(iter(self._verdicts)))
+            self._verdicts[commit] = verdict
+        if verdict:
+            if previous != commit:
+                repo = self._git()
+                if previous is None:
+                    repo.git.update_ref("-d", TRACKING_REF)
+                else:
+                    repo.git.update_ref(TRACKING_REF, previous)
+            raise SourceError(verdict)
+
     def tree(self, commit: str) -> GitTree:
+        admitted, self._admitted = self._admitted, None
+        if admitted is not None and admitted.commit == commit:
+            return admitted  # already loaded: load_stacks finds its result there
         return GitTree(self._git(), commit)
 
     def _is_ancestor(self, old: str, new: str) -> bool:
@@ -230,8 +336,8 @@ class GitSource:
     def _changes(self, old: str | None, new: str) -> tuple[tuple[str, str], ...]:
         repo = self._git()
         if old is None or not self._has_commit(old):
-            out = repo.git.ls_tree("-r", "--name-only", "-z", new)
-            return tuple(("A", p) for p in out.split("\0") if p)
+            listing = _listing(repo, new, "-r", "--name-only", "-z")
+            return tuple(("A", p) for p in listing)
         # --no-renames: a renamed deployment file is a deleted stack plus a new one.
         out = repo.git.diff("--name-status", "--no-renames", "-z", old, new)
         parts = [p for p in out.split("\0") if p]
@@ -289,37 +395,77 @@ def _reason(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip().strip("@")]
     useful = [line for line in lines if not any(b in line for b in _BOILERPLATE)]
     chosen = (useful or lines or ["unknown error"])[-3:]  # ssh and curl end with the reason
-    return "; ".join(line.removeprefix("fatal: ").removeprefix("error: ") for line in chosen)
+    return bounded(
+        "; ".join(line.removeprefix("fatal: ").removeprefix("error: ") for line in chosen)
+    )
+
+
+def _listing(repo: git.Repo, commit: str, *options: str) -> Iterable[str]:
+    """The NUL-separated records of `git ls-tree OPTIONS COMMIT`, read as git writes them and
+    stopped past MAX_TREE_FILES (a few tree objects can name a billion paths)."""
+    proc = repo.git.ls_tree(*options, "--full-tree", commit, as_process=True)
+    count = 0
+    pending = b""
+    try:
+        while chunk := proc.stdout.read(1 << 16):
+            *records, pending = (pending + chunk).split(b"\0")
+            for record in (*records, pending):
+                if len(record) > _MAX_RECORD:  # Git takes a path of any length, nothing else
+                    raise CommitTooLarge(f"it names a path of more than {_MAX_RECORD:,} bytes")
+            for record in records:
+                count += 1
+                if count > MAX_TREE_FILES:
+                    raise CommitTooLarge(
+                        f"it has more than {MAX_TREE_FILES:,} files (blobs, symlinks and "
+                        "submodules), the limit for a commit"
+                    )
+                yield record.decode("utf-8", "surrogateescape")
+        proc.wait()
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.proc.kill()  # stopped early: GitPython's AutoInterrupt reaps it
 
 
 class GitTree:
-    """The files of one commit (the `Tree` the deployment-file loader reads)."""
+    """The files of one commit (the `Tree` the deployment-file loader reads).
 
-    def __init__(self, repo: git.Repo, commit: str) -> None:
+    Nothing larger than the limits is ever read: each blob's size comes from the listing and
+    is checked before any of its bytes are (MAX_SYMLINK_BYTES for a symlink's target,
+    MAX_FILE_BYTES for a file), and the blobs read from one tree add up to MAX_COMMIT_BYTES
+    at most, each counted once (CommitTooLarge past it)."""
+
+    def __init__(self, repo: git.Repo, commit: str, budget: int | None = None) -> None:
         self._repo = repo
         self.commit = commit
-        self._entries: dict[str, tuple[str, str, int]] = {}
-        out = repo.git.ls_tree("-r", "-l", "-z", "--full-tree", commit)
-        for item in out.split("\0"):
-            if not item:
-                continue
-            meta, path = item.split("\t", 1)
+        self.budget = MAX_COMMIT_BYTES if budget is None else budget
+        self.bytes_read = 0
+        self.loaded: object = None  # load_stacks keeps its result here
+        self._counted: set[str] = set()
+        self._targets: dict[str, str] = {}  # symlink blob -> its target
+        self._entries: dict[str, tuple[bool, str, int]] = {}  # path -> (symlink?, sha, size)
+        for item in _listing(repo, commit, "-r", "-l", "-z"):
+            meta, _, path = item.partition("\t")
             mode, kind, sha, size = meta.split()
             if kind == "blob":
-                self._entries[path] = (mode, sha, int(size) if size != "-" else 0)
+                self._entries[path] = (mode == _SYMLINK, sha, int(size))
 
     def paths(self) -> Iterable[str]:
         return self._entries.keys()
 
+    def blob_id(self, path: str) -> str:
+        return self._entry(path)[1]
+
     def read(self, path: str) -> bytes:
-        resolved = self._resolve(path)
-        entry = self._entries.get(resolved)
-        if entry is None:
-            raise TreeError(f"{path!r} does not exist at commit {self.commit[:12]}")
-        _, sha, size = entry
+        _, sha, size = self._entry(path)
         if size > MAX_FILE_BYTES:
             raise TreeError(f"is {size} bytes; the limit is {MAX_FILE_BYTES}")
-        return self._blob(sha)
+        return self._blob(sha, size, path)
+
+    def _entry(self, path: str) -> tuple[bool, str, int]:
+        entry = self._entries.get(self._resolve(path))
+        if entry is None:
+            raise TreeError(f"{quoted(path)} does not exist at commit {self.commit[:12]}")
+        return entry
 
     def _resolve(self, path: str) -> str:
         """Follow symlinks in every component of `path`, never leaving the repo."""
@@ -329,19 +475,47 @@ class GitTree:
         while parts:
             candidate = "/".join([*done, parts[0]])
             entry = self._entries.get(candidate)
-            if entry is None or entry[0] != _SYMLINK:
+            if entry is None or not entry[0]:
                 done.append(parts.pop(0))
                 continue
             hops += 1
             if hops > _MAX_SYMLINK_HOPS:
-                raise TreeError(f"{path!r}: too many symlinks")
-            target = self._blob(entry[1]).decode("utf-8", "replace")
+                raise TreeError(f"{quoted(path)}: too many symlinks")
+            target = self._target(candidate, entry[1], entry[2])
             joined = posixpath.normpath(posixpath.join(posixpath.dirname(candidate), target))
             if target.startswith("/") or joined == ".." or joined.startswith("../"):
-                raise TreeError(f"{path!r} is a symlink pointing outside the repo ({target})")
+                raise TreeError(
+                    f"{quoted(path)} is a symlink pointing outside the repo ({quoted(target)})"
+                )
             parts = [p for p in joined.split("/") if p and p != "."] + parts[1:]
             done = []
         return "/".join(done)
 
-    def _blob(self, sha: str) -> bytes:
-        return bytes(self._repo.odb.stream(bytes.fromhex(sha)).read())
+    def _target(self, link: str, sha: str, size: int) -> str:
+        target = self._targets.get(sha)
+        if target is None:
+            if size > MAX_SYMLINK_BYTES:
+                raise TreeError(
+                    f"{quoted(link)} is a symlink of {size} bytes; a symlink's target is at "
+                    f"most {MAX_SYMLINK_BYTES} bytes"
+                )
+            target = self._blob(sha, size, link).decode("utf-8", "replace")
+            self._targets[sha] = target
+        return target
+
+    def _blob(self, sha: str, size: int, path: str) -> bytes:
+        """A blob's bytes, `size` (from the listing) checked first against what this tree
+        may still read: CommitTooLarge past MAX_COMMIT_BYTES."""
+        if sha not in self._counted:
+            if self.bytes_read + size > self.budget:
+                raise CommitTooLarge(
+                    f"reading {bounded(path, PATH_LIMIT)} ({size:,} bytes) takes the bytes "
+                    f"read from the commit past {self.budget:,}, the limit for a commit (read "
+                    f"so far: {self.bytes_read:,} bytes in {len(self._counted):,} files)"
+                )
+            self._counted.add(sha)
+            self.bytes_read += size
+        stream = self._repo.odb.stream(bytes.fromhex(sha))
+        if stream.size != size:  # pragma: no cover - a blob's size is part of its name
+            raise TreeError(f"{quoted(path)}: blob {sha} is {stream.size} bytes, not {size}")
+        return bytes(stream.read())

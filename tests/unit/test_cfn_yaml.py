@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from syncd.core.cfn_yaml import (
+    ParseBudget,
+    ParseBudgetExceeded,
     TemplateSyntaxError,
     declared_parameters,
     no_echo_parameters,
@@ -242,3 +244,79 @@ def test_yaml_anchors_without_aliases_are_accepted_in_templates():
 def test_nesting_deeper_than_a_hundred_levels_is_a_located_error_not_a_crash(text):
     with pytest.raises(TemplateSyntaxError, match=r"nested more than 100 levels|not valid"):
         parse_template(text)
+
+
+# --- the parse budget and bounded errors ----------------------------------------------------
+
+
+def test_check_yaml_counts_events_against_the_budget_and_stops_at_it() -> None:
+    text = "Resources: {T: {Type: X}}\nPad: [" + ",".join(["1"] * 50_000) + "]\n"
+    budget = ParseBudget(1_000_000)
+    parse_template(text, budget)
+    used = budget.limit - budget.left
+    assert 50_000 < used < 50_100  # one event a scalar, and the mappings' and lists' own
+    small = ParseBudget(10_000)
+    start = time.perf_counter()
+    with pytest.raises(ParseBudgetExceeded) as caught:
+        parse_template(text, small)
+    assert caught.value.limit == 10_000
+    assert time.perf_counter() - start < 1.0  # stopped while walking events, before loading
+
+
+def test_a_json_template_counts_its_values_against_the_budget() -> None:
+    text = json.dumps({"Resources": {"T": {"Type": "X"}}, "Pad": [[1, 2]] * 1000})
+    budget = ParseBudget(100_000)
+    parse_template(text, budget)
+    assert 3000 < budget.limit - budget.left < 3100
+    with pytest.raises(ParseBudgetExceeded):
+        parse_template(text, ParseBudget(1000))
+
+
+def test_a_budget_is_shared_by_the_files_of_a_commit() -> None:
+    text = "Resources: {T: {Type: X}}\nPad: [" + ",".join(["1"] * 4000) + "]\n"
+    budget = ParseBudget(10_000)
+    parse_template(text, budget)
+    parse_template(text, budget)
+    with pytest.raises(ParseBudgetExceeded):
+        parse_template(text, budget)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(f"Resources: !{'t' * 500_000}!x y\n", id="tag-handle"),
+        pytest.param(f"Resources: *{'a' * 500_000}\n", id="alias-name"),
+        pytest.param("Resources:\n  A: 1\n B: [" + "x" * 500_000, id="long-line"),
+        pytest.param('{"Resources": ' + "1" * 500_000 + "x}", id="json"),
+    ],
+)
+def test_syntax_errors_quote_at_most_a_few_hundred_characters(text: str) -> None:
+    with pytest.raises(TemplateSyntaxError) as caught:
+        parse_template(text)
+    message = str(caught.value)
+    assert len(message) <= 500, message[:600]
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1" * 5000, "2001-13-45", "!!int x", "!!float x", "!!timestamp 2001-02-30"],
+)
+def test_a_value_that_does_not_construct_is_a_syntax_error_not_a_crash(value: str) -> None:
+    with pytest.raises(TemplateSyntaxError, match="has a value that cannot be read"):
+        parse_template(template_with(value))
+    with pytest.raises(TemplateSyntaxError, match="cannot be read"):
+        parse_template('{"Resources": {"A": ' + "1" * 5000 + "}}")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: &x 1\nResources: {T: *x}\n", "YAML alias *x at line 2: aliases are not allowed"),
+        ("Resources:" + " [" * 200, "nested more than 100 levels deep at line 1"),
+    ],
+)
+def test_check_yamls_own_refusals_keep_their_words(text: str, message: str) -> None:
+    with pytest.raises(TemplateSyntaxError) as caught:
+        parse_template(text)
+    assert str(caught.value).startswith(message)

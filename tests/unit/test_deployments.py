@@ -1,7 +1,9 @@
-"""syncd.core.deployments: deployment files (SPEC §4) read from a commit, resolved, digested."""
+"""syncd.core.deployments: deployment files (docs/deployment-files.md) read from a commit,
+resolved, digested."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
@@ -9,9 +11,12 @@ from dataclasses import replace
 
 import pytest
 
+from syncd.core import deployments as deployments_module
 from syncd.core.config import Approval, OnFailure, RepoConfig, StackOptions
 from syncd.core.deployments import (
+    MAX_DEPLOYMENT_FILES,
     MAX_FILE_BYTES,
+    CommitTooLarge,
     DesiredState,
     InvalidStack,
     LoadResult,
@@ -34,15 +39,22 @@ class DictTree:
         self.files = {
             path: data.encode() if isinstance(data, str) else data for path, data in files.items()
         }
+        self.reads: list[str] = []
 
     def paths(self) -> Iterable[str]:
         return list(self.files)
 
     def read(self, path: str) -> bytes:
+        self.reads.append(path)
         try:
             return self.files[path]
         except KeyError:
             raise TreeError(f"{path!r} is not in the commit") from None
+
+    def blob_id(self, path: str) -> str:
+        if path not in self.files:
+            raise TreeError(f"{path!r} is not in the commit")
+        return hashlib.sha1(self.files[path]).hexdigest()
 
 
 def repo_config(**overrides: object) -> RepoConfig:
@@ -1030,3 +1042,240 @@ def test_two_bad_files_naming_one_stack_are_both_named() -> None:
     assert "templates/nope.yaml" in reason
     assert "deployments/two.yaml names the same stack" in reason
     assert "templates/gone.yaml" in reason
+
+
+# --- what one commit may cost (an untrusted pusher chooses it) ------------------------------
+
+
+def test_files_sharing_one_template_read_and_parse_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed: list[str] = []
+    real = deployments_module.parse_template
+
+    def counting(text: str, budget: object = None) -> object:
+        parsed.append(text)
+        return real(text, budget)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(deployments_module, "parse_template", counting)
+    files: dict[str, str | bytes] = {"templates/app.yaml": APP_TEMPLATE}
+    for i in range(300):
+        files[f"deployments/s{i:03d}.yaml"] = deployment(
+            "templates/app.yaml", "parameters: {Env: x}"
+        )
+    tree = DictTree(files)
+    result = load_stacks(repo_config(), tree)
+    assert len(result.stacks) == 300 and not result.invalid
+    assert len(parsed) == 1
+    assert tree.reads.count("templates/app.yaml") == 1
+    # The stacks share one copy of the text, not 300.
+    assert len({id(s.template_body) for s in result.stacks.values()}) == 1
+
+
+def test_a_bad_template_shared_by_many_files_is_parsed_once_and_fails_each_stack() -> None:
+    files: dict[str, str | bytes] = {"templates/bad.yaml": "Resources: [unclosed\n"}
+    for i in range(50):
+        files[f"deployments/s{i:02d}.yaml"] = deployment("templates/bad.yaml")
+    result = load(files)
+    assert len(result.invalid) == 50
+    assert {bad.file for bad in result.invalid.values()} == {"templates/bad.yaml"}
+
+
+def test_a_tree_loaded_twice_is_loaded_once() -> None:
+    tree = DictTree(GOOD)
+    first = load_stacks(repo_config(), tree)
+    reads = len(tree.reads)
+    again = load_stacks(repo_config(), tree)
+    assert again == first and len(tree.reads) == reads
+    other = load_stacks(repo_config(stack_prefix="p-"), tree)  # another config: loaded anew
+    assert list(other.stacks) == ["p-good"]
+
+
+def test_more_deployment_files_than_the_limit_refuse_the_whole_commit() -> None:
+    files: dict[str, str | bytes] = dict(GOOD)
+    for i in range(MAX_DEPLOYMENT_FILES):  # with good.yaml: one more than the limit
+        files[f"deployments/s{i:04d}.yaml"] = deployment()
+    tree = DictTree(files)
+    with pytest.raises(CommitTooLarge) as caught:
+        load_stacks(repo_config(), tree)
+    message = str(caught.value)
+    assert f"{MAX_DEPLOYMENT_FILES + 1:,} files match" in message
+    assert "deployments/*.yaml" in message and f"{MAX_DEPLOYMENT_FILES:,}" in message
+    assert tree.reads == []  # refused before reading any of them
+    del files["deployments/s0000.yaml"]
+    assert len(load(files).stacks) == MAX_DEPLOYMENT_FILES  # the limit itself is allowed
+
+
+def test_a_commit_past_the_parse_budget_is_refused_naming_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(deployments_module, "MAX_COMMIT_PARSE", 5_000)
+    dense = "Resources: {T: {Type: X}}\nPad: [" + ",".join(["1"] * 3000) + "]\n"
+    files: dict[str, str | bytes] = {
+        "templates/a.yaml": dense,
+        "templates/b.yaml": dense + "# another blob\n",
+        "deployments/a.yaml": deployment("templates/a.yaml"),
+        "deployments/b.yaml": deployment("templates/b.yaml"),
+    }
+    with pytest.raises(CommitTooLarge, match=r"parsing templates/b\.yaml .* past 5,000 YAML"):
+        load(files)
+    del files["deployments/b.yaml"]
+    assert list(load(files).stacks) == ["a"]  # one of them fits
+
+
+def test_json_values_count_against_the_parse_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deployments_module, "MAX_COMMIT_PARSE", 5_000)
+    dense = json.dumps({"Resources": {"T": {"Type": "X"}}, "Pad": [[1]] * 3000})
+    files: dict[str, str | bytes] = {
+        "templates/a.json": dense,
+        "deployments/a.yaml": deployment("templates/a.json"),
+    }
+    with pytest.raises(CommitTooLarge, match=r"parsing templates/a\.json"):
+        load(files)
+
+
+HUGE = 500_000
+
+
+def _short(result: LoadResult, name: str) -> InvalidStack:
+    bad = result.invalid[name]
+    assert len(bad.reason) <= 1000 and len(bad.file) <= 300 and len(bad.name) <= 128
+    assert len(json.dumps([bad.name, bad.file, bad.reason])) < 2000
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        pytest.param(
+            f"stack-name: {'s' * HUGE}\n" + deployment(), "is not a valid", id="stack-name"
+        ),
+        pytest.param(
+            deployment(extra=f"parameters: {{Env: {'v' * 200_000}}}"),
+            "parameters.Env: the value is 200,000 characters; CloudFormation allows 4,096",
+            id="parameter-value",
+        ),
+        pytest.param(
+            deployment(extra=f"parameters:\n  ? {'K' * HUGE}\n  : v"),  # a long key is explicit
+            "is not a parameter name",
+            id="parameter-name",
+        ),
+        pytest.param(
+            deployment(extra="parameters:\n" + "".join(f"  P{i}: v\n" for i in range(250))),
+            "250 parameters; CloudFormation allows 200",
+            id="too-many-parameters",
+        ),
+        pytest.param(
+            deployment(extra=f"tags:\n  ? {'k' * HUGE}\n  : v"), "keys 1-128", id="tag-key"
+        ),
+        pytest.param(
+            deployment(extra="".join(f"k{i}{'x' * 500}: 1\n" for i in range(2000))),
+            "unknown key(s)",
+            id="unknown-keys",
+        ),
+        pytest.param(
+            deployment("t/" + "x" * HUGE + ".yaml"),
+            "template-file-path is 500,007 characters; the limit is 300",
+            id="template-path",
+        ),
+        pytest.param(deployment("/" + "x" * 250), "is absolute", id="absolute-template-path"),
+        pytest.param(
+            f"template-file-path: !{'t' * HUGE} x\n", "not valid YAML", id="yaml-error-text"
+        ),
+        pytest.param(
+            f"a: &{'n' * HUGE} 1\n" + deployment(), "anchors are not allowed", id="anchor-name"
+        ),
+        pytest.param(
+            "template-file-path: templates/simple.yaml\n"
+            f"parameters: {{Env: {{stack-output: {'s' * HUGE}.Out}}}}\n",
+            "stack-output must be",
+            id="stack-output",
+        ),
+    ],
+)
+def test_a_huge_value_gets_a_short_located_reason(text: str, needle: str) -> None:
+    result = load({**GOOD, "deployments/bad.yaml": text})
+    assert list(result.stacks) == ["good"]
+    [bad] = result.invalid.values()
+    _short(result, bad.name)
+    assert bad.deployment_file == "deployments/bad.yaml"
+    assert needle in bad.reason, bad.reason
+
+
+def test_a_huge_name_of_a_parameter_the_template_declares_is_refused_short() -> None:
+    name = "P" * 100_000
+    template = json.dumps({"Parameters": {name: {"Type": "String"}}, "Resources": {"T": {}}})
+    result = load(
+        {
+            "templates/t.json": template,
+            "deployments/bad.yaml": deployment(
+                "templates/t.json", f"parameters:\n  ? {name}\n  : v"
+            ),
+        }
+    )
+    assert "is not a parameter name" in _short(result, "bad").reason
+
+
+def test_a_huge_missing_parameter_list_is_counted_not_spelled_out() -> None:
+    declared = "".join(f"  P{i}{'x' * 200}:\n    Type: String\n" for i in range(1000))
+    result = load(
+        {
+            "templates/t.yaml": "Parameters:\n" + declared + SIMPLE_TEMPLATE,
+            "deployments/bad.yaml": deployment("templates/t.yaml"),
+        }
+    )
+    reason = _short(result, "bad").reason
+    assert "and 995 more need values" in reason
+
+
+def test_a_huge_file_name_gets_a_short_reason_and_name() -> None:
+    path = "deployments/" + "n" * 200_000 + ".yaml"
+    result = load({**GOOD, path: deployment()})
+    [bad] = result.invalid.values()
+    _short(result, bad.name)
+    assert "its path is 200,017 characters; the limit is 300" in bad.reason
+    assert bad.deployment_file == path  # kept whole: it names the file in the commit
+
+
+def test_a_thousand_files_naming_one_stack_give_one_short_reason() -> None:
+    files: dict[str, str | bytes] = dict(GOOD)
+    for i in range(1000):
+        files[f"deployments/s{i:04d}.yaml"] = deployment(extra="stack-name: shared")
+    result = load(files)
+    bad = _short(result, "shared")
+    assert "named by more than one deployment file" in bad.reason
+    assert "and 995 more" in bad.reason
+
+
+def test_a_thousand_bad_files_naming_one_stack_give_one_short_reason() -> None:
+    files: dict[str, str | bytes] = dict(GOOD)
+    for i in range(1000):
+        files[f"deployments/s{i:04d}.yaml"] = (
+            f"stack-name: shared\ntemplate-file-path: templates/missing-{i}-{'x' * 200}.yaml\n"
+        )
+    bad = _short(load(files), "shared")
+    assert "deployments/s0001.yaml names the same stack" in bad.reason
+    assert "and 998 more" in bad.reason
+
+
+def test_resolve_reasons_are_short() -> None:
+    spec = _app_spec()
+    spec = replace(spec, parameters=(("VpcId", OutputRef("n" * 128, "O" * 255)),))
+    with pytest.raises(UnresolvedOutput) as caught:
+        resolve(spec, lambda stack: {})
+    assert len(str(caught.value)) < 1000
+
+
+@pytest.mark.parametrize("value", ["1" * 5000, "2001-13-45", "!!int x"])
+def test_a_value_that_does_not_construct_fails_its_own_stack_only(value: str) -> None:
+    result = load(
+        {
+            **GOOD,
+            "deployments/bad.yaml": deployment(extra=f"tags: {{t: {value}}}"),
+            "deployments/badtemplate.yaml": deployment("templates/bad.yaml"),
+            "templates/bad.yaml": "Resources: {A: {Type: X, Properties: {V: " + value + "}}}\n",
+        }
+    )
+    assert list(result.stacks) == ["good"]
+    assert "cannot be read" in result.invalid["bad"].reason
+    assert "cannot be read" in result.invalid["badtemplate"].reason
