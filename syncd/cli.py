@@ -297,8 +297,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             for bad in sorted(loaded.invalid.values(), key=lambda b: b.name):
                 print(printable(f"  {bad.name}: INVALID {bad.file}: {bad.reason}"))
                 failed = True
+            linted: dict[str, list[Any]] = {}  # a template shared by many stacks, linted once
             for name, spec in sorted(loaded.stacks.items()):
-                findings = lint_template(spec.template_body, region)
+                if spec.template_body not in linted:
+                    linted[spec.template_body] = lint_template(spec.template_body, region)
+                findings = linted[spec.template_body]
                 errors = [f for f in findings if f.is_error]
                 print(printable(f"  {name}: {'FAIL' if errors else 'ok'} ({spec.template_file})"))
                 for f in findings:

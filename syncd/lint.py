@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from syncd.core.text import bounded
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -26,6 +28,8 @@ def lint_template(body: str, region: str) -> list[Finding]:
 
     matches = lint(body, config=ManualArgs(regions=[region]))
     return [
-        Finding(m.rule.id, str(m.rule.severity).lower(), int(m.linenumber), str(m.message))
+        Finding(
+            m.rule.id, str(m.rule.severity).lower(), int(m.linenumber), bounded(str(m.message), 500)
+        )
         for m in matches
     ]

@@ -80,9 +80,18 @@ def _describe(component: list[str], deps: Mapping[str, Set[str]], out: dict[str,
                 break
             path.append(node)
             seen.add(node)
-        text = " -> ".join(path)
+        # A ring of 2,000 stacks is one reason per stack: name a few links, count the rest.
+        text = " -> ".join(path) if len(path) <= _SHOWN else _shortened(path)
         for member in path:
             out.setdefault(member, text)
+
+
+_SHOWN = 8  # stacks of a cycle named in its description
+
+
+def _shortened(path: list[str]) -> str:
+    head = " -> ".join(path[: _SHOWN - 1])
+    return f"{head} -> ... ({len(path) - _SHOWN} more) -> {path[-1]}"
 
 
 def ready(deps: Mapping[str, Set[str]], finished: Set[str], started: Set[str]) -> list[str]:

@@ -114,3 +114,14 @@ def test_ready_waits_for_a_started_but_unfinished_dependency() -> None:
     deps: Deps = {"app": {"network"}, "network": set()}
     assert ready(deps, finished=set(), started={"network"}) == []
     assert ready(deps, finished={"network"}, started={"network"}) == ["app"]
+
+
+def test_a_long_cycle_is_described_in_bounded_words() -> None:
+    # A ring of 2,000 stacks: every member gets the same short description, not 2,000 names.
+    names = [f"s{i:04d}" for i in range(2000)]
+    deps = {name: {names[(i + 1) % len(names)]} for i, name in enumerate(names)}
+    cycles = dependency_cycles(deps)
+    assert set(cycles) == set(names)
+    text = cycles["s0000"]
+    assert len(text) < 200 and "(1993 more)" in text
+    assert text.startswith("s0000 -> s0001") and text.endswith("-> s0000")
