@@ -62,6 +62,7 @@ from syncd.core.stack_status import (
     means_no_changes,
     operation_succeeded,
 )
+from syncd.core.text import bounded
 from syncd.errors import AwsError
 from syncd.journal.store import Journal
 from syncd.world import LookFailed, World
@@ -311,7 +312,9 @@ class Applier:
         if attempt is None and not self._needs_apply(view, desired):
             failed = view is not None and view.state is StackState.FAILED
             return Outcome.FAILED if failed else Outcome.IN_SYNC
-        problem = self.cfn.template_problem(spec.name, spec.template_body)
+        problem = spec.capability_problem or self.cfn.template_problem(
+            spec.name, spec.template_body
+        )
         if problem:
             # A config problem, not the template's: blocked, and applied once the config allows.
             return self._block(spec.name, spec.repo, None, log, reason=problem)
@@ -683,6 +686,7 @@ class Applier:
         log: Any,
         stack_status: str | None = None,
     ) -> Outcome:
+        message = bounded(message)  # CloudFormation's reasons quote the template's values
         view = self.journal.state.stacks.get(stack)
         if view is not None and view.attempt is not None:
             self.journal.append(
@@ -699,7 +703,7 @@ class Applier:
     def _block(
         self, stack: str, repo: str, stack_status: str | None, log: Any, reason: str = ""
     ) -> Outcome:
-        reason = reason or blocked_reason(stack_status or "")
+        reason = bounded(reason or blocked_reason(stack_status or ""))
         view = self.journal.state.stacks.get(stack)
         if view is not None and view.attempt is not None and not view.attempt.executing:
             # An attempt that never reached execute ends here; the stack is blocked, not failed.

@@ -142,7 +142,9 @@ class Planner:
             )
             if refused:
                 return StackPlan(spec.name, "none", message=f"refused: {refused}", error=True)
-        problem = self.cfn.template_problem(spec.name, spec.template_body)
+        problem = spec.capability_problem or self.cfn.template_problem(
+            spec.name, spec.template_body
+        )
         if problem:
             return StackPlan(spec.name, "none", message=problem, error=True)
         kind = "CREATE" if cond in (Condition.ABSENT, Condition.REVIEW) else "UPDATE"

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from syncd.core import capabilities
 from syncd.errors import ConfigError
 
 T = TypeVar("T")
@@ -38,8 +39,11 @@ class OnFailure(StrEnum):
         return {OnFailure.KEEP: 2, OnFailure.RETRY: 1, OnFailure.RECREATE: 0}[self]
 
 
-DEFAULT_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND")
-KNOWN_CAPABILITIES = frozenset(DEFAULT_CAPABILITIES)
+# None by default: a template that creates IAM resources, names them or expands macros is
+# applied only where the config's owner allows it (syncd.core.capabilities), not wherever a
+# repo writer asks.
+DEFAULT_CAPABILITIES: tuple[str, ...] = ()
+KNOWN_CAPABILITIES = frozenset(capabilities.ALL)
 # Stacks worked on at once, across all repos. Waiting on CloudFormation costs no call of its
 # own (one shared look serves every waiter), so this can be large.
 DEFAULT_CONCURRENCY = 50

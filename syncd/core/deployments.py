@@ -26,6 +26,7 @@ from typing import Protocol
 
 import yaml
 
+from syncd.core import capabilities
 from syncd.core.cfn_yaml import (
     ParseBudget,
     ParseBudgetExceeded,
@@ -124,6 +125,9 @@ class StackSpec:
     options: StackOptions
     no_echo: frozenset[str] = frozenset()
     notes: tuple[str, ...] = ()
+    # Why the config does not let syncd apply this template (a capability it needs but is not
+    # allowed), or "": the stack is blocked until the config allows it.
+    capability_problem: str = ""
 
     @property
     def dependencies(self) -> frozenset[str]:
@@ -288,6 +292,7 @@ class _Template:
     declared: frozenset[str]
     required: frozenset[str]
     no_echo: frozenset[str]
+    capabilities: Mapping[str, str]  # each capability it needs, and what needs it
 
 
 @dataclass(frozen=True)
@@ -359,6 +364,7 @@ class _Reader:
                     declared_parameters(template),
                     _required_parameters(template),
                     no_echo_parameters(template),
+                    capabilities.needed(template),
                 )
             self._templates[blob] = known
         if isinstance(known, str):
@@ -413,6 +419,13 @@ def _load_one(repo: RepoConfig, reader: _Reader, path: str) -> StackSpec:
     name = stack_name or default_stack_name(repo, path)
     if not _STACK_NAME.match(name):
         raise _Invalid(path, f"{quoted(name)} is not a valid stack name; set stack-name", name)
+    if not name.startswith(repo.stack_prefix):
+        raise _Invalid(
+            path,
+            f"stack-name {quoted(name)} is not one of this repo's stacks: with stack_prefix "
+            f"{repo.stack_prefix!r}, every stack name it uses starts with it",
+            name,
+        )
     unknown = sorted(str(k) for k in doc if k not in _DEPLOYMENT_KEYS)
     if unknown:
         raise _Invalid(path, f"unknown key(s) {listed(unknown)}", name)
@@ -446,6 +459,7 @@ def _load_one(repo: RepoConfig, reader: _Reader, path: str) -> StackSpec:
         options=options,
         no_echo=template.no_echo,
         notes=notes,
+        capability_problem=capabilities.missing(template.capabilities, options.capabilities) or "",
     )
 
 
@@ -534,13 +548,18 @@ def _required_parameters(template: Mapping[str, object]) -> frozenset[str]:
     )
 
 
+MAX_TAGS = 49  # CloudFormation's 50, less syncd's ownership tag (syncd.core.ownership)
+
+
 def _tags(path: str, raw: object, name: str) -> tuple[tuple[str, str], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, dict):
         raise _Invalid(path, "tags must be a mapping", name)
-    if len(raw) > 50:
-        raise _Invalid(path, f"{len(raw)} tags; CloudFormation allows 50", name)
+    if len(raw) > MAX_TAGS:
+        raise _Invalid(
+            path, f"{len(raw)} tags; CloudFormation allows 50, one of them syncd's own", name
+        )
     out = []
     for raw_key, value in raw.items():
         key = str(raw_key)
@@ -549,8 +568,10 @@ def _tags(path: str, raw: object, name: str) -> tuple[tuple[str, str], ...]:
             raise _Invalid(
                 path, f"tags.{bounded(key, 128)}: keys 1-128 and values up to 256 characters", name
             )
-        if key.startswith("aws:"):
-            raise _Invalid(path, f"tags.{bounded(key, 128)}: the aws: prefix is reserved", name)
+        if key.startswith(("aws:", "syncd:")):
+            raise _Invalid(
+                path, f"tags.{bounded(key, 128)}: the aws: and syncd: prefixes are reserved", name
+            )
         out.append((key, text))
     return tuple(sorted(out))
 

@@ -144,3 +144,60 @@ def test_a_stack_syncd_deployed_before_it_tagged_stacks_is_still_updated_and_tag
     assert result.returncode == 0, result.stderr[-2000:]
     assert aws.parameters("old") == {"Name": "v2"}
     assert tags(aws, "old")[OWNER] == "r"
+
+
+ROLE_TEMPLATE = """\
+Resources:
+  Role:
+    Type: AWS::IAM::Role
+    Properties:
+      RoleName: !Sub "${AWS::StackName}-role"
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {Service: lambda.amazonaws.com}
+            Action: sts:AssumeRole
+"""
+
+
+def test_a_template_that_creates_iam_waits_for_the_config_to_allow_it(tmp_path, repo, aws):
+    repo.commit(
+        {
+            "templates/role.yaml": ROLE_TEMPLATE,
+            "deployments/fn.yaml": "template-file-path: templates/role.yaml\n",
+        }
+    )
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    result = run_syncd("sync", "-c", str(config))
+    assert result.returncode != 0
+    assert aws.proxy.count("CreateChangeSet") == 0  # refused before any call
+    row = status_of(config)["fn"]
+    assert row["state"] == "blocked"
+    assert "CAPABILITY_NAMED_IAM for Role (AWS::IAM::Role with RoleName)" in row["message"]
+
+    allowed = [{"name": "r", "url": str(repo.bare), "capabilities": ["CAPABILITY_NAMED_IAM"]}]
+    config = write_config(tmp_path, allowed, aws.endpoint)
+    result = run_syncd("sync", "-c", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert aws.stack("fn")["StackStatus"] == "CREATE_COMPLETE"
+    assert status_of(config)["fn"]["state"] == "in_sync"
+
+
+def test_stack_prefix_bounds_the_names_a_repo_may_use(tmp_path, repo, aws):
+    make_by_hand(aws, "prod-db", "precious", tags={OWNER: "team2"})  # even tagged as its own
+    repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "deployments/grab.yaml": "stack-name: prod-db\n" + deployment(Name="hijacked"),
+            "deployments/app.yaml": deployment(Name="app"),
+        }
+    )
+    repos = [{"name": "team2", "url": str(repo.bare), "stack_prefix": "team2-"}]
+    config = write_config(tmp_path, repos, aws.endpoint)
+    result = run_syncd("sync", "-c", str(config))
+    assert result.returncode != 0
+    assert aws.parameters("prod-db") == {"Name": "precious"}
+    assert aws.parameters("team2-app") == {"Name": "app"}
+    row = status_of(config)["prod-db"]
+    assert row["state"] == "failed" and "not one of this repo's stacks" in row["message"]

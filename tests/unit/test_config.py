@@ -96,6 +96,12 @@ def test_minimal_config_gets_every_default() -> None:
     )
 
 
+def test_nothing_is_acknowledged_by_default() -> None:
+    # A template that creates IAM resources is applied only where the config allows it.
+    assert DEFAULT_CAPABILITIES == ()
+    assert StackOptions().capabilities == ()
+
+
 def test_spec_example_parses() -> None:
     # The example of docs/configuration.md, nulls and all.
     config = parse(
@@ -143,7 +149,7 @@ def test_spec_example_parses() -> None:
     repo = config.repo("platform")
     assert repo.options.approval is Approval.MANUAL
     assert repo.options_for("network") == StackOptions(
-        capabilities=DEFAULT_CAPABILITIES,
+        capabilities=("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"),
         approval=Approval.MANUAL,
         on_failure=OnFailure.RETRY,
         prune=False,

@@ -205,11 +205,23 @@ def test_stack_name_default_carries_the_repo_prefix() -> None:
 
 def test_stack_name_in_the_file_wins_and_gets_no_prefix() -> None:
     result = load(
-        {**GOOD, "deployments/app.yaml": deployment(extra="stack-name: app-prod\n")},
+        {**GOOD, "deployments/app.yaml": deployment(extra="stack-name: prod-app-main\n")},
         stack_prefix="prod-",
     )
-    assert sorted(result.stacks) == ["app-prod", "prod-good"]
-    assert result.stacks["app-prod"].deployment_file == "deployments/app.yaml"
+    assert sorted(result.stacks) == ["prod-app-main", "prod-good"]
+    assert result.stacks["prod-app-main"].deployment_file == "deployments/app.yaml"
+
+
+def test_a_stack_name_outside_the_repos_prefix_is_refused() -> None:
+    # stack_prefix bounds the stacks a repo may name: not another team's, not an unmanaged one.
+    result = load(
+        {**GOOD, "deployments/app.yaml": deployment(extra="stack-name: prod-db\n")},
+        stack_prefix="team2-",
+    )
+    assert sorted(result.stacks) == ["team2-good"]
+    bad = result.invalid["prod-db"]
+    assert bad.file == "deployments/app.yaml"
+    assert "not one of this repo's stacks" in bad.reason and "'team2-'" in bad.reason
 
 
 # --- globs ---------------------------------------------------------------------------------
@@ -257,7 +269,7 @@ def test_single_star_does_not_load_nested_folders_and_double_star_does() -> None
 
 # --- bad inputs: only that stack is invalid ------------------------------------------------
 
-TOO_MANY_TAGS = "tags:\n" + "".join(f"  t{i}: v\n" for i in range(51))
+TOO_MANY_TAGS = "tags:\n" + "".join(f"  t{i}: v\n" for i in range(50))
 
 
 @pytest.mark.parametrize(
@@ -450,14 +462,20 @@ TOO_MANY_TAGS = "tags:\n" + "".join(f"  t{i}: v\n" for i in range(51))
         pytest.param(
             {"deployments/bad.yaml": deployment(extra=TOO_MANY_TAGS)},
             "deployments/bad.yaml",
-            "51 tags; CloudFormation allows 50",
+            "50 tags; CloudFormation allows 50, one of them syncd's own",
             id="too-many-tags",
         ),
         pytest.param(
             {"deployments/bad.yaml": deployment(extra="tags:\n  aws:owner: me\n")},
             "deployments/bad.yaml",
-            "tags.aws:owner: the aws: prefix is reserved",
+            "tags.aws:owner: the aws: and syncd: prefixes are reserved",
             id="tag-aws-prefix",
+        ),
+        pytest.param(
+            {"deployments/bad.yaml": deployment(extra="tags:\n  syncd:repo: other-team\n")},
+            "deployments/bad.yaml",
+            "tags.syncd:repo: the aws: and syncd: prefixes are reserved",
+            id="tag-syncd-prefix",
         ),
         pytest.param(
             {"deployments/bad.yaml": deployment(extra=f"tags:\n  {'k' * 129}: v\n")},
