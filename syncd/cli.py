@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(usage_of=p)  # a bad option is reported with this command's usage
+        return p
 
     command("run", "run the daemon in the foreground (SIGTERM stops, SIGHUP reloads)")
     p = command("sync", "one pass now: fetch, plan, apply, wait; then exit")
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="check every record, locally (and in S3 with --remote); name the first bad one",
     )
     p.add_argument("--remote", action="store_true", help="check the S3 backup too")
+    p.set_defaults(usage_of=p)
     _format(p)
     return parser
 
@@ -106,7 +109,10 @@ def _format(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would show the top-level usage; show the command's own
+        getattr(args, "usage_of", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     # `syncd approve` wakes whatever holds the state with SIGUSR1: only the daemon listens;
     # any other command (a `sync`, say) must not die of it.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
@@ -260,15 +266,26 @@ def _backup_line(config: Any, journal: Any) -> str:
 def cmd_history(args: argparse.Namespace) -> int:
     from syncd import render
 
-    _, journal = _read_journal(args)
-    rows = [h.as_dict() for h in journal.state.history if args.stack in (None, h.stack)]
-    if args.stack and not rows and args.stack not in journal.state.stacks:
-        raise UsageError(f"no history for stack {args.stack!r}")
+    config, journal = _read_journal(args)
+    stack = _stack_name(config, journal.state, args.stack) if args.stack else None
+    rows = [h.as_dict() for h in journal.state.history if stack in (None, h.stack)]
     if args.format == "json":
         print(render.as_json(rows))
     else:
         print(render.history_table(rows) if rows else "no history yet")
     return EXIT_OK
+
+
+def _stack_name(config: Any, state: Any, name: str) -> str:
+    """A stack as the user named it, with or without its repo's stack_prefix."""
+    if name in state.stacks:
+        return name
+    prefixed = {r.stack_prefix + name for r in config.repos if r.stack_prefix} & set(state.stacks)
+    if len(prefixed) == 1:
+        return str(prefixed.pop())
+    if prefixed:
+        raise UsageError(f"{name!r} is ambiguous: say which of {sorted(prefixed)}")
+    raise UsageError(printable(f"no stack {name[:200]!r} in the journal"))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -567,14 +584,21 @@ def cmd_journal(args: argparse.Namespace) -> int:
     config = _config(args)
     warnings: list[str] = []
     result: dict[str, Any] = {"ok": True, "local": None, "remote": None}
+    has_local = (config.state_dir / "journal").is_dir()
+    if not has_local and not args.remote:
+        raise UsageError(
+            f"there is no journal in {config.state_dir} to verify (a new host: "
+            "`syncd restore`, or `journal verify --remote` to check the backup alone)"
+        )
     try:
-        checked = verify_journal(config.state_dir, warnings.append)
-        result["local"] = {
-            "records": checked.last_seq,
-            "last_hash": checked.last_hash,
-            "torn_tail_bytes": checked.torn,
-            "problem": None,
-        }
+        if has_local:
+            checked = verify_journal(config.state_dir, warnings.append)
+            result["local"] = {
+                "records": checked.last_seq,
+                "last_hash": checked.last_hash,
+                "torn_tail_bytes": checked.torn,
+                "problem": None,
+            }
     except JournalCorrupt as exc:
         result["ok"] = False
         result["local"] = {"problem": str(exc)}
@@ -583,7 +607,7 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
         store = _mirror_store(config)
         local = None
-        if result["ok"]:
+        if result["ok"] and has_local:
             local = Journal.open(config.state_dir, writer=False, warn=warnings.append)
         from syncd.app import backup_key
 

@@ -345,3 +345,24 @@ def test_names_from_a_repo_cannot_send_terminal_escapes_or_forge_rows(tmp_path, 
         assert "\x1b" not in result.stdout, args
         assert "\\x1b[2J" in result.stdout, (args, result.stdout)
         assert not any(line.startswith("  fake") for line in result.stdout.splitlines()), args
+
+
+def test_names_with_or_without_prefix_and_usage_errors_that_say_which_command(tmp_path, repo, aws):
+    topic_stack(repo, "app", "a1")
+    repos = [{"name": "r", "url": str(repo.bare), "stack_prefix": "team-"}]
+    config = write_config(tmp_path, repos, aws.endpoint)
+
+    # Before any journal: verify says there is nothing to verify (not "ok, 0 records").
+    empty = run_syncd("journal", "verify", "-c", str(config))
+    assert empty.returncode == 2 and "no journal" in empty.stderr
+
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    short = json_out(run_syncd("history", "app", "-c", str(config), "--format", "json"))
+    full = json_out(run_syncd("history", "team-app", "-c", str(config), "--format", "json"))
+    assert short == full and [h["stack"] for h in short] == ["team-app"]
+    unknown = run_syncd("history", "nope", "-c", str(config))
+    assert unknown.returncode == 2 and "no stack 'nope'" in unknown.stderr
+
+    bad = run_syncd("status", "--bogus", "-c", str(config))
+    assert bad.returncode == 2
+    assert "usage: syncd status" in bad.stderr and "--bogus" in bad.stderr
