@@ -222,7 +222,8 @@ def _summary_details(s: StackPlan) -> str:
 def _summary(plan: Plan) -> str:
     counts = {a: 0 for a in ACTIONS}
     for s in plan.stacks:
-        counts[s.action] = counts.get(s.action, 0) + 1
+        if not s.error:  # each stack counted once: one that could not be planned only as such
+            counts[s.action] = counts.get(s.action, 0) + 1
     errors = sum(1 for s in plan.stacks if s.error)
     text = (
         f"{counts['create']} to create, {counts['update']} to update, "

@@ -87,6 +87,9 @@ def test_text_marks_replacements_and_errors() -> None:
     assert "Db (AWS::RDS::DBInstance) REPLACED" in text
     assert "! b: none - UPDATE_IN_PROGRESS" in text
     assert plan.has_errors and plan.has_changes
+    # Each stack counted once: b could not be planned, it is not also "unchanged".
+    summary = "0 to create, 1 to update, 0 to delete, 0 unchanged, 1 could not be planned"
+    assert summary in as_markdown(plan)
 
 
 def hostile_plan() -> Plan:
