@@ -290,6 +290,7 @@ def _stack_name(config: Any, state: Any, name: str) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from syncd.core.deployments import load_stacks
+    from syncd.core.order import dependency_cycles
     from syncd.lint import lint_template
     from syncd.sources.git import GitSource
 
@@ -307,15 +308,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 failed = True
                 continue
             loaded = load_stacks(repo, source.tree(commit))
+            # What a pass would refuse too: the stacks on a dependency cycle.
+            cycles = dependency_cycles({n: s.dependencies for n, s in loaded.stacks.items()})
+            invalid = [(b.name, b.file, b.reason) for b in loaded.invalid.values()]
+            invalid += [
+                (n, loaded.stacks[n].deployment_file, f"dependency cycle: {cycle}")
+                for n, cycle in cycles.items()
+            ]
             print(
-                f"{repo.name} @ {commit[:12]}: {len(loaded.stacks)} stack(s), "
-                f"{len(loaded.invalid)} invalid"
+                f"{repo.name} @ {commit[:12]}: {len(loaded.stacks) - len(cycles)} stack(s), "
+                f"{len(invalid)} invalid"
             )
-            for bad in sorted(loaded.invalid.values(), key=lambda b: b.name):
-                print(printable(f"  {bad.name}: INVALID {bad.file}: {bad.reason}"))
+            for name, file, reason in sorted(invalid):
+                print(printable(f"  {name}: INVALID {file}: {reason}"))
                 failed = True
             linted: dict[str, list[Any]] = {}  # a template shared by many stacks, linted once
             for name, spec in sorted(loaded.stacks.items()):
+                if name in cycles:
+                    continue
                 if spec.template_body not in linted:
                     linted[spec.template_body] = lint_template(spec.template_body, region)
                 findings = linted[spec.template_body]

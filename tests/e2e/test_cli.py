@@ -193,6 +193,19 @@ def test_validate_lints_templates_without_aws_calls(tmp_path, repo, aws):
     repo.commit({"deployments/typo.yaml": None})
     assert run_syncd("validate", "-c", str(config)).returncode == 0
 
+    # A dependency cycle, which a pass refuses, fails validate too.
+    cycle = {
+        "deployments/a.yaml": "template-file-path: templates/topic.yaml\nparameters:\n"
+        "  Name: {stack-output: b.TopicName}\n",
+        "deployments/b.yaml": "template-file-path: templates/topic.yaml\nparameters:\n"
+        "  Name: {stack-output: a.TopicName}\n",
+    }
+    repo.commit(cycle)
+    result = run_syncd("validate", "-c", str(config))
+    assert result.returncode == 1
+    assert "a: INVALID deployments/a.yaml: dependency cycle: a -> b -> a" in result.stdout
+    assert "good: ok" in result.stdout
+
 
 def test_a_second_process_cannot_take_a_running_daemons_state(tmp_path, repo, aws):
     two_stacks(repo)
