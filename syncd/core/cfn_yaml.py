@@ -115,9 +115,17 @@ def check_yaml(text: str, *, anchors: bool, budget: ParseBudget | None = None) -
 
 
 def yaml_error(exc: yaml.YAMLError) -> str:
-    """PyYAML's message for text that does not parse, on one line and bounded: it can quote
-    what it found (a tag, a key) at any length."""
-    return bounded(" ".join(str(exc).split()), 400)
+    """PyYAML's message for text that does not parse, as one bounded line that starts with
+    where (`line 2, column 1: while parsing a flow node, did not find expected node content`);
+    PyYAML's own text spans lines, names its input "<unicode string>", and can quote what it
+    found (a tag, a key) at any length."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return bounded(" ".join(str(exc).split()), 400)
+    context = getattr(exc, "context", None)
+    what = f"{context}, {problem}" if context else problem
+    return bounded(f"line {mark.line + 1}, column {mark.column + 1}: {' '.join(what.split())}", 400)
 
 
 def _depth(data: Any) -> tuple[int, int]:

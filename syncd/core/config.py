@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 from syncd.core import capabilities
+from syncd.core.text import did_you_mean
 from syncd.errors import ConfigError
 
 T = TypeVar("T")
@@ -196,7 +197,7 @@ class _Reader:
         for key in value:
             if key not in allowed:
                 where = f"{path}.{key}" if path else str(key)
-                self.problem(where, "unknown key" + _did_you_mean(str(key), allowed))
+                self.problem(where, "unknown key" + did_you_mean(str(key), allowed))
         return {k: v for k, v in value.items() if k in allowed}
 
     def get(
@@ -395,13 +396,6 @@ def _kind(value: object) -> str:
 
 def _keys(value: object) -> list[str]:
     return [str(k) for k in value] if isinstance(value, dict) else []
-
-
-def _did_you_mean(key: str, allowed: set[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, sorted(allowed), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _string(value: object) -> str:

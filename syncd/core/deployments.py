@@ -39,7 +39,7 @@ from syncd.core.cfn_yaml import (
     yaml_error,
 )
 from syncd.core.config import Approval, OnFailure, RepoConfig, StackOptions
-from syncd.core.text import PATH_LIMIT, REASON_LIMIT, bounded, listed, quoted
+from syncd.core.text import PATH_LIMIT, REASON_LIMIT, bounded, did_you_mean, listed, quoted
 from syncd.errors import SourceError
 
 # What one commit of one repo may ask of syncd (docs/deployment-files.md#limits). A realistic
@@ -240,6 +240,8 @@ def load_stacks(repo: RepoConfig, tree: Tree) -> LoadResult:
             )
             if len(bads) > 2:
                 reason += f"; and {len(bads) - 2:,} more: {listed(p for p, _ in bads[2:])}"
+        if first.file != first_path:  # the template's problem: say which stack's file uses it
+            reason += f" (the template of {bounded(first_path, PATH_LIMIT)})"
         invalid[name] = _invalid_stack(name, repo.name, first.file, reason, first_path)
     by_name: dict[str, list[StackSpec]] = {}
     for spec in parsed:
@@ -428,7 +430,8 @@ def _load_one(repo: RepoConfig, reader: _Reader, path: str) -> StackSpec:
         )
     unknown = sorted(str(k) for k in doc if k not in _DEPLOYMENT_KEYS)
     if unknown:
-        raise _Invalid(path, f"unknown key(s) {listed(unknown)}", name)
+        hint = did_you_mean(unknown[0], _DEPLOYMENT_KEYS)
+        raise _Invalid(path, f"unknown key(s) {listed(unknown)}{hint}", name)
     template_file = doc.get("template-file-path")
     if not isinstance(template_file, str) or not template_file:
         raise _Invalid(path, "template-file-path is required", name)

@@ -72,3 +72,14 @@ def listed(items: Iterable[object], limit: int = LIST_LIMIT) -> str:
     shown = ", ".join(bounded(str(n), VALUE_LIMIT) for n in names[:limit])
     rest = len(names) - limit
     return f"{shown} and {rest} more" if rest > 0 else shown
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'parameters'?)` for a word close to one of `choices`, else "". Long
+    words (from a repo, any length) are not compared: difflib's cost grows with their square."""
+    import difflib
+
+    if len(word) > 64:
+        return ""
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

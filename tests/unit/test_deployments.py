@@ -1297,3 +1297,23 @@ def test_a_value_that_does_not_construct_fails_its_own_stack_only(value: str) ->
     assert list(result.stacks) == ["good"]
     assert "cannot be read" in result.invalid["bad"].reason
     assert "cannot be read" in result.invalid["badtemplate"].reason
+
+
+def test_messages_say_which_file_where_and_what_was_meant() -> None:
+    result = load(
+        {
+            "deployments/a.yaml": "template-file-path: templates/missing.yaml\n",
+            "deployments/b.yaml": "template-file-path: templates/bad.yaml\n",
+            "templates/bad.yaml": "Resources: [\n",
+            "deployments/c.yaml": "template_file_path: templates/t.yaml\n",
+            "templates/t.yaml": "Resources: {}\n",
+        }
+    )
+    # A template's problem names the deployment file that uses it.
+    assert result.invalid["a"].reason.endswith("(the template of deployments/a.yaml)")
+    # A YAML error is one line that starts with where, without PyYAML's "<unicode string>".
+    b = result.invalid["b"].reason
+    assert "line 2, column 1: while parsing a flow node" in b
+    assert "unicode string" not in b and "\n" not in b
+    # An unknown key gets a suggestion.
+    assert "did you mean 'template-file-path'?" in result.invalid["c"].reason
