@@ -44,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog=_EPILOGS.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(usage_of=p)  # a bad option is reported with this command's usage
         return p
 
@@ -102,6 +109,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(usage_of=p)
     _format(p)
     return parser
+
+
+# Each command's exit codes and an example, at the end of its --help (docs/commands.md has
+# the same, in full).
+_EPILOGS = {
+    "run": "exit: 0 on SIGTERM; 2 on a config error\nexample: syncd run -c /etc/syncd/syncd.yaml",
+    "sync": "exit: 0 all in sync; 1 a stack failed or is blocked, or a repo could not be read;"
+    " 2 usage or config error\nexample: syncd sync --stack app-prod --format json",
+    "status": "exit: 0; 1 if a stack is failed, blocked or stale\nexample: syncd status",
+    "history": "exit: 0; 2 for a stack the journal does not know\n"
+    "example: syncd history app     (with or without the repo's stack_prefix)",
+    "validate": "exit: 0 all valid; 1 on any error\nexample: syncd validate -c syncd.yaml",
+    "plan": "exit: 0; 1 on an error; with --detailed-exitcode 2 when something would change\n"
+    "example: syncd plan --repo app --ref refs/pull/42/head --format markdown",
+    "approve": "exit: 0 when the change set ran and succeeded; 1 otherwise\n"
+    "example: syncd approve app-prod --change-set syncd-v7-1a2b3c4d5e6f7a8b",
+    "backup": "exit: 0; 1 if S3 refused\nexample: syncd backup",
+    "restore": "exit: 0; 1 if the backup is damaged or cannot be authenticated; 2 usage\n"
+    "example: syncd restore --at 2026-11-30T12:00:00Z",
+    "journal": "exit: 0; 1 on any damage; 2 with no journal to check\n"
+    "example: syncd journal verify --remote",
+}
 
 
 def _format(p: argparse.ArgumentParser) -> None:

@@ -379,3 +379,17 @@ def test_names_with_or_without_prefix_and_usage_errors_that_say_which_command(tm
     bad = run_syncd("status", "--bogus", "-c", str(config))
     assert bad.returncode == 2
     assert "usage: syncd status" in bad.stderr and "--bogus" in bad.stderr
+
+
+def test_every_commands_help_ends_with_its_exit_codes_and_an_example(capsys):
+    import pytest
+
+    from syncd.cli import _EPILOGS, build_parser
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert commands == set(_EPILOGS)
+    for command in sorted(commands):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = capsys.readouterr().out
+        assert "\nexit: " in text and "\nexample: syncd " in text, command
