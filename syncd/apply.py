@@ -49,7 +49,7 @@ from syncd.cloudformation import (
 from syncd.core.config import Approval, OnFailure
 from syncd.core.deployments import DesiredState
 from syncd.core.journal_state import Attempt, Kind, Result, StackState, StackView
-from syncd.core.ownership import change_refused, delete_refused, owner_tags
+from syncd.core.ownership import delete_refused, owner_tags, refused_for
 from syncd.core.stack_status import (
     CHANGE_SET_FAILED,
     CHANGE_SET_PENDING,
@@ -353,13 +353,8 @@ class Applier:
         if cond in (Condition.BUSY, Condition.FAILED) and observed is not None:
             return self._block(spec.name, spec.repo, observed.status, log)
         if observed is not None:
-            refused = change_refused(
-                spec.repo,
-                observed.tags,
-                # A stack in review holds nothing yet: only another repo's tag refuses it.
-                adopt=spec.options.adopt or cond is Condition.REVIEW,
-                applied_before=view is not None and view.version is not None,
-            )
+            in_review = cond is Condition.REVIEW
+            refused = refused_for(spec, observed.tags, in_review=in_review, view=view)
             if refused:
                 return self._block(spec.name, spec.repo, None, log, reason=refused)
         action = "create" if cond in (Condition.ABSENT, Condition.REVIEW) else "update"

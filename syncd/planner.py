@@ -28,7 +28,7 @@ from syncd.core.deployments import (
     resolve,
 )
 from syncd.core.journal_state import JournalState, StackState
-from syncd.core.ownership import change_refused, delete_refused, owner_tags
+from syncd.core.ownership import delete_refused, owner_tags, refused_for
 from syncd.core.plan import Plan, ResourceChange, StackPlan, value_changes
 from syncd.core.stack_status import (
     CHANGE_SET_FAILED,
@@ -134,12 +134,8 @@ class Planner:
             )
         if observed is not None:
             view = self.state.stacks.get(spec.name)
-            refused = change_refused(
-                spec.repo,
-                observed.tags,
-                adopt=spec.options.adopt or cond is Condition.REVIEW,
-                applied_before=view is not None and view.version is not None,
-            )
+            in_review = cond is Condition.REVIEW
+            refused = refused_for(spec, observed.tags, in_review=in_review, view=view)
             if refused:
                 return StackPlan(spec.name, "none", message=f"refused: {refused}", error=True)
         problem = spec.capability_problem or self.cfn.template_problem(

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from syncd.core.deployments import StackSpec
+from syncd.core.journal_state import StackView
+
 OWNER_TAG = "syncd:repo"
 
 
@@ -40,6 +43,20 @@ def change_refused(
     return (
         f"the stack exists and syncd did not create it (no {OWNER_TAG} tag); "
         "to let this repo take it over, set adopt: true for it in the config"
+    )
+
+
+def refused_for(
+    spec: StackSpec, tags: Mapping[str, str], *, in_review: bool, view: StackView | None
+) -> str | None:
+    """`change_refused` for the stack `spec` describes, as CloudFormation shows it (`tags`,
+    and whether it is only in review) and as the journal knows it (`view`)."""
+    return change_refused(
+        spec.repo,
+        tags,
+        # A stack in review holds nothing yet: only another repo's tag refuses it.
+        adopt=spec.options.adopt or in_review,
+        applied_before=view is not None and view.version is not None,
     )
 
 
