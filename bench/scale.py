@@ -4,14 +4,19 @@
     python bench/scale.py --repos 2 --stacks-per-repo 10 --runs 1 --idle-seconds 5  # a quick try
     python bench/scale.py --scales 100,1000 --runs 3        # one row per scale: how figures grow
     python bench/scale.py --probe-moto 10000                # can moto's server hold that many?
+    python bench/scale.py --world memory --scales 1000,10000 --runs 1  # past what moto holds
 
-Every run of every scale starts from an empty emulator (moto's server in a process of its own,
-with syncd's ExecuteChangeSet fix, answering one request at a time: `servers.start_moto`), and
-every syncd command, the daemon and the baseline talk to it through the counting proxy
-(`countproxy.py`), which counts the calls by action and logs when each arrived. Each repo is a
-generated workload (`workload.py`: S stacks of an SNS topic and an SSM parameter) pushed to a
-bare repository on this machine, which syncd follows (`poll_interval: 1s`, `watch: false`,
-`stack_prefix: rNNN-`). One run measures, in order:
+Every run of every scale starts from an empty emulator, the "world": with `--world moto` (the
+default) moto's server in a process of its own, with syncd's ExecuteChangeSet fix, answering one
+request at a time (`servers.start_moto`); with `--world memory` the test layer's in-memory
+CloudFormation (`tests/support/cfn_memory.py`: instant, thread-safe, a listing page costs a
+page) in a process of its own (`servers.start_memory`), and syncd gets the call budget
+`runners.INSTANT_BUDGET` (`aws.calls_per_second: 1000`, unless `--aws` sets it) so that the
+budget does not set the pace of 10,000 stacks. Every syncd command, the daemon and the
+baseline talk to it through the counting proxy (`countproxy.py`), which counts the calls by
+action and logs when each arrived. Each repo is a generated workload (`workload.py`: S stacks of
+an SNS topic and an SSM parameter) pushed to a bare repository on this machine, which syncd
+follows (`poll_interval: 1s`, `watch: false`, `stack_prefix: rNNN-`). One run measures, in order:
 
 1. first deploy: `syncd sync` from an empty state_dir (wall time, calls by action); it builds
    the state the rest uses;
@@ -34,10 +39,11 @@ bare repository on this machine, which syncd follows (`poll_interval: 1s`, `watc
 
 It prints the medians over `--runs` (and ratios where there is a baseline), a growth table when
 there are several scales, and writes medians, raw samples and calls by action to
-bench/results/scale.json. A scale whose first deploy would take longer than `--deploy-budget`
-(estimated from a smaller scale's rate) is skipped and reported. Timings are never asserted: the
-targets are printed beside the figures. The machine is shared (2 cores): read medians.
-Scratch files go to bench/.work/scale/ (git-ignored).
+bench/results/scale.json (scale-memory.json on the memory world), which names the world. A
+scale whose first deploy would take longer than `--deploy-budget` (estimated from a smaller
+scale's rate; default 1,200 s on moto, 3,600 s on memory) is skipped and reported. Timings are
+never asserted: the targets are printed beside the figures. The machine is shared (2 cores):
+read medians. Scratch files go to bench/.work/scale/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -72,11 +78,15 @@ import runners  # noqa: E402
 import yaml  # noqa: E402
 from countproxy import Call, CountingProxy  # noqa: E402
 from peers import by_action, cfn_calls, live_stack_count, median  # noqa: E402
-from servers import free_port, start_moto  # noqa: E402
+from servers import free_port, start_memory, start_moto  # noqa: E402
 from workload import TEMPLATE, Workload, make_workload  # noqa: E402
 
 WORK_DIR = BENCH_DIR / ".work" / "scale"
-RESULTS = BENCH_DIR / "results" / "scale.json"
+RESULTS = {
+    "moto": BENCH_DIR / "results" / "scale.json",
+    "memory": BENCH_DIR / "results" / "scale-memory.json",
+}
+DEPLOY_BUDGET_S = {"moto": 1200.0, "memory": 3600.0}
 TARGETS = {
     "noop_diff_s": 1.0,  # syncd sync's no-op minus the bare boto3 look
     "status_s": 0.5,
@@ -91,6 +101,12 @@ BARE_LOOK = (
     "print(sum(len(page['Stacks']) for page in pages))\n"
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+WORLDS = {
+    "moto": "moto's server (syncd's patched emulator, serial)",
+    "memory": "the in-memory CloudFormation (tests/support/cfn_memory.py)",
+}
 
 
 class RunFailed(RuntimeError):
@@ -108,6 +124,14 @@ class Repo:
     def stack(self, i: int) -> str:
         """The name syncd gives stack i (its prefix + the deployment file's stem)."""
         return f"{self.name}-{self.workload.stacks[i].name}"
+
+
+def aws_extra(args: argparse.Namespace) -> dict[str, Any]:
+    """Extra `aws:` keys for syncd's config: --aws KEY=VALUE (values read as YAML); on the
+    memory world, the instant budget unless --aws sets calls_per_second."""
+    pairs = (item.split("=", 1) for item in args.aws)
+    given = {key: yaml.safe_load(value) for key, value in pairs}
+    return {**runners.INSTANT_BUDGET, **given} if args.world == "memory" else given
 
 
 def git(*args: str, cwd: Path) -> None:
@@ -178,7 +202,8 @@ def counted(
     return result, proxy.counts()
 
 
-def reset_moto(url: str) -> None:
+def reset_world(url: str) -> None:
+    """Forget every stack (moto's reset path, which the in-memory world answers too)."""
     req = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
     with urllib.request.urlopen(req, timeout=30):
         pass
@@ -269,16 +294,14 @@ class Scale:
 class Bench:
     args: argparse.Namespace
     syncd: list[str]
-    moto_url: str
+    world_url: str  # moto's server or the in-memory CloudFormation, behind the proxy
     proxy: CountingProxy
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     pushes_made: int = 0
 
     @property
     def aws(self) -> dict[str, Any]:
-        """Extra `aws:` keys from --aws KEY=VALUE (values read as YAML)."""
-        pairs = (item.split("=", 1) for item in self.args.aws)
-        return {key: yaml.safe_load(value) for key, value in pairs}
+        return aws_extra(self.args)
 
     def env(self, repos: list[Repo]) -> dict[str, str]:
         ctx = runners.Context(repos[0].workload, self.proxy.url, BENCH_DIR / ".work")
@@ -300,11 +323,11 @@ class Bench:
         out: dict[str, Any] = {"load_before": os.getloadavg()}
 
         # 1. first deploy, from an empty emulator and state_dir
-        reset_moto(self.moto_url)
+        reset_world(self.world_url)
         (seconds, stdout), counts = counted(
             self.proxy, lambda: run_cmd(sync, env, self.args.deploy_timeout)
         )
-        live = live_stack_count(self.moto_url)
+        live = live_stack_count(self.world_url)
         if live != scale.stacks:
             raise RunFailed(f"first deploy left {live} of {scale.stacks} stacks deployed")
         out["first_deploy"] = sample(seconds, counts, outcomes=outcomes(stdout))
@@ -593,11 +616,11 @@ def verdict(value: float | None, target: float, below: bool = False) -> str:
     return f"target {'<' if below else '<='} {target:g}: {'met' if ok else 'NOT met'}"
 
 
-def print_scale(scale: Scale, s: dict[str, Any], runs: int) -> None:
+def print_scale(scale: Scale, s: dict[str, Any], runs: int, world: str) -> None:
     calls = s["calls_by_action_last_run"]
     noop_actions = set(calls["noop_syncd"]) - {"cloudformation:DescribeStacks"}
     print()
-    print(f"{scale.label}, median of {runs} run(s)")
+    print(f"{scale.label}, median of {runs} run(s), world: {world}")
     print(
         f"  first deploy (syncd sync)     {fmt(s['first_deploy_s']):>8} s  "
         f"{fmt(s['first_deploy_calls'], '.0f'):>6} calls  (informational)"
@@ -671,13 +694,13 @@ GROWTH_COLUMNS = [
 ]
 
 
-def print_growth(rows: list[tuple[Scale, dict[str, Any]]], runs: int) -> None:
+def print_growth(rows: list[tuple[Scale, dict[str, Any]]], runs: int, world: str) -> None:
     widths = [max(len(h), 8) for h, _, _ in GROWTH_COLUMNS]
     head = f"{'stacks':>7} {'repos':>5} " + " ".join(
         f"{h:>{w}}" for (h, _, _), w in zip(GROWTH_COLUMNS, widths, strict=True)
     )
     print()
-    print(f"growth, median of {runs} run(s) per scale")
+    print(f"growth, median of {runs} run(s) per scale, world: {world}")
     print(head)
     print("-" * len(head))
     for scale, s in rows:
@@ -805,12 +828,15 @@ def meta(
         "statistic": "median over runs (push latency: over every push of every run)",
         "targets": TARGETS,
         "idle_seconds": args.idle_seconds,
-        "aws_config_extra": args.aws,
+        "aws_config_extra": aws_extra(args),
         "pushes_per_run": args.pushes,
         "push_pause_s": args.push_pause,
+        "world": WORLDS[args.world],
+        "deploy_budget_s": args.deploy_budget,
         "python": platform.python_version(),
         "moto": str(moto.__version__),
         "syncd": out([*syncd, "--version"]),
+        "syncd_cmd": " ".join(syncd),
         "syncd_commit": out(["git", "rev-parse", "--short", "HEAD"]),
         "syncd_uncommitted_files": len([line for line in dirty if line.strip()]),
         "at_start": at_start,  # syncd/ may change during a long run
@@ -849,10 +875,18 @@ def main(argv: list[str] | None = None) -> int:
         help="idle seconds before each push, plus 0-1 s at random (default 5)",
     )
     parser.add_argument(
+        "--world",
+        choices=sorted(WORLDS),
+        default="moto",
+        help="the CloudFormation syncd deploys to: moto's server (default), or the in-memory "
+        "one of the test layer, instant, with syncd's call budget at 1000 calls/s",
+    )
+    parser.add_argument(
         "--deploy-budget",
         type=float,
-        default=1200.0,
-        help="skip a scale whose first deploy is estimated to take longer (default 1200 s)",
+        default=None,
+        help="skip a scale whose first deploy is estimated to take longer "
+        "(default 1200 s on moto, 3600 s on memory)",
     )
     parser.add_argument(
         "--deploy-timeout",
@@ -876,8 +910,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="only time moto alone: create N stacks directly, page through them every 1,000",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON results file (default bench/results/scale.json, scale-memory.json for memory)",
+    )
     args = parser.parse_args(argv)
+    args.output = args.output or RESULTS[args.world]
+    if args.deploy_budget is None:
+        args.deploy_budget = DEPLOY_BUDGET_S[args.world]
 
     started = time.monotonic()
     if args.probe_moto:
@@ -898,23 +940,34 @@ def main(argv: list[str] | None = None) -> int:
     at_start = {k: first[k] for k in ("date", "syncd_commit", "syncd_uncommitted_files")}
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     WORK_DIR.mkdir(parents=True)
-    server, moto_url = start_moto(patched=True, serial=True)
-    proxy = CountingProxy(moto_url).start()
-    print(f"moto at {moto_url} (own process), counting proxy at {proxy.url}; syncd: {syncd[0]}")
-    results: dict[str, Any] = {"scales": {}}
+    if args.world == "memory":
+        server, world_url = start_memory()
+    else:
+        server, world_url = start_moto(patched=True, serial=True)
+    proxy = CountingProxy(world_url).start()
+    print(
+        f"world: {WORLDS[args.world]} at {world_url} (own process), counting proxy at "
+        f"{proxy.url}; syncd: {' '.join(syncd)}; aws: {aws_extra(args)}"
+    )
+    results: dict[str, Any] = {"world": args.world, "scales": {}}
     if args.output.exists():  # a --probe-moto result stays
         probe = json.loads(args.output.read_text()).get("moto_probe")
         if probe:
             results["moto_probe"] = probe
     done: list[tuple[Scale, dict[str, Any]]] = []
     try:
-        bench = Bench(args, syncd, moto_url, proxy)
+        bench = Bench(args, syncd, world_url, proxy)
         for scale in scales:
-            entry: dict[str, Any] = {"repos": scale.repos, "stacks_per_repo": scale.per_repo}
+            entry: dict[str, Any] = {
+                "world": args.world,
+                "repos": scale.repos,
+                "stacks_per_repo": scale.per_repo,
+            }
             results["scales"][str(scale.stacks)] = entry
             rates = [(s["first_deploy_s"] / sc.stacks, sc) for sc, s in done if s["first_deploy_s"]]
             per_stack, base = max(rates, key=lambda r: r[0]) if rates else (0.0, scale)
-            estimate = per_stack * scale.stacks  # linear: a lower bound (moto slows as it fills)
+            estimate = per_stack * scale.stacks  # linear: a lower bound on moto (it slows as it
+            # fills); on the memory world the first deploy is syncd's own work
             if estimate > args.deploy_budget:
                 entry["estimated_first_deploy_s"] = round(estimate)
                 entry["skipped"] = (
@@ -943,11 +996,11 @@ def main(argv: list[str] | None = None) -> int:
             if samples:
                 entry["summary"] = summarise(samples)
                 done.append((scale, entry["summary"]))
-                print_scale(scale, entry["summary"], len(samples))
+                print_scale(scale, entry["summary"], len(samples), args.world)
             results["meta"] = meta(args, syncd, started, at_start)
             write(args.output, results)
         if len(done) > 1:
-            print_growth(done, args.runs)
+            print_growth(done, args.runs, args.world)
     finally:
         proxy.stop()
         server.terminate()

@@ -1,9 +1,12 @@
-"""moto's server in a process of its own, for benchmarks that must not share its interpreter.
+"""The AWS world of a benchmark in a process of its own (it must not share the bench's
+interpreter): moto's server, or the in-memory CloudFormation of the test layer.
 
 `start_moto()` runs the plain `moto_server` command. `start_moto(patched=True)` runs syncd's
 embedded emulator (`syncd.emulator.start_emulator`, moto's server with syncd's fix for outputs,
 parameters and tags after `ExecuteChangeSet`) in a Python process of its own instead, for
 benchmarks whose stacks are deployed through change sets and read back with `DescribeStacks`.
+`start_memory()` runs `tests/support/cfn_memory.py` (CloudFormation only, instant), for scales
+moto cannot reach.
 """
 
 from __future__ import annotations
@@ -60,11 +63,32 @@ def start_moto(patched: bool = False, serial: bool = False) -> tuple[subprocess.
         cmd = [server or "moto_server", "-H", "127.0.0.1", "-p", str(port)]
     stderr = None if os.environ.get("BENCH_MOTO_STDERR") else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
+    return proc, _listening(proc, port, "moto_server")
+
+
+def start_memory() -> tuple[subprocess.Popen[bytes], str]:
+    """The in-memory CloudFormation (`tests/support/cfn_memory.py`: instant, thread-safe, paged
+    listings at a page's cost) in a process of its own on a free loopback port; returns the
+    process and its URL. It answers moto's reset path too."""
+    port = free_port()
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
+    cmd = [sys.executable, "-m", "tests.support.cfn_memory", "--port", str(port)]
+    stderr = None if os.environ.get("BENCH_MOTO_STDERR") else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    return proc, _listening(proc, port, "the in-memory CloudFormation")
+
+
+def _listening(proc: subprocess.Popen[bytes], port: int, what: str) -> str:
+    """The URL once `proc` listens on `port` (10 s at most)."""
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc, f"http://127.0.0.1:{port}"
+            return f"http://127.0.0.1:{port}"
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise SystemExit("moto_server did not start")
+    raise SystemExit(f"{what} did not start")
