@@ -77,10 +77,11 @@ class Outcome(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     REFUSED = "approval_refused"  # an approval of a change set that is not the one waiting
     INTERRUPTED = "interrupted"  # stopping: the operation is journaled and observed next start
+    SUSPENDED = "suspended"  # `syncd suspend`: not looked at, no AWS call (not a failure)
 
     @property
     def ok(self) -> bool:
-        return self in (Outcome.IN_SYNC, Outcome.SUCCEEDED, Outcome.NO_CHANGES)
+        return self in (Outcome.IN_SYNC, Outcome.SUCCEEDED, Outcome.NO_CHANGES, Outcome.SUSPENDED)
 
 
 class Interrupted(Exception):
@@ -345,6 +346,13 @@ class Applier:
         spec = desired.spec
         observed, _ = self._observe(spec.name, fresh_after)
         cond = condition(observed.status if observed else None)
+        if observed is not None:  # before anything is done to it, recreate included
+            in_review = cond is Condition.REVIEW
+            refused = refused_for(
+                spec, observed.tags, observed.stack_id, in_review=in_review, view=view
+            )
+            if refused:
+                return self._block(spec.name, spec.repo, None, log, reason=refused)
         if cond is Condition.ROLLED_BACK_CREATE and observed is not None:
             if spec.options.on_failure is not OnFailure.RECREATE:
                 return self._block(spec.name, spec.repo, observed.status, log)
@@ -352,11 +360,6 @@ class Applier:
             observed, cond = None, Condition.ABSENT
         if cond in (Condition.BUSY, Condition.FAILED) and observed is not None:
             return self._block(spec.name, spec.repo, observed.status, log)
-        if observed is not None:
-            in_review = cond is Condition.REVIEW
-            refused = refused_for(spec, observed.tags, in_review=in_review, view=view)
-            if refused:
-                return self._block(spec.name, spec.repo, None, log, reason=refused)
         action = "create" if cond in (Condition.ABSENT, Condition.REVIEW) else "update"
         resuming = attempt is not None
         if attempt is None:
@@ -666,6 +669,7 @@ class Applier:
             result=result.value,
             stack_status=observed.status if observed else None,
             outputs=observed.outputs if observed else {},
+            stack_id=observed.stack_id if observed else None,
             message="",
         )
         log.info(
@@ -717,7 +721,7 @@ class Applier:
         self.journal.append(Kind.RECREATING, stack=stack, stack_status=observed.status)
         self.before_acting()
         log.warning("stack.recreate", stack_status=observed.status)
-        self.cfn.delete_stack(observed.name)
+        self.cfn.delete_stack(observed.stack_id or observed.name)  # that stack, not a new one
         self._wait_stack(observed.name, log, deleting=True)
 
     # --- open attempts: after a crash, a newer commit, or a removed file -----------------------
@@ -766,8 +770,14 @@ class Applier:
                     # The stack its CREATE change set brought about holds nothing: remove it,
                     # so the next CREATE change set starts clean (and none is left in review).
                     observed = self.cfn.describe(stack)
-                    if observed is not None and observed.status == "REVIEW_IN_PROGRESS":
-                        self.cfn.delete_stack(stack)
+                    view = self.journal.state.stacks.get(stack)
+                    if (
+                        observed is not None
+                        and observed.status == "REVIEW_IN_PROGRESS"
+                        and view is not None
+                        and delete_refused(view.repo, observed.tags) is None
+                    ):
+                        self.cfn.delete_stack(observed.stack_id or stack)
             except AwsError as exc:
                 log.warning("change_set.cleanup_failed", error=str(exc))
         self.journal.append(
@@ -788,8 +798,10 @@ class Applier:
             view = self.journal.state.stacks[stack]
         if view.attempt is not None and view.attempt.executing:
             return self._resume_execution(stack, view.attempt, log)
+        target: str | None = stack  # what DeleteStack is given: the StackId seen, when seen
         if view.attempt is None:
             observed, _ = self._observe(stack, time.monotonic())
+            target = observed.stack_id or stack if observed else None
             refused = delete_refused(view.repo, observed.tags) if observed else None
             if refused:
                 reason = f"deployment file removed; not pruned: {refused}"
@@ -815,7 +827,8 @@ class Applier:
         self.before_acting()
         since = datetime.now(UTC)
         log.warning("stack.deleting")
-        self.cfn.delete_stack(stack)
+        if target is not None:  # None: already gone; a stack made since under its name stays
+            self.cfn.delete_stack(target)
         return self._settle_delete(stack, since, log)
 
     def _settle_delete(self, stack: str, since: datetime, log: Any) -> Outcome:

@@ -121,6 +121,14 @@ class Planner:
         spec = desired.spec
         observed = self.cfn.describe(spec.name)
         cond = condition(observed.status if observed else None)
+        if observed is not None:
+            view = self.state.stacks.get(spec.name)
+            in_review = cond is Condition.REVIEW
+            refused = refused_for(
+                spec, observed.tags, observed.stack_id, in_review=in_review, view=view
+            )
+            if refused:
+                return StackPlan(spec.name, "none", message=f"refused: {refused}", error=True)
         if observed is not None and cond is Condition.ROLLED_BACK_CREATE:
             return StackPlan(
                 spec.name,
@@ -132,12 +140,6 @@ class Planner:
             return StackPlan(
                 spec.name, "update", message=f"{observed.status}: cannot be planned now", error=True
             )
-        if observed is not None:
-            view = self.state.stacks.get(spec.name)
-            in_review = cond is Condition.REVIEW
-            refused = refused_for(spec, observed.tags, in_review=in_review, view=view)
-            if refused:
-                return StackPlan(spec.name, "none", message=f"refused: {refused}", error=True)
         problem = spec.capability_problem or self.cfn.template_problem(
             spec.name, spec.template_body
         )

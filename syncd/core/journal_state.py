@@ -153,6 +153,10 @@ class StackView:
     invalid_file: str | None = None
     deployment_file: str | None = None  # the file that last described the stack
     removed: bool = False
+    # Who last applied it, and to which physical stack (CloudFormation's StackId): a stack
+    # deleted and made again by someone else under the same name is not the one syncd applied.
+    applied_by: str | None = None
+    stack_id: str | None = None
 
     def may_hold_applied(self, digest: str) -> bool:
         """Whether a stack syncd shows as failed may still hold what it last applied, and
@@ -419,6 +423,8 @@ def _result(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
             del s.stacks[d["stack"]]
             return
         view.version = attempt.version
+        view.applied_by = view.repo
+        view.stack_id = d.get("stack_id") or view.stack_id
         view.commit = attempt.commit
         view.digest = attempt.digest
         view.parameters = attempt.parameters
@@ -438,7 +444,8 @@ def _result(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
 
 
 def _blocked(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
-    view = s.stack(d["stack"], d.get("repo", ""))
+    # A stack another repo applied stays that repo's in the journal when this one is refused.
+    view = s.stacks.get(d["stack"]) or s.stack(d["stack"], d.get("repo", ""))
     view.state = StackState.BLOCKED
     view.message = d["reason"]
     if d.get("stack_status") is not None:

@@ -47,17 +47,32 @@ def change_refused(
 
 
 def refused_for(
-    spec: StackSpec, tags: Mapping[str, str], *, in_review: bool, view: StackView | None
+    spec: StackSpec,
+    tags: Mapping[str, str],
+    stack_id: str,
+    *,
+    in_review: bool,
+    view: StackView | None,
 ) -> str | None:
-    """`change_refused` for the stack `spec` describes, as CloudFormation shows it (`tags`,
-    and whether it is only in review) and as the journal knows it (`view`)."""
+    """`change_refused` for the stack `spec` describes, as CloudFormation shows it (`tags`, its
+    StackId, and whether it is only in review) and as the journal knows it (`view`)."""
     return change_refused(
         spec.repo,
         tags,
         # A stack in review holds nothing yet: only another repo's tag refuses it.
         adopt=spec.options.adopt or in_review,
-        applied_before=view is not None and view.version is not None,
+        applied_before=applied_here(spec.repo, stack_id, view),
     )
+
+
+def applied_here(repo: str, stack_id: str, view: StackView | None) -> bool:
+    """Whether the journal shows `repo` applying this very stack (by its StackId, when the
+    journal has it: journals from before it was recorded do not)."""
+    if view is None or view.version is None:
+        return False
+    if (view.applied_by or view.repo) != repo:
+        return False
+    return view.stack_id is None or view.stack_id == stack_id
 
 
 def delete_refused(repo: str, tags: Mapping[str, str]) -> str | None:

@@ -88,9 +88,15 @@ def read_lineage_doc(store: RemoteStore, lineage_id: str) -> Lineage:
     if raw is None:
         raise RestoreError(f"{store.url}lineages/{lineage_id}/lineage.json is missing")
     try:
-        return Lineage(**json.loads(raw))
+        lineage = Lineage(**json.loads(raw))
     except (ValueError, TypeError) as exc:
         raise RestoreError(f"{store.url}lineages/{lineage_id}/lineage.json: {exc}") from None
+    if lineage.id != lineage_id:  # a lineage copied under another (newer-sorting) name
+        raise RestoreError(
+            f"{store.url}lineages/{lineage_id}/lineage.json names lineage {lineage.id!r}, "
+            "not the folder it is in"
+        )
+    return lineage
 
 
 def read_remote(
@@ -104,9 +110,9 @@ def read_remote(
     """Read and check a lineage (the newest when not named), up to `at` if given; `mark`
     asks for the hash of one record (to compare with what the local mirror sent).
 
-    With `key`, only a lineage whose newest checkpoint is signed with it is read (the newest
-    such when none is named; others are listed in `skipped`), and only its records up to that
-    checkpoint (`unsigned_tail` counts those left out)."""
+    With `key`, only a lineage with a checkpoint signed with it is read (the newest such when
+    none is named; newer ones are listed in `skipped`), and only its records up to the newest
+    signed checkpoint they reach and match (`unsigned_tail` counts those left out)."""
     names = lineages(store)
     if not names:
         raise RestoreError(f"no journal backup under {store.url}")
@@ -122,7 +128,9 @@ def read_remote(
         why = _unsigned(store, lineage_id, key)
         if why:
             raise RestoreError(f"lineage {lineage_id} cannot be authenticated: {why}")
-    read = _read_chain(store, lineage_id, at=None if key else at, mark=mark)
+    # With a key, the whole chain is read (even for --at) and cut where a signed checkpoint
+    # vouches for it; the newest checkpoint object, whatever it holds, proves nothing.
+    read = _read_chain(store, lineage_id, at=None if key else at, mark=mark, signed=bool(key))
     read.newest = lineage_id == newest
     read.skipped = skipped
     if key is not None:
@@ -134,35 +142,25 @@ def _keep_signed(store: RemoteStore, read: RemoteRead, key: BackupKey, at: str |
     """Cut what was read back to the newest signed checkpoint it reaches (the newest of all,
     unless damage stopped reading before it), and check that the record there is the one the
     checkpoint names: then the chain authenticates every record kept."""
-    lineage = read.lineage
-    for object_key in store.keys(f"lineages/{lineage.id}/checkpoints/"):  # newest first
-        try:
-            checkpoint = _checkpoint(store, object_key)
-        except RestoreError:
-            continue
-        if checkpoint["seq"] > read.last_seq:
-            continue  # beyond what was read (the records were damaged before it)
-        if object_key != checkpoint_key(lineage.id, checkpoint["seq"]):
-            continue
-        if not key.verify(checkpoint, asdict(lineage)):
-            continue
-        signed_hash = _cut(read, checkpoint["seq"])
-        if signed_hash != checkpoint["hash"]:
-            read.damage = read.damage or (
-                f"record seq {checkpoint['seq']} is not the one its signed checkpoint names"
-            )
+    read.authenticated = True  # what is kept below is authenticated, if only nothing
+    newest_read = read.last_seq
+    for checkpoint in _signed_checkpoints(store, read.lineage, key, up_to=read.last_seq):
+        if _cut(read, checkpoint["seq"]) == checkpoint["hash"]:
+            if at is not None:
+                _cut(read, checkpoint["seq"], at)
+            read.unsigned_tail = newest_read - checkpoint["seq"]
             return
-        if at is not None:
-            _cut(read, checkpoint["seq"], at)
-        read.authenticated = True
-        return
-    if read.damage:  # damaged before any signed checkpoint: nothing can be kept
-        _cut(read, 0)
-        read.authenticated = True
-        return
-    raise RestoreError(
-        f"lineage {lineage.id}: no checkpoint signed with backup.key_file covers the records "
-        "read; nothing in it can be authenticated"
+        # The records up to this signed checkpoint are not the ones it names: something before
+        # it was rewritten. An older checkpoint may still vouch for the records before that.
+        read.damage = (
+            f"record seq {checkpoint['seq']} is not the one its signed checkpoint names: "
+            "the records before it were rewritten"
+        )
+    _cut(read, 0)  # nothing read is vouched for by a signed checkpoint
+    read.unsigned_tail = newest_read
+    read.damage = read.damage or (
+        f"lineage {read.lineage.id}: no checkpoint signed with backup.key_file vouches for "
+        "its records"
     )
 
 
@@ -183,24 +181,36 @@ def _unsigned(store: RemoteStore, name: str, key: BackupKey) -> str | None:
     """Why lineage `name` cannot be authenticated with `key`, or None when it can."""
     try:
         lineage = read_lineage_doc(store, name)
-        checkpoint = _newest_checkpoint(store, name)
     except RestoreError as exc:
         return str(exc)
-    if checkpoint is None:
-        return "it has no checkpoint"
-    if checkpoint["key"] != checkpoint_key(name, checkpoint["seq"]):
-        return f"its newest checkpoint ({checkpoint['key']}) is not where its seq belongs"
-    if not key.verify(checkpoint, asdict(lineage)):
-        return "its newest checkpoint is not signed with this key"
+    if next(_signed_checkpoints(store, lineage, key), None) is None:
+        return "none of its checkpoints is signed with this key"
     return None
+
+
+def _signed_checkpoints(
+    store: RemoteStore, lineage: Lineage, key: BackupKey, *, up_to: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """The lineage's checkpoints that `key` verifies, newest first (at or before `up_to`).
+    Objects that are unreadable, unsigned, or not where their seq belongs are passed over: an
+    object added to the bucket can neither vouch for records nor hide the ones that do."""
+    for object_key in store.keys(f"lineages/{lineage.id}/checkpoints/"):  # newest first
+        try:
+            checkpoint = _checkpoint(store, object_key)
+        except RestoreError:
+            continue
+        if up_to is not None and checkpoint["seq"] > up_to:
+            continue
+        if object_key != checkpoint_key(lineage.id, checkpoint["seq"]):
+            continue
+        if key.verify(checkpoint, asdict(lineage)):
+            yield checkpoint
 
 
 def _cut(read: RemoteRead, seq: int, at: str | None = None) -> str:
     """Keep only the records up to `seq` (a signed checkpoint) and, with `at`, at or before
     it; returns the hash of the last record kept. Anything cut makes the restore a fork (a new
     lineage), so no history is continued from two places."""
-    if at is None:
-        read.unsigned_tail = max(0, read.last_seq - seq)
     kept: list[Piece] = []
     last: tuple[int, str, str | None] = (0, GENESIS, None)
     for piece in read.pieces:
@@ -232,6 +242,7 @@ def _read_chain(
     *,
     at: str | None,
     mark: int | None,
+    signed: bool = False,
 ) -> RemoteRead:
     names = lineages(store)
     chain = [read_lineage_doc(store, lineage_id)]
@@ -240,7 +251,7 @@ def _read_chain(
             raise RestoreError(f"{store.url}: lineage {chain[0].id} descends from itself")
         chain.insert(0, read_lineage_doc(store, chain[0].parent))
     result = RemoteRead(lineage=chain[-1], newest=lineage_id == names[-1])
-    checkpoint = _newest_checkpoint(store, chain[-1].id)
+    checkpoint = None if signed else _newest_checkpoint(store, chain[-1].id)
     marks = {m for m in (mark, checkpoint["seq"] if checkpoint else None) if m is not None}
     marked: dict[int, str] = {}
     deleted: list[str] = []

@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import boto3
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -87,3 +90,25 @@ def journal_records(state_dir: Path) -> list[dict[str, Any]]:
         except ValueError:
             break  # a line being written right now
     return records
+
+
+# --- the S3 backup -------------------------------------------------------------------------
+
+BUCKET = "syncd-backups"
+
+
+@pytest.fixture
+def backup(aws: Any) -> Any:
+    """The backup bucket in moto's S3, and a client to look into it (or forge it)."""
+    s3 = boto3.client("s3", endpoint_url=aws.emulator.url, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    return s3
+
+
+def key_file(tmp_path: Path) -> str:
+    """The key that signs the backup: on the host (and in the operator's safe), not in S3."""
+    path = tmp_path / "backup.key"
+    if not path.exists():
+        path.write_text("k" * 40)
+        path.chmod(0o600)
+    return str(path)

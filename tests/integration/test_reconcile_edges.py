@@ -511,3 +511,72 @@ def test_a_reader_is_woken_when_its_upstream_settles_even_with_the_same_outputs(
     assert s.sync("r").outcomes["app"].ok  # (moto sees a tag-only change set as no changes)
     assert s.state.stacks["app"].state is StackState.IN_SYNC
     assert not s.app.syncs["r"].waits_on_outputs()
+
+
+# --- a repo writer reaching for a stack that is not its repo's, by the side paths ----------
+
+OWNER = "syncd:repo"
+
+
+def tags(aws, name):
+    return {t["Key"]: t["Value"] for t in (aws.stack(name) or {}).get("Tags", [])}
+
+
+def test_recreate_never_deletes_another_repos_failed_stack(repo, other_repo, aws, syncd):
+    repo.commit(
+        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/shared.yaml": deployment(Name="a")}
+    )
+    aws.proxy.fail("shared", polls=1)  # repo ra's first create rolls back
+    s = syncd({"ra": repo, "rb": other_repo}, repo_options={"rb": {"on_failure": "recreate"}})
+    s.sync("ra")
+    assert s.state.stacks["shared"].stack_status == "ROLLBACK_COMPLETE"  # as the proxy shows it
+    other_repo.commit(
+        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/shared.yaml": deployment(Name="b")}
+    )
+    s.sync("rb")
+    assert not [c for c in aws.proxy.log if c.action == "DeleteStack"]
+    assert tags(aws, "shared") == {OWNER: "ra"}
+    assert "belongs to repo 'ra'" in s.state.stacks["shared"].message
+
+
+def test_a_stack_made_again_by_someone_else_under_the_same_name_is_not_taken(repo, aws, syncd):
+    topic_stack(repo, "s", "v1")
+    s = syncd({"r": repo})
+    assert s.sync("r").ok
+    aws.cfn.delete_stack(StackName="s")  # deleted outside syncd, then someone else's stack
+    aws.cfn.create_stack(
+        StackName="s",
+        TemplateBody=TOPIC_TEMPLATE,
+        Parameters=[{"ParameterKey": "Name", "ParameterValue": "theirs"}],
+    )
+    s.restart()
+    repo.commit({"deployments/s.yaml": deployment(Name="v2")})
+    s.sync("r")
+    assert aws.parameters("s") == {"Name": "theirs"}
+    assert "did not create it" in s.state.stacks["s"].message
+
+
+def test_another_repos_journal_does_not_make_an_untagged_stack_this_repos(
+    repo, other_repo, aws, syncd
+):
+    repo.commit(
+        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/legacy.yaml": deployment(Name="ra")}
+    )
+    s = syncd({"ra": repo, "rb": other_repo})
+    assert s.sync("ra").ok
+    aws.cfn.update_stack(  # as a syncd from before tags left it
+        StackName="legacy",
+        UsePreviousTemplate=True,
+        Parameters=[{"ParameterKey": "Name", "ParameterValue": "ra-hand"}],
+        Tags=[{"Key": "team", "Value": "a"}],
+    )
+    repo.commit({"deployments/legacy.yaml": None})  # ra lets it go (prune off: left alone)
+    s.restart()
+    s.sync("ra")
+    other_repo.commit(
+        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/legacy.yaml": deployment(Name="rb")}
+    )
+    for _ in range(2):  # a refusal must not hand the stack to rb in the journal either
+        s.sync("rb")
+    assert aws.parameters("legacy") == {"Name": "ra-hand"}
+    assert s.state.stacks["legacy"].repo == "ra"
