@@ -9,6 +9,7 @@ value means what CloudFormation would read.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -46,10 +47,42 @@ class ParseBudget:
 
 # libyaml's parser when PyYAML was built with it: about 9x faster on the files of a large repo
 # (a no-op pass over 1,000 stacks parses 2,000 files); the same safe constructors either way.
-SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# YAML 1.1's numbers without its base-60 forms (`1:30` is 90): PyYAML builds such a number
+# with arithmetic that grows with the square of its length (a 1 MiB scalar took 53 s), and
+# CloudFormation does not read them as numbers either. They stay strings.
+_INT = re.compile(
+    r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""",
+    re.X,
+)
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 
-class _Loader(SafeLoader):  # type: ignore[valid-type, misc]
+class SafeLoader(_BaseLoader):  # type: ignore[valid-type, misc]
+    """PyYAML's safe loader (libyaml's when there is one), base-60 numbers read as strings."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in _NUMBERS]
+        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+    }
+
+
+SafeLoader.add_implicit_resolver(_NUMBERS[0], _INT, list("-+0123456789"))
+SafeLoader.add_implicit_resolver(_NUMBERS[1], _FLOAT, list("-+0123456789."))
+
+
+class _Loader(SafeLoader):
     """SafeLoader plus CloudFormation's short-form intrinsic functions."""
 
 

@@ -320,3 +320,14 @@ def test_check_yamls_own_refusals_keep_their_words(text: str, message: str) -> N
     with pytest.raises(TemplateSyntaxError) as caught:
         parse_template(text)
     assert str(caught.value).startswith(message)
+
+
+def test_base_60_numbers_stay_strings_and_cost_nothing() -> None:
+    # YAML 1.1 reads `1:30` as 90, building it with arithmetic that grows with the square of
+    # its length (a 1 MiB scalar took 53 s). CloudFormation has no such numbers: strings.
+    huge = ":".join(["1"] * 300_000)  # 600 KB
+    template = parse_template(f"Resources:\n  X:\n    Type: {huge}\nOutputs:\n  T: 1:30\n")
+    assert template["Resources"]["X"]["Type"] == huge
+    assert template["Outputs"]["T"] == "1:30"
+    numbers = parse_template("Resources: {X: {Type: T}}\nA: 12\nB: 0x1f\nC: 1.5\nD: 017\n")
+    assert [numbers[k] for k in "ABCD"] == [12, 31, 1.5, 15]  # the other numbers are as before
