@@ -110,13 +110,13 @@ class RepoConfig:
     init_from: Path | None = None  # local url only: create the repo from this folder if missing
 
     def options_for(self, stack_name: str) -> StackOptions:
-        """The options of one stack, by its name with or without the repo's prefix."""
-        if stack_name in self.stack_options:
-            return self.stack_options[stack_name]
-        if self.stack_prefix and stack_name.startswith(self.stack_prefix):
-            short = stack_name[len(self.stack_prefix) :]
-            if short in self.stack_options:
-                return self.stack_options[short]
+        """The options of one stack. A key of `stacks` names a stack with or without the repo's
+        prefix: one that starts with the prefix is a whole name, any other gets the prefix. So
+        with the prefix `team-`, the options of `team-db` are never those of `team-team-db`."""
+        for key, options in self.stack_options.items():
+            whole = key if key.startswith(self.stack_prefix) else self.stack_prefix + key
+            if whole == stack_name:
+                return options
         return self.options
 
     @property

@@ -610,9 +610,16 @@ def test_repo_overrides_defaults_and_stack_overrides_repo() -> None:
     assert platform.options_for("app") == repo_level
     network = StackOptions(("CAPABILITY_IAM",), Approval.MANUAL, OnFailure.RETRY, False)
     db = StackOptions(("CAPABILITY_IAM",), Approval.AUTO, OnFailure.RECREATE, True)
-    assert platform.options_for("network") == network
-    assert platform.options_for("prod-network") == network
-    assert platform.options_for("prod-db") == db
+    assert platform.options_for("prod-network") == network  # `network`: a short name
+    assert platform.options_for("prod-db") == db  # `prod-db`: a whole name
+
+
+def test_a_stack_key_names_one_stack_only() -> None:
+    # With the prefix prod-, the key prod-db is the stack prod-db: a stack a repo writer names
+    # prod-prod-db does not get its options (its approval: auto, say).
+    platform = parse(PRECEDENCE).repo("platform")
+    assert platform.options_for("prod-prod-db") == platform.options
+    assert platform.options_for("prod-prod-network") == platform.options
 
 
 def test_stack_overrides_without_prefix_do_not_match_other_prefixes() -> None:
