@@ -12,7 +12,8 @@ else (health, readiness, metrics) to another, so webhooks waiting for a thread n
 - Caps: at most `per_client` connections from one address and `connections` in all. A new
   connection past either cap drops the oldest one (of that address, or of all) still sending
   its request, so requests that arrive whole in good time are never locked out by ones that
-  trickle. If none is still sending (all are being answered), the new one gets a 503.
+  trickle; if none is, the oldest that has left its answer untaken for STALLED seconds (a
+  client that asks and never reads). If none of those either, the new one gets a 503.
 - A head (request line and headers) over 64 KiB gets a 431; a body is read only up to
   `max_body` (past it the request goes on without its body, for the handler to refuse).
 
@@ -24,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_HEAD = 64 * 1024
+STALLED = 1.0  # seconds a client may leave its answer untaken before a full listener drops it
 
 # The whole request -> the whole answer (called on a pool thread).
 Answer = Callable[[bytes, Any], bytes]
@@ -52,6 +55,7 @@ class _Conn:
     task: asyncio.Task[Any] | None
     head: bytearray = field(default_factory=bytearray)  # what was read, the body's start too
     reading: bool = True  # still sending its request (the ones a cap may drop)
+    answered_at: float | None = None  # when its answer was handed to the socket
 
 
 class _HeadTooLarge(Exception):
@@ -115,6 +119,7 @@ class Listener:
                 pool = self._hooks if request.startswith(b"POST ") else self._probes
                 loop = asyncio.get_running_loop()
                 writer.write(await loop.run_in_executor(pool, self._answer, request, peer))
+                conn.answered_at = time.monotonic()
                 await writer.drain()
         except TimeoutError:
             self._report("deadline", conn)
@@ -153,14 +158,19 @@ class Listener:
         return head + body[:length]
 
     def _admit(self, conn: _Conn) -> bool:
-        """Room for `conn`, made by dropping the oldest connection still sending past a cap;
-        False when every connection past the cap is being answered."""
+        """Room for `conn`, made by dropping, past a cap, the oldest connection still sending
+        its request, else the oldest that has not taken its answer for STALLED seconds (a
+        client that asks and never reads); False when every one past the cap is being
+        answered and reading."""
         limits = self.limits
+        stalled = time.monotonic() - STALLED
         for kind, cap in (("per_client", limits.per_client), ("full", limits.connections)):
             group = [c for c in self._open if kind == "full" or c.client == conn.client]
             if len(group) < cap:
                 continue
-            oldest = next((c for c in group if c.reading), None)
+            oldest = next((c for c in group if c.reading), None) or next(
+                (c for c in group if c.answered_at is not None and c.answered_at < stalled), None
+            )
             if oldest is None:
                 self._report("busy", conn)
                 return False

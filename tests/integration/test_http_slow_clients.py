@@ -19,7 +19,7 @@ import pytest
 import structlog
 
 from syncd.http import Endpoints, Hook, HttpServer, RateLimit
-from syncd.listener import Limits
+from syncd.listener import Limits, Listener
 from syncd.metrics import Metrics
 from tests.integration.test_http import PUSH, SECRET, Triggers, signed
 
@@ -277,3 +277,35 @@ def test_without_an_allow_list_any_host_is_served() -> None:
         headers = {**signed(PUSH), "Host": "anything.example"}
         assert request(address, "POST", "/hooks/platform", PUSH, headers)[0] == 202
         assert triggers.count == 1 and not endpoints.refusals
+
+
+def test_clients_that_ask_and_never_read_their_answers_do_not_lock_the_listener() -> None:
+    # Answers too big for the socket's buffers, to clients that never read: once the listener
+    # is full of them, each new connection drops the oldest that has stalled for a second.
+    big = b"x" * (8 * 1024 * 1024)
+
+    def answer(request: bytes, _: Any) -> bytes:
+        body = big if request.startswith(b"GET /big") else b"ok\n"
+        return b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+    refused: list[str] = []
+    sock = socket.create_server(("127.0.0.1", 0))
+    listener = Listener(
+        sock, answer, lambda kind, *_: refused.append(kind), Limits(connections=4), 1024
+    )
+    listener.start()
+    address = f"127.0.0.1:{sock.getsockname()[1]}"
+    stalled = []
+    try:
+        for i in range(4):
+            s = connect(address, f"127.0.1.{1 + i}")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            s.sendall(b"GET /big HTTP/1.0\r\n\r\n")
+            stalled.append(s)
+        time.sleep(1.5)  # every one of them stalled, and past STALLED
+        assert request(address, "GET", "/healthz") == (200, b"ok\n")
+        assert refused == ["full"]
+    finally:
+        for s in stalled:
+            s.close()
+        listener.stop()
