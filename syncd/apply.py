@@ -347,10 +347,7 @@ class Applier:
         observed, _ = self._observe(spec.name, fresh_after)
         cond = condition(observed.status if observed else None)
         if observed is not None:  # before anything is done to it, recreate included
-            in_review = cond is Condition.REVIEW
-            refused = refused_for(
-                spec, observed.tags, observed.stack_id, in_review=in_review, view=view
-            )
+            refused = refused_for(spec, observed.tags, observed.stack_id, view=view)
             if refused:
                 return self._block(spec.name, spec.repo, None, log, reason=refused)
         if cond is Condition.ROLLED_BACK_CREATE and observed is not None:

@@ -123,10 +123,7 @@ class Planner:
         cond = condition(observed.status if observed else None)
         if observed is not None:
             view = self.state.stacks.get(spec.name)
-            in_review = cond is Condition.REVIEW
-            refused = refused_for(
-                spec, observed.tags, observed.stack_id, in_review=in_review, view=view
-            )
+            refused = refused_for(spec, observed.tags, observed.stack_id, view=view)
             if refused:
                 return StackPlan(spec.name, "none", message=f"refused: {refused}", error=True)
         if observed is not None and cond is Condition.ROLLED_BACK_CREATE:

@@ -51,16 +51,15 @@ def refused_for(
     tags: Mapping[str, str],
     stack_id: str,
     *,
-    in_review: bool,
     view: StackView | None,
 ) -> str | None:
-    """`change_refused` for the stack `spec` describes, as CloudFormation shows it (`tags`, its
-    StackId, and whether it is only in review) and as the journal knows it (`view`)."""
+    """`change_refused` for the stack `spec` describes, as CloudFormation shows it (`tags` and
+    its StackId) and as the journal knows it (`view`). A stack only in review (a CREATE change
+    set not yet executed) is no different: it may be someone else's stack about to be made."""
     return change_refused(
         spec.repo,
         tags,
-        # A stack in review holds nothing yet: only another repo's tag refuses it.
-        adopt=spec.options.adopt or in_review,
+        adopt=spec.options.adopt,
         applied_before=applied_here(spec.repo, stack_id, view),
     )
 

@@ -580,3 +580,20 @@ def test_another_repos_journal_does_not_make_an_untagged_stack_this_repos(
         s.sync("rb")
     assert aws.parameters("legacy") == {"Name": "ra-hand"}
     assert s.state.stacks["legacy"].repo == "ra"
+
+
+def test_someone_elses_stack_in_review_is_not_taken_without_adopt(repo, aws, syncd):
+    aws.cfn.create_change_set(  # their new stack, waiting for their review: nothing deployed
+        StackName="pending",
+        ChangeSetName="their-cs",
+        ChangeSetType="CREATE",
+        TemplateBody=TOPIC_TEMPLATE,
+        Parameters=[{"ParameterKey": "Name", "ParameterValue": "theirs"}],
+    )
+    repo.commit(
+        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/pending.yaml": deployment(Name="me")}
+    )
+    s = syncd({"r": repo})
+    s.sync("r")
+    assert not [c for c in aws.proxy.log if c.action == "CreateChangeSet"]
+    assert "did not create it" in s.state.stacks["pending"].message
