@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from syncd.requests import read_request
 
 
 @dataclass(frozen=True)
@@ -21,19 +22,6 @@ class Approval:
     stack: str
     change_set: str
     by: str
-
-
-MAX_REQUEST_BYTES = 4096
-
-
-def _read_request(path: Path) -> bytes:
-    """A request file's bytes: a regular file only (a FIFO planted here would block the
-    daemon's loop, a symbolic link would be followed anywhere), and a small one."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        return f.read(MAX_REQUEST_BYTES + 1)[:MAX_REQUEST_BYTES]
 
 
 class Approvals:
@@ -53,7 +41,7 @@ class Approvals:
             return found
         for path in self.folder.glob("*.json"):
             try:
-                doc = json.loads(_read_request(path))
+                doc = json.loads(read_request(path))
                 found[path.stem] = Approval(path.stem, str(doc["change_set"]), str(doc["by"]))
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # being written, or not ours

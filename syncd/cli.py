@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait", type=float, default=600.0, metavar="SECONDS", help="how long to follow it"
     )
+    p = command("suspend", "apply (and prune) nothing of these stacks until `syncd resume`")
+    p.add_argument("stacks", nargs="*", metavar="STACK", help=_STACK_HELP)
+    p.add_argument("--repo", metavar="NAME", help="the whole repo, stacks added later included")
+    p.add_argument(
+        "-m", "--message", dest="reason", default="", metavar="REASON", help="why (status shows it)"
+    )
+    _format(p)
+    p = command("resume", "apply Git's state to suspended stacks again, at once")
+    p.add_argument("stacks", nargs="*", metavar="STACK", help=_STACK_HELP)
+    p.add_argument("--repo", metavar="NAME", help="the repo suspended with --repo")
+    _format(p)
     _format(command("backup", "mirror the journal to S3 now (backup.url)"))
     p = command("restore", "rebuild the journal from S3 (backup.url)")
     p.add_argument("--at", metavar="TIME", help="as it was at TIME (ISO 8601), not the latest")
@@ -125,12 +136,21 @@ _EPILOGS = {
     "example: syncd plan --repo app --ref refs/pull/42/head --format markdown",
     "approve": "exit: 0 when the change set ran and succeeded; 1 otherwise\n"
     "example: syncd approve app-prod --change-set syncd-v7-1a2b3c4d5e6f7a8b",
+    "suspend": "exit: 0 when recorded (or queued for a daemon that has not answered yet); 2 for"
+    " a stack the journal does not know or a repo not in the config\n"
+    'example: syncd suspend app-prod -m "freeze during the audit"',
+    "resume": "exit: 0 when recorded and, with no daemon running, the pass it runs succeeded;"
+    " 1 a resumed stack failed or is blocked; 2 usage, or aws.embedded with no daemon\n"
+    "example: syncd resume --repo platform",
     "backup": "exit: 0; 1 if S3 refused\nexample: syncd backup",
     "restore": "exit: 0; 1 if the backup is damaged or cannot be authenticated; 2 usage\n"
     "example: syncd restore --at 2026-11-30T12:00:00Z",
     "journal": "exit: 0; 1 on any damage; 2 with no journal to check\n"
     "example: syncd journal verify --remote",
 }
+
+
+_STACK_HELP = "a stack syncd knows, with or without its repo's stack_prefix"
 
 
 def _format(p: argparse.ArgumentParser) -> None:
@@ -189,6 +209,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     only = set(args.stack) if args.stack else None
     app = open_app(config)
     try:
+        _deliver_requests(app)  # a suspension asked for while no daemon ran counts now
         observe_world(app.world, app.journal)
         # One thread per repo, as in the daemon; an unexpected error in any is re-raised here.
         with ThreadPoolExecutor(max_workers=len(app.syncs)) as pool:
@@ -219,7 +240,19 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in reports) else EXIT_FAILED
 
 
+def _deliver_requests(app: Any) -> None:
+    """Record the suspend/resume requests left for a daemon (see syncd.requests)."""
+    import structlog
+
+    from syncd.requests import deliver
+
+    repos = [r.name for r in app.config.repos]
+    deliver(app.config.state_dir, app.journal, repos, structlog.get_logger("syncd.requests"))
+
+
 def _sync_rows(reports: list[Any], app: Any) -> list[dict[str, Any]]:
+    from syncd.core.journal_state import suspension
+
     rows = []
     for report in sorted(reports, key=lambda r: r.repo):
         if report.source_error:
@@ -237,13 +270,15 @@ def _sync_rows(reports: list[Any], app: Any) -> list[dict[str, Any]]:
             )
         for name, outcome in sorted(report.outcomes.items()):
             view = app.journal.state.stacks.get(name)
+            held = suspension(app.journal.state, name, report.repo)
+            message = held.describe() if held and outcome.value == "suspended" else None
             rows.append(
                 {
                     "stack": name,
                     "repo": report.repo,
                     "outcome": outcome.value,
                     "version": view.version if view else None,
-                    "message": view.message if view else "",
+                    "message": message or (view.message if view else ""),
                 }
             )
     return rows
@@ -271,6 +306,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(printable(f"repo {repo.repo}: {repo.error}"))
             if repo.pass_error:
                 print(printable(f"repo {repo.repo}: its last pass failed: {repo.pass_error}"))
+            if repo.suspended:
+                print(printable(f"repo {repo.repo}: {repo.suspended.describe()}"))
         if config.backup.url:
             print(_backup_line(config, journal))
     bad = {"failed", "blocked", STALE}
@@ -474,6 +511,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
             )
         app = open_app(config)
         try:
+            _deliver_requests(app)  # a suspension waiting counts before the approval
             report = app.syncs[view.repo].run_pass({args.stack})
         finally:
             app.close()
@@ -507,6 +545,182 @@ def _follow(state_dir: Path, stack: str, change_set: str, deadline: float) -> st
                     return str(result.data.get("result"))
         time.sleep(0.2)
     return "executing (still running; see syncd status)" if answered else "not answered yet"
+
+
+FOLLOW_SECONDS = 6.0  # how long suspend/resume wait for a daemon (it reads requests every 5 s)
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    return _suspend_or_resume(args, "suspend")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _suspend_or_resume(args, "resume")
+
+
+def _suspend_or_resume(args: argparse.Namespace, action: str) -> int:
+    """With a daemon running, leave it a request and follow the journal until it is recorded;
+    without one, take the lock and record it here (and, for a resume, run the pass)."""
+    from syncd import render
+    from syncd.journal.store import lock_holder
+
+    config, journal = _read_journal(args)
+    state = journal.state
+    journal.close()
+    asked = _requests(args, config, state, action)
+    holder = lock_holder(config.state_dir)
+    if holder.held:
+        rows = _ask_daemon(config.state_dir, asked, holder.pid, state.last_seq)
+    else:
+        rows = _record_here(config, asked)
+    if args.format == "json":
+        print(render.as_json(rows))
+    else:
+        headers = ["stack", "repo", "result", "outcome", "message"]
+        print(render.table(headers, [[r[h] for h in headers] for r in rows]))
+    bad = any(r["result"] == "refused" or r["outcome"] not in _FINE for r in rows)
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+# What a resumed stack's pass may end in for `resume` to succeed (None: no pass ran here).
+_FINE = {None, "in_sync", "succeeded", "no_changes", "suspended", "awaiting_approval"}
+
+
+def _requests(args: argparse.Namespace, config: Any, state: Any, action: str) -> list[Any]:
+    """The requests the command line asks for: one per repo concerned."""
+    from syncd.core.text import bounded
+    from syncd.requests import Request
+
+    if bool(args.stacks) == bool(args.repo):
+        args.usage_of.error("name the stacks (STACK...) or --repo NAME, one or the other")
+    names = [r.name for r in config.repos]
+    reason, by = bounded(getattr(args, "reason", "")), approver()
+    if args.repo:
+        if args.repo not in names:
+            raise UsageError(f"no repo {args.repo!r} in the config; there are: {', '.join(names)}")
+        return [Request(action, args.repo, (), reason, by)]
+    grouped: dict[str, dict[str, None]] = {}
+    for name in args.stacks:
+        stack = _stack_name(config, state, name)
+        repo = state.stacks[stack].repo
+        if repo not in names:
+            raise UsageError(printable(f"{stack} is a stack of repo {repo!r}, not in the config"))
+        grouped.setdefault(repo, {})[stack] = None
+    return [Request(action, repo, tuple(s), reason, by) for repo, s in sorted(grouped.items())]
+
+
+def _ask_daemon(state_dir: Path, asked: list[Any], pid: int | None, seen: int) -> list[Any]:
+    """Leave the requests for the daemon, wake it, and follow the journal for their records
+    (a few seconds: a daemon that has not answered by then records them when it reads them)."""
+    import time
+
+    from syncd.journal.store import Journal
+    from syncd.requests import Requests
+
+    box = Requests(state_dir)
+    sent = [box.send(r) for r in asked]
+    if pid is not None:
+        with contextlib.suppress(OSError):  # else the daemon finds them within its loop period
+            os.kill(pid, signal.SIGUSR1)
+    deadline, answers = time.monotonic() + FOLLOW_SECONDS, {}
+    while True:
+        gone = {r.id for r in sent if not box.path(r).exists()}  # before the journal is read
+        journal = Journal.open(state_dir, writer=False, warn=lambda m: None)
+        try:
+            state = journal.state
+            recorded = {rec.data.get("request") for rec in journal.records(after=seen)}
+        finally:
+            journal.close()
+        for r in sent:
+            answers[r.id] = "recorded" if r.id in recorded else "refused" if r.id in gone else ""
+        if all(answers.values()) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    rows = []
+    for r in sent:
+        answer = answers[r.id]
+        result = _done(r.action) if answer == "recorded" else answer or "queued"
+        why = {
+            "refused": "the daemon refused it (see its log)",
+            "queued": f"the daemon has not recorded it yet; it will, from {box.path(r)}",
+        }
+        rows += _rows(r, state, result, why.get(result), {})
+    return rows
+
+
+def _record_here(config: Any, asked: list[Any]) -> list[Any]:
+    """No daemon: record the requests under the lock; a resume then runs the pass of each repo
+    concerned, as the daemon would at once (so stacks that read a resumed stack's outputs, and
+    a resumed stack whose file is gone, are seen to as well)."""
+    import structlog
+
+    from syncd.app import open_app, open_journal
+    from syncd.requests import deliver, record
+
+    resume = asked[0].action == "resume"
+    if resume and config.aws.embedded:
+        raise UsageError(
+            "the stacks are in the embedded emulator, which lives only inside `syncd run`: "
+            "start it, then resume (with a daemon running, resume applies Git's state at once)"
+        )
+    app = open_app(config) if resume else None
+    journal = app.journal if app is not None else open_journal(config)
+    log = structlog.get_logger("syncd.requests")
+    try:
+        deliver(config.state_dir, journal, [r.name for r in config.repos], log)  # older first
+        rows = []
+        for r in asked:
+            record(journal, r)
+            outcomes: dict[str, str] = {}
+            if app is not None:
+                report = app.syncs[r.repo].run_pass()
+                if report.source_error:
+                    outcomes = dict.fromkeys([*r.stacks, ""], "source_error")
+                outcomes |= {n: "invalid" for n in report.invalid}
+                outcomes |= {n: o.value for n, o in report.outcomes.items()}
+            rows += _rows(r, journal.state, _done(r.action), None, outcomes)
+    finally:
+        if app is not None:
+            app.close()
+        else:
+            journal.close()
+    return rows
+
+
+def _done(action: str) -> str:
+    return "suspended" if action == "suspend" else "resumed"
+
+
+def _rows(
+    request: Any, state: Any, result: str, message: str | None, outcomes: dict[str, str]
+) -> list[dict[str, Any]]:
+    """One row per stack named (or for the repo), then one per other stack the pass run for a
+    resume did something to (every stack of a repo resumed whole)."""
+    from syncd.core.journal_state import suspension
+
+    names = list(request.stacks) or [""]
+    others = [n for n in sorted(outcomes) if n and n not in names]
+    if request.stacks:
+        others = [n for n in others if outcomes[n] not in ("in_sync", "suspended")]
+    rows = []
+    for name in names + others:
+        repo = state.repos.get(request.repo)
+        view = state.stacks.get(name)
+        held = suspension(state, name, request.repo) if name else repo and repo.suspended
+        text = message or (held.describe() if held else view.message if view else "")
+        if not message and held and result == "resumed":
+            own = view is not None and view.suspended is held
+            text = f"still {text}" + ("" if own else f" (its repo: resume --repo {request.repo})")
+        rows.append(
+            {
+                "stack": name or None,
+                "repo": request.repo,
+                "result": result if name in names or not request.stacks else None,
+                "outcome": outcomes.get(name),
+                "message": text,
+            }
+        )
+    return rows
 
 
 def _mirror_store(config: Any) -> Any:
@@ -689,6 +903,8 @@ _COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
     "approve": cmd_approve,
+    "suspend": cmd_suspend,
+    "resume": cmd_resume,
     "backup": cmd_backup,
     "restore": cmd_restore,
     "journal": cmd_journal,

@@ -30,6 +30,7 @@ from syncd.http import Endpoints, Hook, HttpServer
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.reconcile import RepoSync, jittered, observe_world
+from syncd.requests import deliver
 from syncd.sources.watch import RefWatcher
 
 MAX_BACKOFF = 900.0
@@ -124,6 +125,7 @@ class Daemon:
         self._install_signals()
         self.app = open_app(config)
         try:
+            self._deliver_requests()  # those left while no daemon ran, before any pass
             self._observe()
             self._start_workers()
             if config.http.listen:
@@ -142,7 +144,7 @@ class Daemon:
         return 0
 
     def _main_loop(self) -> None:
-        # At least every 5 s: approval requests from users who cannot signal the daemon.
+        # At least every 5 s: requests (approve, suspend, resume) from users who cannot signal it.
         period = min(self.notifier.watchdog_interval or 5.0, 5.0)
         while not self._stopping.is_set():
             self._wake.wait(period)
@@ -152,12 +154,29 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
+            self._deliver_requests()
             self._deliver_approvals()
             threads = [w.thread for w in self.workers]
             threads += [self.mirror_thread] if self.mirror_thread is not None else []
             if all(t.is_alive() for t in threads):
                 self.notifier.watchdog()
             self.notifier.status(self._status_line())
+
+    def _deliver_requests(self) -> None:
+        """`syncd suspend`/`resume` left requests (and sent SIGUSR1): journal them, and wake
+        the repos they name (a resumed stack is applied at once)."""
+        if self.app is None:
+            return
+        config = self.app.config
+        repos = [r.name for r in config.repos]
+        try:
+            concerned = deliver(config.state_dir, self.app.journal, repos, self.log)
+        except (SyncdError, OSError) as exc:  # the journal cannot be written, or the folder
+            self.log.error("request.not_journaled", error=str(exc))
+            return
+        for worker in self.workers:
+            if worker.sync.repo.name in concerned:
+                worker.trigger()
 
     def _deliver_approvals(self) -> None:
         """`syncd approve` left a request (and sent SIGUSR1): wake the stack's repo worker."""
@@ -323,7 +342,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
-        signal.signal(signal.SIGUSR1, wake)  # syncd approve: a request is waiting
+        signal.signal(signal.SIGUSR1, wake)  # approve, suspend, resume: a request is waiting
 
     def _status_line(self) -> str:
         if self.app is None:

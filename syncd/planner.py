@@ -5,11 +5,13 @@ in sync, nothing is asked of AWS; otherwise a change set (`syncd-plan-...`) is c
 the deployed stack, described, and deleted, and a stack that a CREATE change set brought into
 being (REVIEW_IN_PROGRESS, no resources) is deleted too, so a plan leaves nothing behind.
 Stacks whose deployment file the ref removes are shown as deletes (prune: true, with the
-resources that would go) or as left alone. A plan never writes the journal.
+resources that would go) or as left alone. A suspended stack is planned like any other, its
+message saying it is suspended. A plan never writes the journal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Mapping
@@ -27,7 +29,7 @@ from syncd.core.deployments import (
     load_stacks,
     resolve,
 )
-from syncd.core.journal_state import JournalState, StackState
+from syncd.core.journal_state import JournalState, StackState, suspension
 from syncd.core.ownership import delete_refused, owner_tags, refused_for
 from syncd.core.plan import Plan, ResourceChange, StackPlan, value_changes
 from syncd.core.stack_status import (
@@ -74,6 +76,7 @@ class Planner:
                 stacks.append(StackPlan(name, "none", message=why))
             else:
                 stacks.append(self._delete(repo.name, name))
+        stacks = [self._suspended(repo.name, s) for s in stacks]
         return Plan(repo.name, ref, commit, tuple(sorted(stacks, key=lambda s: s.stack)))
 
     def _known(self, repo: RepoConfig, source: GitSource) -> dict[str, tuple[str, bool]]:
@@ -89,6 +92,16 @@ class Planner:
                 prune = repo.options_for(view.stack).prune
                 known.setdefault(view.stack, (view.deployment_file or "", prune))
         return known
+
+    def _suspended(self, repo: str, plan: StackPlan) -> StackPlan:
+        """A suspended stack's plan still shows what would happen, and says it waits."""
+        held = suspension(self.state, plan.stack, repo)
+        if held is None:
+            return plan
+        why = f": {held.reason}" if held.reason else ""
+        note = f"suspended (by {held.by} at {held.at}{why}): not applied until resumed"
+        message = f"{note}; {plan.message}" if plan.message else note
+        return dataclasses.replace(plan, message=message)
 
     # --- one stack ------------------------------------------------------------------------
 

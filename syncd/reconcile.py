@@ -2,9 +2,10 @@
 
 Every step writes journal records; the pass itself keeps only what is cheap to lose (the commit
 it last read whole, retry times). A pass whose commit has not moved and whose stacks are all
-settled returns at once: no tree is read and no AWS call is made. `observe_world` is the one
-look at the deployed world at start (paginated DescribeStacks), so that a stack deleted or
-changed while syncd was down is noticed and brought back.
+settled returns at once: no tree is read and no AWS call is made. Suspended stacks (`syncd
+suspend`) are left out: no call, no prune, and their readers take their deployed outputs.
+`observe_world` is the one look at the deployed world at start (paginated DescribeStacks), so
+that a stack deleted or changed while syncd was down is noticed and brought back.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from syncd.core.deployments import (
     load_stacks,
     resolve,
 )
-from syncd.core.journal_state import Kind, StackState, StackView
+from syncd.core.journal_state import Kind, StackState, StackView, suspension
 from syncd.core.order import dependency_cycles, ready
 from syncd.core.schedule import heights
 from syncd.errors import AwsError, BranchMissing, SourceError
@@ -99,6 +100,10 @@ class RepoSync:
         self._conflicts: set[str] = set()  # stacks another repo owns, logged once
         self._pass_started = 0.0  # monotonic: the looks at CloudFormation this pass trusts
         self._heights: dict[str, int] = {}  # this pass's critical-path heights
+        # The stacks the last whole pass left alone because they were suspended: once one is
+        # resumed, the next pass runs even though the commit has not moved.
+        self._left_suspended: set[str] = set()
+        self._now_suspended: set[str] = set()  # this pass's
 
     def run_pass(self, only: Set[str] | None = None) -> PassReport:
         """One pass. A pass that ends in an error (a bug, the journal unwritable) is journaled
@@ -141,7 +146,7 @@ class RepoSync:
         ):
             report.skipped = True
             return report
-        self._read, self._held_by = {}, set()
+        self._read, self._held_by, self._now_suspended = {}, set(), set()
         log = self.log.bind(commit=commit[:12])
         tree = self.source.tree(commit)
         loaded = load_stacks(self.repo, tree)
@@ -151,20 +156,26 @@ class RepoSync:
             specs = {n: s for n, s in specs.items() if n in only}
             invalid = {n: i for n, i in invalid.items() if n in only}
         self._record_invalid(invalid, loaded, commit, report, log)
+        specs = self._take_suspended(specs)
         self._close_open_attempts(specs, invalid, only)
         report.outcomes = self._apply_in_order(specs, commit, log)
+        report.outcomes.update(dict.fromkeys(self._now_suspended, Outcome.SUSPENDED))
         for stack, approval in sorted(self._approved.items()):  # stacks not applied this pass
             if only is None or stack in only:
-                # Held (a dependency failed or waits), invalid, or gone: what was approved is
-                # not what this commit wants now, so it is not executed.
-                why = (
-                    "the stack was held this pass: " + self.journal.state.stacks[stack].message
-                    if stack in specs
-                    else "the stack is not applied from this commit"
-                )
+                # Held (a dependency failed or waits), invalid, gone or suspended: what was
+                # approved is not what this commit wants now, so it is not executed.
+                if self._suspended(stack):
+                    why = "the stack is suspended"
+                elif stack in specs:
+                    why = (
+                        "the stack was held this pass: " + self.journal.state.stacks[stack].message
+                    )
+                else:
+                    why = "the stack is not applied from this commit"
                 report.outcomes[stack] = self._refuse_approval(approval, why)
         if only is None:
             self._removed(set(tree.paths()), loaded, invalid, commit, report, log)
+            self._left_suspended = set(self._now_suspended)
             self._external = {
                 d for s in loaded.stacks.values() for d in s.dependencies if d not in loaded.stacks
             }
@@ -238,10 +249,14 @@ class RepoSync:
         return outcome
 
     def _has_work(self, only: Set[str] | None) -> bool:
+        if any(not self._suspended(stack) for stack in self._left_suspended):
+            return True  # resumed: Git's state is applied now
         now = time.monotonic()
         for view in self._views():
             if (only is not None and view.stack not in only) or view.removed:
                 continue
+            if self._suspended(view.stack):
+                continue  # nothing happens to it, however it looks, until it is resumed
             if view.state not in _SETTLED or view.attempt is not None:
                 return True
             if (
@@ -251,6 +266,19 @@ class RepoSync:
             ):
                 return True
         return False
+
+    def _suspended(self, stack: str) -> bool:
+        """Whether `stack` is suspended, itself or through this repo (a stack the journal does
+        not know yet is, when the repo is)."""
+        return suspension(self.journal.state, stack, self.repo.name) is not None
+
+    def _take_suspended(self, specs: dict[str, StackSpec]) -> dict[str, StackSpec]:
+        """Take out the suspended stacks: no change set and no AWS call. A stack that reads
+        their outputs reads them as the journal shows them deployed (a dependency not in
+        `specs` is not waited for, see `ready`)."""
+        held = {name for name in specs if self._suspended(name)}
+        self._now_suspended |= held
+        return {n: s for n, s in specs.items() if n not in held}
 
     def _views(self) -> list[StackView]:
         return [v for v in list(self.journal.state.stacks.values()) if v.repo == self.repo.name]
@@ -336,8 +364,8 @@ class RepoSync:
         """An apply left open (a crash, a stop) for a stack this pass will not apply is ended
         now: observed to its end if it executed, else recorded as not run."""
         for view in self._views():
-            if view.attempt is None or view.stack in specs:
-                continue
+            if view.attempt is None or view.stack in specs or self._suspended(view.stack):
+                continue  # a suspended stack's attempt is taken up again once it is resumed
             if only is not None and view.stack not in only:
                 continue
             why = (
@@ -389,6 +417,9 @@ class RepoSync:
             return None
 
         def run(name: str, done: Mapping[str, Outcome]) -> Outcome:
+            if self._suspended(name):  # since the pass began: it is not started
+                self._now_suspended.add(name)
+                return Outcome.SUSPENDED
             dep = blocked_by(name, done)
             if dep is not None:
                 if done[dep] is Outcome.INTERRUPTED:
@@ -439,9 +470,15 @@ class RepoSync:
 
     def _outputs_of(self, stack: str) -> dict[str, str] | None:
         view = self.journal.state.stacks.get(stack)
-        if view is not None and view.attempt is not None and view.repo != self.repo.name:
+        if (
+            view is not None
+            and view.attempt is not None
+            and view.repo != self.repo.name
+            and (view.attempt.executing or suspension(self.journal.state, stack, view.repo) is None)
+        ):
             # Another repo is applying it now: its outputs are read once it has settled (that
-            # repo's pass wakes this one, see `waits_on_outputs`).
+            # repo's pass wakes this one, see `waits_on_outputs`). A suspended stack whose
+            # change set waits is not applied meanwhile: its deployed outputs are read.
             self._held_by.add(stack)
             raise UnresolvedOutput(f"stack {stack!r} is being applied by repo {view.repo!r}")
         if view is not None and view.version is not None:
@@ -478,6 +515,10 @@ class RepoSync:
         present = set(loaded.stacks) | set(invalid)
         for view in self._views():
             if view.stack in present or view.removed:
+                continue
+            if self._suspended(view.stack):  # never pruned: looked at again once resumed
+                self._now_suspended.add(view.stack)
+                report.outcomes[view.stack] = Outcome.SUSPENDED
                 continue
             file_gone = not (view.deployment_file and view.deployment_file in paths)
             if view.version is not None and file_gone and self.repo.options_for(view.stack).prune:

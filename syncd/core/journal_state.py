@@ -39,6 +39,10 @@ class Kind(StrEnum):
     BACK_IN_SYNC = "back_in_sync"  # a commit wants again what was last applied, and the stack
     #                                still holds it: in sync without a change set: {repo, stack,
     #                                commit, stack_status}
+    SUSPENDED = "suspended"  # `syncd suspend`: no pass applies or prunes it until resumed:
+    #                          {repo, stack, reason, by, request}; stack "" is the whole repo
+    RESUMED = "resumed"  # `syncd resume`: {repo, stack, by, request}; a repo's resume clears the
+    #                      repo's suspension only, not those of its stacks one by one
 
 
 # The fields each kind's fold reads without a default, and their types: a record without them
@@ -70,6 +74,8 @@ REQUIRED: dict[Kind, dict[str, tuple[type, ...]]] = {
     Kind.OBSERVED: {"stack": _STR},
     Kind.REMOVED: {"repo": _STR, "stack": _STR},
     Kind.BACK_IN_SYNC: {"stack": _STR},
+    Kind.SUSPENDED: {"repo": _STR, "stack": _STR, "reason": _STR, "by": _STR},
+    Kind.RESUMED: {"repo": _STR, "stack": _STR, "by": _STR},
 }
 
 
@@ -94,7 +100,7 @@ class StackState(StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"
     AWAITING_APPROVAL = "awaiting_approval"
-    SUSPENDED = "suspended"
+    SUSPENDED = "suspended"  # shown by `status_rows`; a view keeps its own state beneath
     DRIFTED = "drifted"
 
 
@@ -104,6 +110,22 @@ class Result(StrEnum):
     NO_CHANGES = "no_changes"
     IN_PROGRESS = "in_progress"
     AWAITING_APPROVAL = "awaiting_approval"
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """Who suspended a stack (or its repo), when (the record's time), and why."""
+
+    reason: str
+    by: str
+    at: str
+
+    def describe(self) -> str:
+        return f"suspended by {self.by} at {self.at}" + (f": {self.reason}" if self.reason else "")
+
+
+def _suspension(data: Mapping[str, Any] | None) -> Suspension | None:
+    return Suspension(**data) if data is not None else None
 
 
 @dataclass(frozen=True)
@@ -157,6 +179,7 @@ class StackView:
     # deleted and made again by someone else under the same name is not the one syncd applied.
     applied_by: str | None = None
     stack_id: str | None = None
+    suspended: Suspension | None = None  # suspended itself (its repo may be, see `suspension`)
 
     def may_hold_applied(self, digest: str) -> bool:
         """Whether a stack syncd shows as failed may still hold what it last applied, and
@@ -234,6 +257,7 @@ class RepoView:
     commit: str | None = None
     error: str | None = None  # its branch could not be fetched
     pass_error: str | None = None  # its last pass ended in an error
+    suspended: Suspension | None = None  # the whole repo, stacks added later included
 
 
 # The state `status` shows for a stack that looked in sync when its repo's last pass failed:
@@ -287,12 +311,21 @@ class JournalState:
         for view in data["stacks"]:
             attempt = Attempt(**view["attempt"]) if view["attempt"] is not None else None
             stacks[view["stack"]] = StackView(
-                **{**view, "state": StackState(view["state"]), "attempt": attempt}
+                **{
+                    **view,
+                    "state": StackState(view["state"]),
+                    "attempt": attempt,
+                    "suspended": _suspension(view.get("suspended")),
+                }
             )
+        repos = {
+            repo["repo"]: RepoView(**{**repo, "suspended": _suspension(repo.get("suspended"))})
+            for repo in data["repos"]
+        }
         return cls(
             stacks=stacks,
             history=history,
-            repos={repo["repo"]: RepoView(**repo) for repo in data["repos"]},
+            repos=repos,
             last_seq=data["last_seq"],
             last_time=data["last_time"],
             _open_rows={stack: history[i] for stack, i in data["open_rows"].items()},
@@ -493,6 +526,21 @@ def _back_in_sync(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
         view.stack_status = d["stack_status"]
 
 
+def _suspended(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    mark = Suspension(d["reason"], d["by"], r.time)
+    if not d["stack"]:
+        s.repos.setdefault(d["repo"], RepoView(d["repo"])).suspended = mark
+    elif d["stack"] in s.stacks:  # syncd journals it only for a stack it knows
+        s.stacks[d["stack"]].suspended = mark
+
+
+def _resumed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    if not d["stack"]:
+        s.repos.setdefault(d["repo"], RepoView(d["repo"])).suspended = None
+    elif d["stack"] in s.stacks:
+        s.stacks[d["stack"]].suspended = None
+
+
 _HANDLERS = {
     Kind.COMMIT: _commit,
     Kind.SOURCE_ERROR: _source_error,
@@ -511,17 +559,34 @@ _HANDLERS = {
     Kind.OBSERVED: _observed,
     Kind.REMOVED: _removed,
     Kind.BACK_IN_SYNC: _back_in_sync,
+    Kind.SUSPENDED: _suspended,
+    Kind.RESUMED: _resumed,
 }
 
 
+def suspension(state: JournalState, stack: str, repo: str) -> Suspension | None:
+    """Why `stack` of `repo` is suspended (itself first, else through its repo), or None. A
+    stack the journal does not know yet is suspended when its repo is."""
+    view = state.stacks.get(stack)
+    if view is not None and view.suspended is not None:
+        return view.suspended
+    repo_view = state.repos.get(repo)
+    return repo_view.suspended if repo_view is not None else None
+
+
 def status_rows(state: JournalState) -> list[dict[str, Any]]:
-    """What `status` shows, stack by stack: a stack that looks in sync in a repo whose last pass
+    """What `status` shows, stack by stack: a suspended stack (itself or through its repo) is
+    shown `suspended`, whatever its state; a stack that looks in sync in a repo whose last pass
     failed is shown `stale`, with the pass's error, never `in_sync`."""
     rows = []
     for view in sorted(state.stacks.values(), key=lambda v: (v.repo, v.stack)):
         row = view.as_status()
         repo = state.repos.get(view.repo)
-        if repo is not None and repo.pass_error and view.state is StackState.IN_SYNC:
+        held = suspension(state, view.stack, view.repo)
+        if held is not None:
+            row["state"] = StackState.SUSPENDED.value
+            row["message"] = held.describe()
+        elif repo is not None and repo.pass_error and view.state is StackState.IN_SYNC:
             row["state"] = STALE
             row["message"] = f"the repo's last pass failed: {repo.pass_error}"
         rows.append(row)

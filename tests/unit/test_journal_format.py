@@ -178,6 +178,18 @@ def test_a_line_is_exactly_the_canonical_json_of_the_record() -> None:
         ("result", {"stack": "s", "result": "won"}, "unknown result 'won'"),
         ("blocked", {"stack": ["s"], "reason": "x"}, "a 'stack' of the wrong type"),
         ("observed", ["not", "an", "object"], "its data is not an object"),
+        (
+            "suspended",
+            {"repo": "r", "stack": "s", "by": "a"},
+            "its suspended record has no 'reason'",
+        ),
+        (
+            "suspended",
+            {"repo": "r", "stack": None, "reason": "", "by": "a"},
+            "'stack' of the wrong",
+        ),
+        ("resumed", {"repo": "r", "stack": "s"}, "its resumed record has no 'by'"),
+        ("resumed", {"repo": 1, "stack": "", "by": "a"}, "a 'repo' of the wrong type"),
     ],
 )
 def test_a_record_with_a_valid_hash_but_missing_fields_is_located_damage(

@@ -674,3 +674,131 @@ def test_a_snapshot_taken_at_any_record_folds_on_exactly_like_the_full_fold(
             resumed.apply(record)
         assert resumed == full, cut
         assert resumed.to_snapshot() == full.to_snapshot()
+
+
+# --- suspend and resume ---------------------------------------------------------------------
+
+
+def suspend(journal: Journal, stack: str = "network", reason: str = "audit") -> str:
+    return journal.add(Kind.SUSPENDED, repo="platform", stack=stack, reason=reason, by="alice@h")
+
+
+def resume(journal: Journal, stack: str = "network") -> str:
+    return journal.add(Kind.RESUMED, repo="platform", stack=stack, by="bob@h")
+
+
+def test_a_suspended_stack_shows_suspended_with_who_when_and_why(journal: Journal) -> None:
+    from syncd.core.journal_state import Suspension, status_rows
+
+    journal.apply(1, C1, "create", "CREATE_COMPLETE")
+    at = suspend(journal)
+    state = journal.state()
+    view = state.stacks["network"]
+    assert view.suspended == Suspension("audit", "alice@h", at)
+    assert view.state is StackState.IN_SYNC  # its own state is kept beneath
+    [row] = status_rows(state)
+    assert (row["state"], row["message"]) == ("suspended", f"suspended by alice@h at {at}: audit")
+
+    resume(journal)
+    state = journal.state()
+    assert state.stacks["network"].suspended is None
+    assert status_rows(state)[0]["state"] == "in_sync"
+
+
+def test_an_empty_reason_leaves_no_colon(journal: Journal) -> None:
+    from syncd.core.journal_state import status_rows
+
+    journal.apply(1, C1, "create", "CREATE_COMPLETE")
+    at = suspend(journal, reason="")
+    assert status_rows(journal.state())[0]["message"] == f"suspended by alice@h at {at}"
+
+
+def test_a_repo_suspension_covers_its_stacks_and_any_added_later(journal: Journal) -> None:
+    from syncd.core.journal_state import status_rows, suspension
+
+    journal.apply(1, C1, "create", "CREATE_COMPLETE")
+    at = suspend(journal, stack="", reason="freeze")
+    journal.apply(1, C1, "create", "CREATE_COMPLETE", stack="app")  # a later stack
+    state = journal.state()
+    assert state.repos["platform"].suspended is not None
+    assert state.stacks["network"].suspended is None
+    assert {r["stack"]: r["state"] for r in status_rows(state)} == {
+        "app": "suspended",
+        "network": "suspended",
+    }
+    assert status_rows(state)[0]["message"] == f"suspended by alice@h at {at}: freeze"
+    held = suspension(state, "not-yet-deployed", "platform")
+    assert held is not None and held.reason == "freeze"
+    assert suspension(state, "network", "other-repo") is None
+
+
+def test_resuming_the_repo_leaves_stacks_suspended_one_by_one(journal: Journal) -> None:
+    from syncd.core.journal_state import status_rows
+
+    journal.apply(1, C1, "create", "CREATE_COMPLETE")
+    journal.apply(1, C1, "create", "CREATE_COMPLETE", stack="app")
+    suspend(journal, stack="app", reason="app's own")
+    suspend(journal, stack="", reason="whole repo")
+    # The stack's own suspension is what status shows, and what lasts.
+    assert "app's own" in {r["stack"]: r for r in status_rows(journal.state())}["app"]["message"]
+    resume(journal, stack="")
+    states = {r["stack"]: r["state"] for r in status_rows(journal.state())}
+    assert states == {"app": "suspended", "network": "in_sync"}
+    # And resuming the stack alone while its repo is suspended leaves it suspended.
+    suspend(journal, stack="", reason="again")
+    resume(journal, stack="app")
+    states = {r["stack"]: r["state"] for r in status_rows(journal.state())}
+    assert states == {"app": "suspended", "network": "suspended"}
+
+
+def test_suspended_wins_over_stale_and_failed(journal: Journal) -> None:
+    from syncd.core.journal_state import status_rows
+
+    journal.apply(1, C1, "create", "CREATE_COMPLETE")
+    journal.apply(1, C1, "create", "CREATE_COMPLETE", stack="app")
+    journal.version(2, C2, "update", stack="app")
+    journal.result(2, "failed", "UPDATE_ROLLBACK_COMPLETE", stack="app", message="boom")
+    journal.add(Kind.PASS_FAILED, repo="platform", message="a bug")
+    assert {r["stack"]: r["state"] for r in status_rows(journal.state())} == {
+        "app": "failed",
+        "network": "stale",
+    }
+    suspend(journal, stack="app")
+    suspend(journal, stack="network")
+    assert {r["state"] for r in status_rows(journal.state())} == {"suspended"}
+
+
+def test_a_suspension_of_a_stack_the_journal_does_not_know_is_no_stack(journal: Journal) -> None:
+    suspend(journal, stack="ghost")
+    resume(journal, stack="ghost")
+    assert journal.state().stacks == {}
+
+
+def test_a_suspension_survives_the_records_that_follow_and_a_snapshot(journal: Journal) -> None:
+    import json
+
+    journal.apply(1, C1, "create", "CREATE_COMPLETE")
+    suspend(journal)
+    suspend(journal, stack="", reason="repo")
+    journal.version(2, C2, "update")  # an apply already under way when it was suspended
+    journal.result(2, "succeeded", "UPDATE_COMPLETE")
+    journal.add(Kind.INVALID, repo="platform", stack="network", commit=C3, file="f", reason="x")
+    full = journal.state()
+    assert full.stacks["network"].suspended is not None
+    for cut in range(len(journal.records) + 1):
+        snapshot = json.loads(json.dumps(fold(journal.records[:cut]).to_snapshot()))
+        resumed = JournalState.from_snapshot(snapshot)
+        for record in journal.records[cut:]:
+            resumed.apply(record)
+        assert resumed == full, cut
+
+
+def test_a_snapshot_written_before_suspensions_existed_still_loads(journal: Journal) -> None:
+    journal.apply(1, C1, "create", "CREATE_COMPLETE")
+    journal.add(Kind.COMMIT, repo="platform", commit=C1, previous=None, forced=False, changes=[])
+    snapshot = journal.state().to_snapshot()
+    for item in (*snapshot["stacks"], *snapshot["repos"]):
+        del item["suspended"]
+    state = JournalState.from_snapshot(snapshot)
+    assert state.stacks["network"].suspended is None
+    assert state.repos["platform"].suspended is None
