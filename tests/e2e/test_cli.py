@@ -234,6 +234,9 @@ def test_kill_9_during_an_apply_then_restart_never_executes_twice(tmp_path, repo
         lambda: any(r["kind"] == "executing" for r in journal_records(state)),
         what="the executing record",
     )
+    # The record is written before the call: killed in between, the next start would execute
+    # (once, rightly). This test is about a call that reached CloudFormation.
+    wait_for(lambda: aws.proxy.count("ExecuteChangeSet") == 1, what="the execute call")
     proc.kill()
     proc.wait(timeout=10)
     assert aws.proxy.count("ExecuteChangeSet") == 1
