@@ -224,7 +224,7 @@ def test_yaml_aliases_are_refused_before_anything_is_expanded():
     started = time.monotonic()
     with pytest.raises(TemplateSyntaxError, match=r"alias \*a0 at line 2: aliases are not"):
         parse_template(_laughs())  # 9^8 strings if expanded
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # expanded, it would not end
 
 
 def test_yaml_anchors_without_aliases_are_accepted_in_templates():
