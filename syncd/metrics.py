@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from syncd.core.journal_state import StackState
+from syncd.core.journal_state import STALE, StackState, status_rows
 from syncd.journal.mirror import backlog
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -99,12 +99,13 @@ class _StateCollector(Collector):
             "syncd_stacks", "Stacks by repo and state.", labels=["repo", "state"]
         )
         counts: dict[tuple[str, str], int] = {}
-        for view in list(state.stacks.values()):
-            key = (view.repo, view.state.value)
+        for row in status_rows(state):  # the states `status` shows: stale, suspended too
+            key = (row["repo"], row["state"])
             counts[key] = counts.get(key, 0) + 1
+        shown = [st.value for st in StackState] + [STALE]
         for repo in sorted({r.name for r in app.config.repos}):
-            for st in StackState:
-                stacks.add_metric([repo, st.value], counts.get((repo, st.value), 0))
+            for name in shown:
+                stacks.add_metric([repo, name], counts.get((repo, name), 0))
         yield stacks
         yield GaugeMetricFamily(
             "syncd_journal_last_seq", "Sequence number of the last journal record.", state.last_seq

@@ -12,6 +12,8 @@ import yaml
 
 from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
 from tests.e2e.conftest import journal_records, json_out, run_syncd, running_daemon, wait_for
+from tests.e2e.test_daemon import http_get
+from tests.support.gitrepo import free_port
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 
@@ -98,7 +100,8 @@ def test_a_suspended_stack_is_left_alone_by_sync_until_resumed(tmp_path, repo, a
 def test_with_a_daemon_suspend_and_resume_go_through_requests(tmp_path, repo, aws):
     two_topics(repo)
     entry = {"name": "r", "url": str(repo.bare), "poll_interval": "200ms"}
-    config = write_config(tmp_path, [entry], aws.endpoint)
+    port = free_port()
+    config = write_config(tmp_path, [entry], aws.endpoint, http={"listen": f"127.0.0.1:{port}"})
     state = tmp_path / "state"
 
     def applied(stack: str, name: str) -> bool:
@@ -120,6 +123,7 @@ def test_with_a_daemon_suspend_and_resume_go_through_requests(tmp_path, repo, aw
         assert seen[-1]["data"]["commit"] == commit
         time.sleep(0.6)  # a few more polls: still nothing for alpha
         assert change_sets(aws, "alpha") == 0 and applied("alpha", "a1")
+        assert 'syncd_stacks{repo="r",state="suspended"} 1.0' in http_get(port, "/metrics")
 
         result = run_syncd("resume", "alpha", "-c", str(config), "--format", "json")
         assert result.returncode == 0, result.stderr
