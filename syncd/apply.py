@@ -159,16 +159,20 @@ class Applier:
 
     # --- entry points ------------------------------------------------------------------------
 
-    def apply(self, desired: DesiredState, commit: str) -> Outcome:
+    def apply(self, desired: DesiredState, commit: str, rollback_of: int | None = None) -> Outcome:
         """Bring one stack to `desired`; returns what happened. Never raises AwsError.
 
         The stack's status before its change set comes from a shared look that starts after
-        this call (a look from before could miss a stack deleted or busy meanwhile)."""
+        this call (a look from before could miss a stack deleted or busy meanwhile).
+        `rollback_of` (`syncd rollback`): the version whose desired state this is again; its
+        version record says so, and a desired state that failed before is tried again."""
         spec = desired.spec
         log = self.log.bind(repo=spec.repo, stack=spec.name, commit=commit[:12])
         since = time.monotonic()
         with self._lock(spec.name):
-            return self._guarded(spec.name, log, lambda: self._apply(desired, commit, since, log))
+            return self._guarded(
+                spec.name, log, lambda: self._apply(desired, commit, since, log, rollback_of)
+            )
 
     def hold(self, stack: str, repo: str, reason: str) -> Outcome:
         """The stack cannot be applied now (a dependency failed, an output is missing)."""
@@ -271,7 +275,14 @@ class Applier:
 
     # --- apply ---------------------------------------------------------------------------------
 
-    def _apply(self, desired: DesiredState, commit: str, fresh_after: float, log: Any) -> Outcome:
+    def _apply(
+        self,
+        desired: DesiredState,
+        commit: str,
+        fresh_after: float,
+        log: Any,
+        rollback_of: int | None = None,
+    ) -> Outcome:
         spec = desired.spec
         view = self.journal.state.stacks.get(spec.name)
         if (
@@ -310,7 +321,7 @@ class Applier:
                 )
                 log.info("apply.back_in_sync", version=view.version)
                 return Outcome.IN_SYNC
-        if attempt is None and not self._needs_apply(view, desired):
+        if attempt is None and not self._needs_apply(view, desired, rollback_of is not None):
             failed = view is not None and view.state is StackState.FAILED
             return Outcome.FAILED if failed else Outcome.IN_SYNC
         problem = spec.capability_problem or self.cfn.template_problem(
@@ -319,9 +330,11 @@ class Applier:
         if problem:
             # A config problem, not the template's: blocked, and applied once the config allows.
             return self._block(spec.name, spec.repo, None, log, reason=problem)
-        return self._change(view, attempt, desired, commit, fresh_after, log)
+        return self._change(view, attempt, desired, commit, fresh_after, log, rollback_of)
 
-    def _needs_apply(self, view: StackView | None, desired: DesiredState) -> bool:
+    def _needs_apply(
+        self, view: StackView | None, desired: DesiredState, asked: bool = False
+    ) -> bool:
         if view is None:
             return True
         if view.version is not None and view.digest == desired.digest:
@@ -330,8 +343,9 @@ class Applier:
             return view.state is not StackState.IN_SYNC
         if view.failed_digest == desired.digest:
             # The same desired state failed before: only a new commit retries it, unless the
-            # failure was syncd's own (retryable) or on_failure asks for retries.
-            return view.retryable or desired.spec.options.on_failure is not OnFailure.KEEP
+            # failure was syncd's own (retryable) or on_failure asks for retries, or someone
+            # asks for it (`syncd rollback`).
+            return asked or view.retryable or desired.spec.options.on_failure is not OnFailure.KEEP
         return True
 
     def _change(
@@ -342,6 +356,7 @@ class Applier:
         commit: str,
         fresh_after: float,
         log: Any,
+        rollback_of: int | None = None,
     ) -> Outcome:
         spec = desired.spec
         observed, _ = self._observe(spec.name, fresh_after)
@@ -360,7 +375,7 @@ class Applier:
         action = "create" if cond in (Condition.ABSENT, Condition.REVIEW) else "update"
         resuming = attempt is not None
         if attempt is None:
-            attempt = self._start_version(view, desired, commit, action)
+            attempt = self._start_version(view, desired, commit, action, rollback_of)
         log = log.bind(version=attempt.version)
         change_set = self._create_change_set(desired, attempt, action, log, resuming=resuming)
         if change_set is None:
@@ -371,7 +386,12 @@ class Applier:
         return self._execute(spec.name, change_set, observed, log)
 
     def _start_version(
-        self, view: StackView | None, desired: DesiredState, commit: str, action: str
+        self,
+        view: StackView | None,
+        desired: DesiredState,
+        commit: str,
+        action: str,
+        rollback_of: int | None = None,
     ) -> Attempt:
         spec = desired.spec
         if view is not None and view.digest == desired.digest and view.version is not None:
@@ -393,6 +413,7 @@ class Applier:
             parameters=desired.redacted_parameters(),
             tags=dict(spec.tags),
             dependencies=sorted(spec.dependencies),
+            **({"rollback_of": rollback_of} if rollback_of is not None else {}),
         )
         attempt = self.journal.state.stacks[spec.name].attempt
         assert attempt is not None

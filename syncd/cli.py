@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stacks", nargs="*", metavar="STACK", help=_STACK_HELP)
     p.add_argument("--repo", metavar="NAME", help="the repo suspended with --repo")
     _format(p)
+    p = command("rollback", "apply a stack's earlier version again, then suspend the stack")
+    p.add_argument("stack", metavar="STACK", help=_STACK_HELP)
+    p.add_argument(
+        "--to", dest="version", type=int, required=True, metavar="VERSION", help="from history"
+    )
+    _format(p)
     _format(command("backup", "mirror the journal to S3 now (backup.url)"))
     p = command("restore", "rebuild the journal from S3 (backup.url)")
     p.add_argument("--at", metavar="TIME", help="as it was at TIME (ISO 8601), not the latest")
@@ -142,6 +148,10 @@ _EPILOGS = {
     "resume": "exit: 0 when recorded and, with no daemon running, the pass it runs succeeded;"
     " 1 a resumed stack failed or is blocked; 2 usage, or aws.embedded with no daemon\n"
     "example: syncd resume --repo platform",
+    "rollback": "exit: 0 when the earlier version is applied (the stack stays suspended until"
+    " `syncd resume`); 1 the apply failed or is blocked; 2 an unknown version, a delete, a"
+    " commit gone from the mirror, a daemon running, or aws.embedded\n"
+    "example: syncd rollback app-prod --to 3",
     "backup": "exit: 0; 1 if S3 refused\nexample: syncd backup",
     "restore": "exit: 0; 1 if the backup is damaged or cannot be authenticated; 2 usage\n"
     "example: syncd restore --at 2026-11-30T12:00:00Z",
@@ -723,6 +733,109 @@ def _rows(
     return rows
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Apply a version's desired state again, here, under the state_dir lock; the stack is
+    suspended first (see RepoSync.rollback), so no pass undoes it until `syncd resume`."""
+    from syncd import render
+    from syncd.app import open_app
+    from syncd.journal.store import lock_holder
+
+    config, journal = _read_journal(args)
+    state = journal.state
+    journal.close()
+    stack = _stack_name(config, state, args.stack)
+    repo = state.stacks[stack].repo
+    if repo not in {r.name for r in config.repos}:
+        raise UsageError(printable(f"{stack} is a stack of repo {repo!r}, not in the config"))
+    target = _rollback_target(state, stack, args.version)
+    holder = lock_holder(config.state_dir)
+    if holder.held:
+        pid = f" (pid {holder.pid})" if holder.pid is not None else ""
+        raise UsageError(
+            f"a syncd daemon{pid} is using {config.state_dir}: rollback applies the stack "
+            "itself and cannot while the daemon runs. Stop the daemon, roll back, and start it "
+            f"again (the stack stays suspended until `syncd resume`); or `syncd suspend {stack}`"
+            " to freeze it meanwhile"
+        )
+    if config.aws.embedded:
+        raise UsageError(
+            "the stacks are in the embedded emulator, which lives only inside `syncd run`: "
+            "there is no stack here to roll back"
+        )
+    app = open_app(config)
+    try:
+        _deliver_requests(app)  # suspensions asked for earlier count first
+        outcome = app.syncs[repo].rollback(stack, args.version, target.commit, approver())
+        view = app.journal.state.stacks.get(stack)
+        row = next((h for h in reversed(app.journal.state.history) if h.stack == stack), None)
+        held = app.journal.state.stacks[stack].suspended if view else None
+        result = {
+            "stack": stack,
+            "repo": repo,
+            "rollback_of": args.version,
+            "version": row.version if row and row.rollback_of == args.version else None,
+            "commit": target.commit,
+            "outcome": outcome.value,
+            "message": (view.message if view and view.message else "")
+            or (held.describe() if held else ""),
+        }
+    finally:
+        app.close()
+    if args.format == "json":
+        print(render.as_json(result))
+    else:
+        new = f"version {result['version']}" if result["version"] else "no new version"
+        print(
+            printable(
+                f"{stack}: {outcome.value}: {new}, the desired state of version {args.version} "
+                f"(commit {target.commit[:12]}); {result['message']}"
+            )
+        )
+        if outcome.value in _ROLLED_BACK:
+            print(f"{stack} stays suspended until `syncd resume {stack}` applies Git's state")
+    return EXIT_OK if outcome.value in _ROLLED_BACK else EXIT_FAILED
+
+
+_ROLLED_BACK = {"succeeded", "no_changes", "in_sync"}
+
+
+def _rollback_target(state: Any, stack: str, version: int) -> Any:
+    """The history row of `stack`'s `version` that a rollback applies again (the latest, when
+    a retry repeated it). Only versions since syncd last deleted the stack count (version
+    numbers start again after a delete); a delete, or a version never applied successfully,
+    is refused."""
+    from syncd.core.journal_state import Result
+
+    done = (Result.SUCCEEDED, Result.NO_CHANGES)
+    rows = [h for h in state.history if h.stack == stack]
+    deletes = [i for i, h in enumerate(rows) if h.action == "delete" and h.result in done]
+    current = rows[deletes[-1] + 1 :] if deletes else rows
+    applied = sorted({h.version for h in current if h.action != "delete" and h.result in done})
+    known = ", ".join(map(str, applied)) or "none"
+    mine = [h for h in current if h.version == version]
+    if not mine:
+        if any(h.version == version and h.action == "delete" for h in rows):
+            why = f"version {version} of {stack} deleted the stack: there is nothing to apply"
+        elif any(h.version == version for h in rows):
+            why = f"version {version} of {stack} came before syncd deleted the stack"
+        else:
+            why = f"{stack} has no version {version}"
+        raise UsageError(printable(f"{why}; the versions it can roll back to: {known}"))
+    if mine[-1].action == "delete":
+        raise UsageError(
+            printable(f"version {version} of {stack} deleted the stack: there is nothing to apply")
+        )
+    good = [h for h in mine if h.result in done]
+    if not good:
+        raise UsageError(
+            printable(
+                f"version {version} of {stack} was never applied successfully "
+                f"({mine[-1].result.value}); the versions it can roll back to: {known}"
+            )
+        )
+    return good[-1]
+
+
 def _mirror_store(config: Any) -> Any:
     from syncd.cloudformation import make_session
     from syncd.s3 import S3Store
@@ -905,6 +1018,7 @@ _COMMANDS = {
     "approve": cmd_approve,
     "suspend": cmd_suspend,
     "resume": cmd_resume,
+    "rollback": cmd_rollback,
     "backup": cmd_backup,
     "restore": cmd_restore,
     "journal": cmd_journal,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Set
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -24,6 +24,7 @@ import structlog
 from syncd import ratelimit
 from syncd.apply import Applier, Outcome
 from syncd.approvals import Approval, Approvals
+from syncd.core.config import Approval as ApprovalMode
 from syncd.core.config import OnFailure, RepoConfig
 from syncd.core.deployments import (
     InvalidStack,
@@ -36,7 +37,8 @@ from syncd.core.deployments import (
 from syncd.core.journal_state import Kind, StackState, StackView, suspension
 from syncd.core.order import dependency_cycles, ready
 from syncd.core.schedule import heights
-from syncd.errors import AwsError, BranchMissing, SourceError
+from syncd.core.text import printable
+from syncd.errors import AwsError, BranchMissing, SourceError, SyncdError, UsageError
 from syncd.journal.store import Journal
 from syncd.slots import Slots
 from syncd.sources.git import GitSource
@@ -183,6 +185,45 @@ class RepoSync:
             # As read, not as now: an output that changed after this pass read it is new.
             self._last_external = self._external_outputs(self._read)
         return report
+
+    def rollback(self, stack: str, version: int, commit: str, by: str) -> Outcome:
+        """`syncd rollback`: apply again the desired state `stack` had at `version` (as
+        `commit` describes it; `stack-output` values as the stacks' outputs are now), as a new
+        version that says so, after suspending the stack so that no pass undoes it. The
+        rollback is itself the approval: a stack with `approval: manual` is not held for one.
+        Raises UsageError (the commit is gone, it does not describe the stack) or SyncdError
+        (an output it needs is missing) before anything is journaled."""
+        with self._running:
+            self._pass_started = time.monotonic()
+            self._read, self._held_by = {}, set()
+            if not self.source.has_commit(commit):
+                raise UsageError(
+                    printable(
+                        f"version {version} of {stack} was applied from commit {commit[:12]}, "
+                        f"which the mirror of repo {self.repo.name!r} no longer holds "
+                        "(a force-push?)"
+                    )
+                )
+            loaded = load_stacks(self.repo, self.source.tree(commit))
+            spec = loaded.stacks.get(stack)
+            if spec is None:
+                bad = loaded.invalid.get(stack)
+                why = f": {bad.file}: {bad.reason}" if bad else ""
+                raise UsageError(
+                    printable(f"commit {commit[:12]} does not describe stack {stack} now{why}")
+                )
+            spec = replace(spec, options=replace(spec.options, approval=ApprovalMode.AUTO))
+            try:
+                desired = resolve(spec, self._outputs_of)
+            except (UnresolvedOutput, AwsError) as exc:
+                raise SyncdError(f"cannot roll {stack} back to version {version}: {exc}") from None
+            reason = f"rolled back to version {version} by {by}"
+            self.journal.append(
+                Kind.SUSPENDED, repo=self.repo.name, stack=stack, reason=reason, by=by
+            )
+            self.log.info("stack.rollback", stack=stack, version=version, commit=commit[:12])
+            with self._slot(stack):
+                return self.applier.apply(desired, commit, rollback_of=version)
 
     # --- steps --------------------------------------------------------------------------------
 

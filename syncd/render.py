@@ -61,7 +61,8 @@ def history_table(rows: list[dict[str, Any]]) -> str:
             [
                 r["stack"],
                 r["version"],
-                r["action"],
+                r["action"]
+                + (f" (rollback to v{r['rollback_of']})" if r.get("rollback_of") else ""),
                 r["result"],
                 short_sha(r["commit"]),
                 r["started_at"],

@@ -20,7 +20,8 @@ class Kind(StrEnum):
     INVALID = "invalid"  # a deployment file is bad: {repo, stack, commit, file, reason}
     VERSION = "version"  # a new desired state starts to apply: {repo, stack, version, commit,
     #                      digest, action, deployment_file, template_file, parameters, tags,
-    #                      dependencies}
+    #                      dependencies, rollback_of?}: rollback_of, the version whose
+    #                      desired state `syncd rollback` applies again
     CHANGE_SET = "change_set"  # created and described: {stack, version, arn, name, changes,
     #                            awaiting_approval}
     APPROVED = "approved"  # someone approved the waiting change set: {stack, change_set, by}
@@ -236,6 +237,7 @@ class HistoryRow:
     started_at: str
     finished_at: str | None = None
     message: str = ""
+    rollback_of: int | None = None  # `syncd rollback`: the version applied again
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -248,6 +250,7 @@ class HistoryRow:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "message": self.message,
+            "rollback_of": self.rollback_of,
         }
 
 
@@ -394,6 +397,7 @@ def _version(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
         result=Result.IN_PROGRESS,
         change_set=None,
         started_at=r.time,
+        rollback_of=rollback if isinstance(rollback := d.get("rollback_of"), int) else None,
     )
     s.history.append(row)
     s._open_rows[d["stack"]] = row

@@ -343,6 +343,10 @@ class GitSource:
         parts = [p for p in out.split("\0") if p]
         return tuple((parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2))
 
+    def has_commit(self, sha: str) -> bool:
+        """Whether the mirror holds commit `sha` (an old one may be gone after a force-push)."""
+        return self._has_commit(sha)
+
     def _has_commit(self, sha: str) -> bool:
         try:
             self._git().git.cat_file("-e", f"{sha}^{{commit}}")

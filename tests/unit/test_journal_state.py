@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -173,6 +174,7 @@ def test_a_create_that_succeeds(journal: Journal) -> None:
             "started_at": started,
             "finished_at": finished,
             "message": "",
+            "rollback_of": None,
         }
     ]
     assert state.repos["platform"].commit == C1
@@ -234,6 +236,7 @@ def test_an_update_that_fails_keeps_the_last_good_version(journal: Journal) -> N
         "started_at": started,
         "finished_at": finished,
         "message": message,
+        "rollback_of": None,
     }
     assert state.history[0].result is Result.SUCCEEDED
 
@@ -318,6 +321,7 @@ def test_awaiting_approval_then_approved(journal: Journal) -> None:
         "started_at": started,
         "finished_at": None,
         "message": "",
+        "rollback_of": None,
     }
 
     journal.executing(1)
@@ -802,3 +806,33 @@ def test_a_snapshot_written_before_suspensions_existed_still_loads(journal: Jour
     state = JournalState.from_snapshot(snapshot)
     assert state.stacks["network"].suspended is None
     assert state.repos["platform"].suspended is None
+
+
+def test_a_rollback_version_says_which_version_it_applies_again(journal: Journal) -> None:
+    journal.apply(1, C1, "create", "CREATE_COMPLETE")
+    journal.apply(2, C2, "update", "UPDATE_COMPLETE")
+    journal.add(
+        Kind.VERSION,
+        repo="platform",
+        stack="network",
+        version=3,
+        commit=C1,
+        digest="digest-rollback",
+        action="update",
+        rollback_of=1,
+    )
+    journal.result(3, "succeeded", "UPDATE_COMPLETE")
+    state = journal.state()
+    assert [(r.version, r.commit, r.rollback_of) for r in state.history] == [
+        (1, C1, None),
+        (2, C2, None),
+        (3, C1, 1),
+    ]
+    assert state.history[-1].as_dict()["rollback_of"] == 1
+    assert (state.stacks["network"].version, state.stacks["network"].commit) == (3, C1)
+    # A snapshot keeps it; one written before rollbacks existed loads without it.
+    snapshot = json.loads(json.dumps(state.to_snapshot()))
+    assert JournalState.from_snapshot(snapshot).history[-1].rollback_of == 1
+    for row in snapshot["history"]:
+        del row["rollback_of"]
+    assert [r.rollback_of for r in JournalState.from_snapshot(snapshot).history] == [None] * 3
