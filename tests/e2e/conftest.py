@@ -15,6 +15,8 @@ from typing import Any
 import boto3
 import pytest
 
+from syncd.core.journal_format import GENESIS, encode
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -112,3 +114,50 @@ def key_file(tmp_path: Path) -> str:
         path.write_text("k" * 40)
         path.chmod(0o600)
     return str(path)
+
+
+FORGED_AT = "2026-12-01T00:00:00.000Z"
+
+
+def chain(records: list[tuple[str, dict[str, Any]]]) -> bytes:
+    """Journal records with a valid hash chain (anyone can compute one: it has no key)."""
+    prev, lines = GENESIS, []
+    for seq, (kind, data) in enumerate(records, start=1):
+        line, prev = encode(seq, FORGED_AT, kind, data, prev)
+        lines.append(line)
+    return b"".join(lines)
+
+
+def deployed(stack: str) -> list[tuple[str, dict[str, Any]]]:
+    """What a forger writes: a history in which syncd deployed `stack`."""
+    return [
+        ("commit", {"repo": "r", "commit": "f" * 40, "previous": None, "forced": False}),
+        (
+            "version",
+            {
+                "repo": "r",
+                "stack": stack,
+                "version": 1,
+                "commit": "f" * 40,
+                "digest": "d" * 64,
+                "action": "create",
+                "deployment_file": f"deployments/{stack}.yaml",
+                "template_file": "templates/topic.yaml",
+                "parameters": {},
+                "tags": {},
+                "dependencies": [],
+            },
+        ),
+        ("executing", {"stack": stack, "change_set": "arn:forged"}),
+        (
+            "result",
+            {
+                "stack": stack,
+                "result": "succeeded",
+                "stack_status": "CREATE_COMPLETE",
+                "message": "",
+                "outputs": {},
+                "retryable": False,
+            },
+        ),
+    ]

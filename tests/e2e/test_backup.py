@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 
 from tests.conftest import deployment, topic_stack, write_config
-from tests.e2e.conftest import BUCKET, json_out, key_file, run_syncd
+from tests.e2e.conftest import BUCKET, chain, deployed, json_out, key_file, run_syncd
 
 
 def records_objects(s3):
@@ -211,53 +211,18 @@ def test_a_host_lost_mid_apply_is_restored_and_its_execute_observed_not_repeated
 def forge_lineage(s3, stack: str, name: str = "99991231T000000000000Z-f0e0d0c0") -> str:
     """What a bucket writer can do without the key: a whole history of their own, with a
     valid hash chain, that sorts after every real lineage and says syncd deployed `stack`."""
-    from syncd.core.journal_format import GENESIS, encode
+    from syncd.core.journal_format import GENESIS
 
-    records = [
-        (
-            "commit",
-            {"repo": "r", "commit": "f" * 40, "previous": None, "forced": False, "changes": []},
-        ),
-        (
-            "version",
-            {
-                "repo": "r",
-                "stack": stack,
-                "version": 1,
-                "commit": "f" * 40,
-                "digest": "d" * 64,
-                "action": "create",
-                "deployment_file": f"deployments/{stack}.yaml",
-                "template_file": "templates/topic.yaml",
-                "parameters": {},
-                "tags": {},
-                "dependencies": [],
-            },
-        ),
-        ("executing", {"stack": stack, "change_set": "arn:forged"}),
-        (
-            "result",
-            {
-                "stack": stack,
-                "result": "succeeded",
-                "stack_status": "CREATE_COMPLETE",
-                "message": "",
-                "outputs": {},
-                "retryable": False,
-            },
-        ),
-    ]
-    prev, lines = GENESIS, []
-    for seq, (kind, data) in enumerate(records, start=1):
-        line, prev = encode(seq, "2026-12-01T00:00:00.000Z", kind, data, prev)
-        lines.append(line)
+    records = deployed(stack)
+    body = chain(records)
+    prev = json.loads(body.splitlines()[-1])["hash"]
     base = f"prod/lineages/{name}/"
     s3.put_object(
         Bucket=BUCKET,
         Key=base + "lineage.json",
         Body=json.dumps({"id": name, "parent": None, "fork_seq": 0, "fork_hash": GENESIS}).encode(),
     )
-    s3.put_object(Bucket=BUCKET, Key=base + "records/000000000001.jsonl", Body=b"".join(lines))
+    s3.put_object(Bucket=BUCKET, Key=base + "records/000000000001.jsonl", Body=body)
     checkpoint = {
         "seq": len(records),
         "hash": prev,

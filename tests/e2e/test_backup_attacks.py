@@ -9,54 +9,9 @@ import shutil
 import time
 from datetime import UTC, datetime
 
-from syncd.core.journal_format import GENESIS, encode
+from syncd.core.journal_format import GENESIS
 from tests.conftest import deployment, topic_stack, write_config
-from tests.e2e.conftest import BUCKET, json_out, key_file, run_syncd
-
-T = "2026-12-01T00:00:00.000Z"
-
-
-def chain(records: list[tuple[str, dict]]) -> bytes:
-    prev, lines = GENESIS, []
-    for seq, (kind, data) in enumerate(records, start=1):
-        line, prev = encode(seq, T, kind, data, prev)
-        lines.append(line)
-    return b"".join(lines)
-
-
-def deployed(stack: str) -> list[tuple[str, dict]]:
-    """What a forger writes: a history in which syncd deployed `stack`."""
-    return [
-        ("commit", {"repo": "r", "commit": "f" * 40, "previous": None, "forced": False}),
-        (
-            "version",
-            {
-                "repo": "r",
-                "stack": stack,
-                "version": 1,
-                "commit": "f" * 40,
-                "digest": "d" * 64,
-                "action": "create",
-                "deployment_file": f"deployments/{stack}.yaml",
-                "template_file": "templates/topic.yaml",
-                "parameters": {},
-                "tags": {},
-                "dependencies": [],
-            },
-        ),
-        ("executing", {"stack": stack, "change_set": "arn:forged"}),
-        (
-            "result",
-            {
-                "stack": stack,
-                "result": "succeeded",
-                "stack_status": "CREATE_COMPLETE",
-                "message": "",
-                "outputs": {},
-                "retryable": False,
-            },
-        ),
-    ]
+from tests.e2e.conftest import BUCKET, chain, deployed, json_out, key_file, run_syncd
 
 
 def keys(s3, under: str) -> list[str]:
