@@ -373,6 +373,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = _config(args)
     region = config.aws.region or "us-east-1"
     failed = False
+    described: set[str] = set()  # every stack a followed repo describes
+    needed: dict[str, set[str]] = {}  # stack-output stack -> the stacks that read it
     with tempfile.TemporaryDirectory(prefix="syncd-validate-") as tmp:
         for repo in config.repos:
             # A scratch mirror, so validate never races a running daemon's fetches.
@@ -384,6 +386,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 failed = True
                 continue
             loaded = load_stacks(repo, source.tree(commit))
+            described |= set(loaded.stacks) | set(loaded.invalid)
+            for name, spec in loaded.stacks.items():
+                for upstream in spec.dependencies:
+                    needed.setdefault(upstream, set()).add(name)
             # What a pass would refuse too: the stacks on a dependency cycle.
             cycles = dependency_cycles({n: s.dependencies for n, s in loaded.stacks.items()})
             invalid = [(b.name, b.file, b.reason) for b in loaded.invalid.values()]
@@ -411,6 +417,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     where = f"{spec.template_file}:{f.line}"
                     print(printable(f"    {where}: {f.severity} {f.rule} {f.message}"))
                 failed = failed or bool(errors)
+    # Not an error: a stack-output may name any stack of the account, which validate (no AWS
+    # call) cannot see; a pass waits for it, then holds its readers if it is not there.
+    for upstream in sorted(set(needed) - described):
+        readers = ", ".join(sorted(needed[upstream])[:5])
+        print(
+            printable(
+                f"note: {upstream} (read by {readers}) is described by no followed repo: "
+                "it must already exist in the account"
+            )
+        )
     return EXIT_FAILED if failed else EXIT_OK
 
 

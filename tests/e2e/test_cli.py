@@ -193,6 +193,18 @@ def test_validate_lints_templates_without_aws_calls(tmp_path, repo, aws):
     repo.commit({"deployments/typo.yaml": None})
     assert run_syncd("validate", "-c", str(config)).returncode == 0
 
+    # A stack-output naming a stack no repo describes is noted (it may exist in the account).
+    repo.commit(
+        {
+            "deployments/reader.yaml": "template-file-path: templates/topic.yaml\nparameters:\n"
+            "  Name: {stack-output: elsewhere.TopicName}\n"
+        }
+    )
+    result = run_syncd("validate", "-c", str(config))
+    assert result.returncode == 0, result.stdout
+    assert "note: elsewhere (read by reader) is described by no followed repo" in result.stdout
+    repo.commit({"deployments/reader.yaml": None})
+
     # A dependency cycle, which a pass refuses, fails validate too.
     cycle = {
         "deployments/a.yaml": "template-file-path: templates/topic.yaml\nparameters:\n"
