@@ -7,9 +7,12 @@ Commands that need AWS and Git call `open_app`; commands that only read the jour
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,7 +25,7 @@ from syncd.emulator import Emulator, start_emulator
 from syncd.errors import ConfigError
 from syncd.journal.auth import BackupKey
 from syncd.journal.mirror import Mirror
-from syncd.journal.store import Journal
+from syncd.journal.store import Journal, lock_holder
 from syncd.ratelimit import RateLimiter
 from syncd.reconcile import RepoSync
 from syncd.slots import Slots
@@ -67,10 +70,14 @@ class App:
     emulator: Emulator | None = None
     mirror: Mirror | None = None
     _owns_journal: bool = field(default=True, repr=False)
+    _emulator_file: Path | None = field(default=None, repr=False)
 
     def close(self) -> None:
         if self._owns_journal:
             self.journal.close()
+        if self._emulator_file is not None:
+            self._emulator_file.unlink(missing_ok=True)
+            self._emulator_file = None
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
@@ -99,8 +106,12 @@ def open_app(
     aws = config.aws
     endpoint = aws.endpoint_url
     template_bucket = aws.template_bucket
+    emulator_file = None
     if aws.embedded:
-        emulator = emulator or start_emulator()
+        if emulator is None:
+            emulator = start_emulator()
+            if not read_only:  # for `syncd plan` while this process runs (see running_emulator)
+                emulator_file = _announce(config.state_dir, emulator.url)
         endpoint = emulator.url
         aws = dataclasses.replace(aws, region=aws.region or "us-east-1")
         template_bucket = template_bucket or EMBEDDED_TEMPLATE_BUCKET
@@ -116,6 +127,8 @@ def open_app(
         if config.backup.url and not read_only:
             mirror = open_mirror(config, journal, session, endpoint)
     except BaseException:
+        if emulator_file is not None:
+            emulator_file.unlink(missing_ok=True)
         if emulator is not None:
             emulator.stop()
         if owns_journal:
@@ -139,7 +152,36 @@ def open_app(
         )
         for repo in config.repos
     }
-    return App(config, journal, cfn, world, syncs, stop, emulator, mirror, owns_journal)
+    return App(
+        config, journal, cfn, world, syncs, stop, emulator, mirror, owns_journal, emulator_file
+    )
+
+
+EMULATOR_FILE = "emulator.json"  # in state_dir: the embedded emulator of the syncd running
+
+
+def _announce(state_dir: Path, url: str) -> Path:
+    """Say where this process's embedded emulator answers, for `syncd plan` beside it."""
+    path = state_dir / EMULATOR_FILE
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    os.replace(tmp, path)
+    return path
+
+
+def running_emulator(state_dir: Path) -> str | None:
+    """The endpoint of the embedded emulator inside the syncd that holds `state_dir` now, or
+    None: believed only when the process that wrote it is the one holding the state's lock."""
+    from syncd.requests import read_request
+
+    try:
+        doc = json.loads(read_request(state_dir / EMULATOR_FILE))
+        url, pid = str(doc["url"]), int(doc["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    holder = lock_holder(state_dir)
+    return url if holder.held and holder.pid == pid and url.startswith("http://127.") else None
 
 
 def open_mirror(config: Config, journal: Journal, session: Any, endpoint: str | None) -> Mirror:

@@ -430,6 +430,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _beside_embedded(config: Any) -> Any:
+    """The config of a `syncd run` on the embedded emulator, pointed at that emulator: its
+    stacks live only inside that process."""
+    import dataclasses
+    import os
+
+    from syncd.app import EMBEDDED_TEMPLATE_BUCKET, running_emulator
+    from syncd.emulator import EMULATOR_CREDENTIALS
+
+    url = running_emulator(config.state_dir)
+    if url is None:
+        raise UsageError(
+            "plan needs the CloudFormation that holds the stacks: with aws.embedded, that is "
+            "the emulator inside `syncd run`; start it (same config) and plan while it runs"
+        )
+    for key, value in EMULATOR_CREDENTIALS.items():  # botocore signs; the emulator takes any
+        os.environ.setdefault(key, value)
+    aws = dataclasses.replace(
+        config.aws,
+        embedded=False,
+        endpoint_url=url,
+        region=config.aws.region or "us-east-1",
+        template_bucket=config.aws.template_bucket or EMBEDDED_TEMPLATE_BUCKET,
+        calls_per_second=config.aws.calls_per_second or 1000.0,  # it throttles nothing
+    )
+    return dataclasses.replace(config, aws=aws)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from syncd.app import open_app
     from syncd.core import plan as render_plan
@@ -438,10 +466,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if config.aws.embedded:
-        raise UsageError(
-            "plan needs the CloudFormation that holds the stacks; the embedded emulator lives "
-            "only inside the syncd process that started it, so a plan cannot see its stacks"
-        )
+        config = _beside_embedded(config)
     names = [r.name for r in config.repos]
     if args.repo is None and len(names) > 1:
         raise UsageError(

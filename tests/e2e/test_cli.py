@@ -16,6 +16,7 @@ from tests.e2e.conftest import (
     journal_records,
     json_out,
     run_syncd,
+    running_daemon,
     start_syncd,
     syncd_env,
     wait_for,
@@ -260,6 +261,39 @@ def test_kill_9_during_an_apply_then_restart_never_executes_twice(tmp_path, repo
     assert aws.proxy.count("CreateChangeSet") == 0
     history = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
     assert [(h["version"], h["result"]) for h in history] == [(1, "succeeded")]
+
+
+def test_the_quick_start_plans_a_branch_while_syncd_run_holds_the_emulator(tmp_path):
+    from tests.support.gitrepo import git
+
+    shutil.copytree(REPO_ROOT / "config", tmp_path / "config")
+    shutil.copytree(REPO_ROOT / "examples", tmp_path / "examples")
+    config = str(tmp_path / "config" / "local.yaml")
+    state = tmp_path / ".local" / "state"
+
+    def deployed() -> bool:
+        rows = json_out(run_syncd("status", "-c", config, "--format", "json"))
+        return len(rows) == 2 and {r["state"] for r in rows} == {"in_sync"}
+
+    with running_daemon("-c", config) as daemon:
+        wait_for(deployed, what="the sample deployed")
+        work = tmp_path / "work"
+        git("clone", "--quiet", str(tmp_path / ".local" / "sample.git"), str(work), cwd=tmp_path)
+        app = work / "deployments" / "app.yaml"
+        app.write_text(app.read_text().replace("Env: demo", "Env: staging"))
+        git("checkout", "--quiet", "-b", "feature", cwd=work)
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "staging", cwd=work)
+        git("push", "--quiet", "origin", "feature", cwd=work)
+        no_aws = {k: v for k, v in syncd_env().items() if not k.startswith("AWS_")}  # a new user
+        plan = run_syncd("plan", "--ref", "feature", "-c", config, "--format", "json", env=no_aws)
+        assert plan.returncode == 0, plan.stderr
+        actions = {s["stack"]: s["action"] for s in json_out(plan)["stacks"]}
+        assert actions == {"demo-app": "update", "demo-network": "none"}
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    assert not (state / "emulator.json").exists()
+    refused = run_syncd("plan", "--ref", "feature", "-c", config)
+    assert refused.returncode == 2 and "start it (same config)" in refused.stderr
 
 
 def test_the_quick_start_config_deploys_the_sample_on_the_embedded_emulator(tmp_path):
