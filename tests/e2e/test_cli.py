@@ -342,14 +342,16 @@ def test_logs_are_json_lines_with_context_and_never_show_credentials(tmp_path, r
     assert "deploy:***@" not in journal and "***@127.0.0.1:9" in journal
 
 
-def test_plan_refuses_the_embedded_emulator_which_it_cannot_see(tmp_path):
+def test_plan_without_a_syncd_run_refuses_the_embedded_emulator_which_it_cannot_see(tmp_path):
     config = tmp_path / "embedded.yaml"
     config.write_text(
         "state_dir: ./state\naws: {embedded: true}\nrepos:\n  - {name: a, url: /tmp/nowhere}\n"
     )
+    (tmp_path / "state").mkdir()  # an address left behind, with no syncd holding the state
+    (tmp_path / "state" / "emulator.json").write_text('{"url": "http://127.0.0.1:9", "pid": 1}')
     result = run_syncd("plan", "-c", str(config))
     assert result.returncode == 2
-    assert "embedded emulator lives only inside the syncd process" in result.stderr
+    assert "the emulator inside `syncd run`; start it (same config)" in result.stderr
 
 
 def test_the_approver_is_the_os_user_whatever_user_says(monkeypatch):
