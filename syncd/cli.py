@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("sync", "one pass now: fetch, plan, apply, wait; then exit")
     p.add_argument("--stack", action="append", metavar="NAME", help="only this stack (repeatable)")
     _format(p)
-    _format(command("status", "one row per stack"))
+    p = command("status", "one row per stack")
+    p.add_argument("stack", nargs="*", metavar="STACK", help="only these (prefix optional)")
+    p.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="show it again every SECONDS (Ctrl-C ends)"
+    )
+    _format(p)
     p = command("history", "every version of every (or one) stack")
     p.add_argument("stack", nargs="?", metavar="STACK")
     _format(p)
@@ -134,7 +139,8 @@ _EPILOGS = {
     "run": "exit: 0 on SIGTERM; 2 on a config error\nexample: syncd run -c /etc/syncd/syncd.yaml",
     "sync": "exit: 0 all in sync; 1 a stack failed or is blocked, or a repo could not be read;"
     " 2 usage or config error\nexample: syncd sync --stack app-prod --format json",
-    "status": "exit: 0; 1 if a stack is failed, blocked or stale\nexample: syncd status",
+    "status": "exit: 0; 1 if a stack is failed, blocked or stale; 2 for a stack the journal "
+    "does not know\nexample: syncd status app network --watch 2",
     "history": "exit: 0; 2 for a stack the journal does not know\n"
     "example: syncd history app     (with or without the repo's stack_prefix)",
     "validate": "exit: 0 all valid; 1 on any error\nexample: syncd validate -c syncd.yaml",
@@ -302,16 +308,48 @@ def _read_journal(args: argparse.Namespace) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    if args.watch is None:
+        return _status_once(args)
+    if args.format == "json" or args.watch <= 0:
+        raise UsageError("--watch takes a number of seconds over 0, and text output")
+    code = EXIT_OK
+    try:
+        while True:
+            if sys.stdout.isatty():
+                print("\x1b[2J\x1b[H", end="")  # a fresh screen each time
+            code = _status_once(args)
+            print(f"(every {args.watch:g} s; Ctrl-C ends)", flush=True)
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return code
+
+
+def _status_once(args: argparse.Namespace) -> int:
+    config, journal = _read_journal(args)
+    try:
+        return _show_status(args, config, journal)
+    finally:
+        journal.close()
+
+
+def _show_status(args: argparse.Namespace, config: Any, journal: Any) -> int:
     from syncd import render
     from syncd.core.journal_state import STALE, status_rows
 
-    config, journal = _read_journal(args)
     rows = status_rows(journal.state)
+    if args.stack:
+        wanted = {_stack_name(config, journal.state, name) for name in args.stack}
+        rows = [r for r in rows if r["stack"] in wanted]
+    shown_repos = {r["repo"] for r in rows} if args.stack else set(journal.state.repos)
     if args.format == "json":
         print(render.as_json(rows))
     else:
         print(render.status_table(rows) if rows else "no stacks yet")
         for repo in sorted(journal.state.repos.values(), key=lambda r: r.repo):
+            if repo.repo not in shown_repos:
+                continue
             if repo.error:
                 print(printable(f"repo {repo.repo}: {repo.error}"))
             if repo.pass_error:
@@ -321,7 +359,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if config.backup.url:
             print(_backup_line(config, journal))
     bad = {"failed", "blocked", STALE}
-    failing = any(r.pass_error for r in journal.state.repos.values())
+    failing = any(
+        journal.state.repos[r].pass_error for r in shown_repos if r in journal.state.repos
+    )
     return EXIT_FAILED if failing or any(r["state"] in bad for r in rows) else EXIT_OK
 
 

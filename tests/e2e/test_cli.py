@@ -427,6 +427,24 @@ def test_names_with_or_without_prefix_and_usage_errors_that_say_which_command(tm
     unknown = run_syncd("history", "nope", "-c", str(config))
     assert unknown.returncode == 2 and "no stack 'nope'" in unknown.stderr
 
+    # status takes names too, and --watch shows it again until Ctrl-C.
+    topic_stack(repo, "web", "w1")
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    one = json_out(run_syncd("status", "web", "-c", str(config), "--format", "json"))
+    assert [r["stack"] for r in one] == ["team-web"]
+    assert run_syncd("status", "nope", "-c", str(config)).returncode == 2
+    watching = start_syncd("status", "app", "--watch", "0.2", "-c", str(config))
+    seen = []
+    assert watching.stdout is not None
+    while sum("team-app" in line for line in seen) < 2:  # shown twice: it refreshes
+        line = watching.stdout.readline()
+        assert line, "status --watch ended by itself"
+        seen.append(line)
+    watching.send_signal(signal.SIGINT)
+    watching.communicate(timeout=10)
+    assert watching.returncode == 0
+    assert not any("team-web" in line for line in seen)
+
     bad = run_syncd("status", "--bogus", "-c", str(config))
     assert bad.returncode == 2
     assert "usage: syncd status" in bad.stderr and "--bogus" in bad.stderr
