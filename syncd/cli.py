@@ -314,6 +314,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _status_once(args)
     if args.format == "json" or args.watch <= 0:
         raise UsageError("--watch takes a number of seconds over 0, and text output")
+    # Ctrl-C (or SIGTERM) ends it, even where SIGINT came in ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     code = EXIT_OK
     try:
         while True:
