@@ -5,31 +5,11 @@ HTTP, real Git repos."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
 
 from syncd.apply import Outcome
 from syncd.core.journal_state import Kind, StackState, status_rows
-from tests.conftest import TOPIC_TEMPLATE, Aws, deployment, topic_stack
-from tests.integration.test_reconcile_edges import Syncd
-from tests.support.gitrepo import GitRepo
-
-
-@pytest.fixture
-def syncd(tmp_path: Path, aws: Aws) -> Iterator[Any]:
-    made: list[Syncd] = []
-
-    def make(repos: dict[str, GitRepo], **top: Any) -> Syncd:
-        s = Syncd(tmp_path, aws, repos, **top)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
+from tests.conftest import TOPIC_TEMPLATE, deployment, topic_stack
+from tests.integration.conftest import Syncd
 
 
 def suspend(s: Syncd, stack: str) -> None:
