@@ -1,0 +1,61 @@
+"""What the commands share: exit codes, reading the config and the journal, naming stacks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from syncd.core.text import printable
+from syncd.errors import UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def config_of(args: argparse.Namespace) -> Any:
+    from syncd.configfile import config_path, load_config
+
+    return load_config(config_path(getattr(args, "config", None)))
+
+
+def read_journal(args: argparse.Namespace) -> Any:
+    from syncd.journal.store import Journal
+
+    config = config_of(args)
+    return config, Journal.open(config.state_dir, writer=False, warn=lambda m: None)
+
+
+def stack_name(config: Any, state: Any, name: str) -> str:
+    """A stack as the user named it, with or without its repo's stack_prefix."""
+    if name in state.stacks:
+        return name
+    prefixed = {r.stack_prefix + name for r in config.repos if r.stack_prefix} & set(state.stacks)
+    if len(prefixed) == 1:
+        return str(prefixed.pop())
+    if prefixed:
+        raise UsageError(f"{name!r} is ambiguous: say which of {sorted(prefixed)}")
+    raise UsageError(printable(f"no stack {name[:200]!r} in the journal"))
+
+
+def approver() -> str:
+    """Who approves: the OS user this process runs as (not $USER, which anyone can set), with
+    the user `sudo` ran it for when there is one, and the host."""
+    import pwd
+
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (a container)
+        user = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    via = f" (sudo by {sudo})" if sudo and sudo != user else ""
+    return f"{user}{via}@{os.uname().nodename}"
+
+
+def deliver_requests(app: Any) -> None:
+    """Record the suspend/resume requests left for a daemon (see syncd.requests)."""
+    import structlog
+
+    from syncd.requests import deliver
+
+    repos = [r.name for r in app.config.repos]
+    deliver(app.config.state_dir, app.journal, repos, structlog.get_logger("syncd.requests"))
