@@ -23,6 +23,7 @@ import structlog
 
 from syncd.app import App, open_app, read_webhook_secrets
 from syncd.approvals import Approval, Approvals
+from syncd.asks import AskBox, serve
 from syncd.configfile import load_config
 from syncd.core.journal_state import StackState
 from syncd.errors import ConfigError, SyncdError
@@ -79,7 +80,7 @@ class RepoWorker:
             started = time.monotonic()
             ok = False
             try:
-                report = self.sync.run_pass()
+                report = serve(self.sync)  # the pass, and what commands asked of it
                 fetched = not report.source_error
                 ok = report.ok  # every stack fine too: what "last successful sync" means
                 self.read_once = self.read_once or fetched
@@ -126,6 +127,7 @@ class Daemon:
         self.app = open_app(config)
         try:
             self._deliver_requests()  # those left while no daemon ran, before any pass
+            self._take_asks()
             self._observe()
             self._start_workers()
             if config.http.listen:
@@ -155,6 +157,7 @@ class Daemon:
                 self._reload.clear()
                 self._do_reload()
             self._deliver_requests()
+            self._take_asks()
             self._deliver_approvals()
             threads = [w.thread for w in self.workers]
             threads += [self.mirror_thread] if self.mirror_thread is not None else []
@@ -173,6 +176,21 @@ class Daemon:
             concerned = deliver(config.state_dir, self.app.journal, repos, self.log)
         except (SyncdError, OSError) as exc:  # the journal cannot be written, or the folder
             self.log.error("request.not_journaled", error=str(exc))
+            return
+        for worker in self.workers:
+            if worker.sync.repo.name in concerned:
+                worker.trigger()
+
+    def _take_asks(self) -> None:
+        """`syncd sync` or `rollback` asked for a pass (and sent SIGUSR1): journal the asks and
+        wake the repos' workers, which answer them (see syncd.asks)."""
+        if self.app is None:
+            return
+        repos = [r.name for r in self.app.config.repos]
+        try:
+            concerned = AskBox(self.app.config.state_dir).take(self.app.journal, repos, self.log)
+        except (SyncdError, OSError) as exc:  # the journal cannot be written, or the folder
+            self.log.error("ask.not_journaled", error=str(exc))
             return
         for worker in self.workers:
             if worker.sync.repo.name in concerned:

@@ -107,13 +107,15 @@ class RepoSync:
         self._left_suspended: set[str] = set()
         self._now_suspended: set[str] = set()  # this pass's
 
-    def run_pass(self, only: Set[str] | None = None) -> PassReport:
-        """One pass. A pass that ends in an error (a bug, the journal unwritable) is journaled
-        as such before the error goes on, so that `status` never shows the repo's stacks in
-        sync with a commit nothing applied; the next pass that completes clears it."""
+    def run_pass(self, only: Set[str] | None = None, *, full: bool = False) -> PassReport:
+        """One pass (`full`: every stack looked at, even when nothing has changed since the
+        last pass, as `syncd sync` asks of a daemon). A pass that ends in an error (a bug, the
+        journal unwritable) is journaled as such before the error goes on, so that `status`
+        never shows the repo's stacks in sync with a commit nothing applied; the next pass
+        that completes clears it."""
         with self._running:
             try:
-                report = self._pass(only)
+                report = self._pass(only, full)
             except Exception as exc:
                 self._pass_failed(exc)
                 raise
@@ -132,7 +134,7 @@ class RepoSync:
         except Exception as journal_exc:  # the journal itself may be why the pass failed
             self.log.error("pass.failure_not_journaled", error=str(journal_exc))
 
-    def _pass(self, only: Set[str] | None) -> PassReport:
+    def _pass(self, only: Set[str] | None, full: bool = False) -> PassReport:
         report = PassReport(self.repo.name)
         self._pass_started = time.monotonic()
         commit = self._fetch(report)
@@ -141,7 +143,8 @@ class RepoSync:
         report.commit = commit
         self._approved = self._approval_requests()
         if (
-            commit == self._last_commit
+            not full
+            and commit == self._last_commit
             and not self._approved
             and not self._has_work(only)
             and self._external_outputs() == self._last_external

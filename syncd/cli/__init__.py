@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     command("run", "run the daemon in the foreground (SIGTERM stops, SIGHUP reloads)")
     p = command("sync", "one pass now: fetch, plan, apply, wait; then exit")
     p.add_argument("--stack", action="append", metavar="NAME", help="only this stack (repeatable)")
+    p.add_argument("--repo", metavar="NAME", help="only this repo's pass")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with a daemon running: how long to wait for its answer (default 3600)",
+    )
     _format(p)
     p = command("status", "one row per stack")
     p.add_argument("stack", nargs="*", metavar="STACK", help="only these (prefix optional)")
@@ -100,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--to", dest="version", type=int, required=True, metavar="VERSION", help="from history"
     )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with a daemon running: how long to wait for its answer (default 3600)",
+    )
     _format(p)
     _format(command("backup", "mirror the journal to S3 now (backup.url)"))
     p = command("restore", "rebuild the journal from S3 (backup.url)")
@@ -133,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 # the same, in full).
 _EPILOGS = {
     "run": "exit: 0 on SIGTERM; 2 on a config error\nexample: syncd run -c /etc/syncd/syncd.yaml",
-    "sync": "exit: 0 all in sync; 1 a stack failed or is blocked, or a repo could not be read;"
-    " 2 usage or config error\nexample: syncd sync --stack app-prod --format json",
+    "sync": "exit: 0 all in sync; 1 a stack failed or is blocked, or a repo could not be read"
+    " (or the running daemon did not answer); 2 usage or config error\n"
+    "With a daemon running, it asks the daemon for the pass and waits for its answer.\n"
+    "example: syncd sync --stack app-prod --format json",
     "status": "exit: 0; 1 if a stack is failed, blocked or stale; 2 for a stack the journal "
     "does not know\nexample: syncd status app network --watch 2",
     "history": "exit: 0; 2 for a stack the journal does not know\n"
@@ -151,8 +168,9 @@ _EPILOGS = {
     " 1 a resumed stack failed or is blocked; 2 usage, or aws.embedded with no daemon\n"
     "example: syncd resume --repo platform",
     "rollback": "exit: 0 when the earlier version is applied (the stack stays suspended until"
-    " `syncd resume`); 1 the apply failed or is blocked; 2 an unknown version, a delete, a"
-    " commit gone from the mirror, a daemon running, or aws.embedded\n"
+    " `syncd resume`); 1 the apply failed or is blocked, or the running daemon did not answer;"
+    " 2 an unknown version, a delete, or a commit gone from the mirror\n"
+    "With a daemon running, the daemon rolls back and this waits for its answer.\n"
     "example: syncd rollback app-prod --to 3",
     "backup": "exit: 0; 1 if S3 refused\nexample: syncd backup",
     "restore": "exit: 0; 1 if the backup is damaged or cannot be authenticated; 2 usage\n"

@@ -20,7 +20,7 @@ from syncd.cli.common import (
     stack_name,
 )
 from syncd.core.text import printable
-from syncd.errors import UsageError
+from syncd.errors import SyncdError, UsageError
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
@@ -282,7 +282,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     """Apply a version's desired state again, here, under the state_dir lock; the stack is
     suspended first (see RepoSync.rollback), so no pass undoes it until `syncd resume`."""
     from syncd import render
-    from syncd.app import open_app
     from syncd.journal.store import lock_holder
 
     config, journal = read_journal(args)
@@ -295,37 +294,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     target = _rollback_target(state, stack, args.version)
     holder = lock_holder(config.state_dir)
     if holder.held:
-        pid = f" (pid {holder.pid})" if holder.pid is not None else ""
-        raise UsageError(
-            f"a syncd daemon{pid} is using {config.state_dir}: rollback applies the stack "
-            "itself and cannot while the daemon runs. Stop the daemon, roll back, and start it "
-            f"again (the stack stays suspended until `syncd resume`); or `syncd suspend {stack}`"
-            " to freeze it meanwhile"
-        )
-    if config.aws.embedded:
-        raise UsageError(
-            "the stacks are in the embedded emulator, which lives only inside `syncd run`: "
-            "there is no stack here to roll back"
-        )
-    app = open_app(config)
-    try:
-        deliver_requests(app)  # suspensions asked for earlier count first
-        outcome = app.syncs[repo].rollback(stack, args.version, target.commit, approver())
-        view = app.journal.state.stacks.get(stack)
-        row = next((h for h in reversed(app.journal.state.history) if h.stack == stack), None)
-        held = app.journal.state.stacks[stack].suspended if view else None
-        result = {
-            "stack": stack,
-            "repo": repo,
-            "rollback_of": args.version,
-            "version": row.version if row and row.rollback_of == args.version else None,
-            "commit": target.commit,
-            "outcome": outcome.value,
-            "message": (view.message if view and view.message else "")
-            or (held.describe() if held else ""),
-        }
-    finally:
-        app.close()
+        outcome, result = _rollback_by_daemon(args, config, state, stack, repo, target, holder.pid)
+    else:
+        outcome, result = _rollback_here(args, config, stack, repo, target)
     if args.format == "json":
         print(render.as_json(result))
     else:
@@ -342,6 +313,80 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 _ROLLED_BACK = {"succeeded", "no_changes", "in_sync"}
+
+
+def _rollback_here(
+    args: argparse.Namespace, config: Any, stack: str, repo: str, target: Any
+) -> tuple[Any, dict[str, Any]]:
+    from syncd.app import open_app
+
+    if config.aws.embedded:
+        raise UsageError(
+            "the stacks are in the embedded emulator, which lives only inside `syncd run`: "
+            "start it, and roll back while it runs"
+        )
+    app = open_app(config)
+    try:
+        deliver_requests(app)  # suspensions asked for earlier count first
+        outcome = app.syncs[repo].rollback(stack, args.version, target.commit, approver())
+        row = next((h for h in reversed(app.journal.state.history) if h.stack == stack), None)
+        version = row.version if row and row.rollback_of == args.version else None
+        result = _rollback_result(app.journal.state, stack, repo, args.version, target, version)
+    finally:
+        app.close()
+    return outcome, result | {"outcome": outcome.value}
+
+
+def _rollback_by_daemon(
+    args: argparse.Namespace,
+    config: Any,
+    state: Any,
+    stack: str,
+    repo: str,
+    target: Any,
+    pid: int | None,
+) -> tuple[Any, dict[str, Any]]:
+    """The running daemon rolls back (syncd.asks); this waits for its answer."""
+    from syncd.apply import Outcome
+    from syncd.asks import Ask, ask_daemon, deadline_in
+    from syncd.journal.store import Journal
+
+    ask = Ask(
+        "rollback", repo, (stack,), approver(), deadline_in(args.wait), args.version, target.commit
+    )
+    who = f" (pid {pid})" if pid is not None else ""
+    print(f"syncd: asking the running daemon{who} to roll back {stack}", file=sys.stderr)
+    [answer] = ask_daemon(config.state_dir, [ask], pid, state.last_seq)
+    record = answer.record or {}
+    if record.get("error"):
+        if record.get("refused"):
+            raise UsageError(str(record["error"]))
+        raise SyncdError(str(record["error"]))
+    outcome = answer.report().outcomes.get(stack, Outcome.FAILED)
+    journal = Journal.open(config.state_dir, writer=False, warn=lambda m: None)
+    try:
+        result = _rollback_result(
+            journal.state, stack, repo, args.version, target, record.get("version")
+        )
+    finally:
+        journal.close()
+    return outcome, result | {"outcome": outcome.value}
+
+
+def _rollback_result(
+    state: Any, stack: str, repo: str, rollback_of: int, target: Any, version: int | None
+) -> dict[str, Any]:
+    view = state.stacks.get(stack)
+    held = view.suspended if view else None
+    return {
+        "stack": stack,
+        "repo": repo,
+        "rollback_of": rollback_of,
+        "version": version,
+        "commit": target.commit,
+        "message": (view.message if view and view.message else "")
+        or (held.describe() if held else ""),
+    }
 
 
 def _rollback_target(state: Any, stack: str, version: int) -> Any:

@@ -44,6 +44,11 @@ class Kind(StrEnum):
     #                          {repo, stack, reason, by, request}; stack "" is the whole repo
     RESUMED = "resumed"  # `syncd resume`: {repo, stack, by, request}; a repo's resume clears the
     #                      repo's suspension only, not those of its stacks one by one
+    ASKED = "asked"  # a command asked the running daemon for a pass or a rollback (syncd.asks):
+    #                  {repo, request, action, by, stacks, deadline, version?, commit?}
+    ANSWERED = "answered"  # the daemon did it: {repo, request, error, source_error, invalid,
+    #                        outcomes, commit, version?, refused?}: a rollback's new version,
+    #                        and whether it was refused before anything was journaled
 
 
 # The fields each kind's fold reads without a default, and their types: a record without them
@@ -77,6 +82,8 @@ REQUIRED: dict[Kind, dict[str, tuple[type, ...]]] = {
     Kind.BACK_IN_SYNC: {"stack": _STR},
     Kind.SUSPENDED: {"repo": _STR, "stack": _STR, "reason": _STR, "by": _STR},
     Kind.RESUMED: {"repo": _STR, "stack": _STR, "by": _STR},
+    Kind.ASKED: {"repo": _STR, "request": _STR, "action": _STR, "deadline": _STR},
+    Kind.ANSWERED: {"repo": _STR, "request": _STR},
 }
 
 
@@ -261,6 +268,9 @@ class RepoView:
     error: str | None = None  # its branch could not be fetched
     pass_error: str | None = None  # its last pass ended in an error
     suspended: Suspension | None = None  # the whole repo, stacks added later included
+    # What commands asked the daemon for and it has not answered yet: request id -> the
+    # ASKED record's data (a daemon that restarts answers them, see syncd.asks).
+    asked: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 # The state `status` shows for a stack that looked in sync when its repo's last pass failed:
@@ -545,6 +555,16 @@ def _resumed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
         s.stacks[d["stack"]].suspended = None
 
 
+def _asked(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    s.repos.setdefault(d["repo"], RepoView(d["repo"])).asked[d["request"]] = dict(d)
+
+
+def _answered(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    repo = s.repos.get(d["repo"])
+    if repo is not None:
+        repo.asked.pop(d["request"], None)
+
+
 _HANDLERS = {
     Kind.COMMIT: _commit,
     Kind.SOURCE_ERROR: _source_error,
@@ -565,6 +585,8 @@ _HANDLERS = {
     Kind.BACK_IN_SYNC: _back_in_sync,
     Kind.SUSPENDED: _suspended,
     Kind.RESUMED: _resumed,
+    Kind.ASKED: _asked,
+    Kind.ANSWERED: _answered,
 }
 
 

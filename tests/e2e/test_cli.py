@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 
 import yaml
 
@@ -227,8 +228,21 @@ def test_a_second_process_cannot_take_a_running_daemons_state(tmp_path, repo, aw
     try:
         wait_for(lambda: (tmp_path / "state" / "syncd.lock").exists(), what="the lock")
         wait_for(lambda: journal_records(tmp_path / "state"), what="the first record")
-        result = run_syncd("sync", "-c", str(config))
-        assert result.returncode == 2
+        # `sync` asks the daemon (tests/e2e/test_asks.py); taking the journal is refused.
+        take = (
+            "from syncd.journal.store import Journal; Journal.open(Path(sys.argv[1]), writer=True)"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; from pathlib import Path; {take}",
+                str(tmp_path / "state"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 1 and "StateLocked" in result.stderr
         assert "another syncd" in result.stderr
         status = run_syncd("status", "-c", str(config), "--format", "json")  # readers may
         assert status.returncode in (0, 1)

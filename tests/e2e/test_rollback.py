@@ -8,9 +8,8 @@ import os
 import pwd
 import shutil
 
-from syncd.journal.store import lock_holder
 from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
-from tests.e2e.conftest import json_out, run_syncd, running_daemon, wait_for
+from tests.e2e.conftest import json_out, run_syncd
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 
@@ -151,20 +150,4 @@ def test_rollback_refuses_a_commit_gone_from_the_mirror(tmp_path, repo, aws):
     result = rollback(config, "app", "--to", "1")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "no longer holds" in result.stderr
-    assert aws.parameters("app") == {"Name": "t2"}
-
-
-def test_rollback_refuses_while_a_daemon_runs(tmp_path, repo, aws):
-    config = write_config(
-        tmp_path, [{"name": "r", "url": str(repo.bare), "poll_interval": "1h"}], aws.endpoint
-    )
-    commit(repo, "t1")
-    assert sync(config) == {"app": "succeeded"}
-    commit(repo, "t2")
-    assert sync(config) == {"app": "succeeded"}
-    with running_daemon("-c", str(config)):
-        wait_for(lambda: lock_holder(tmp_path / "state").held, what="the daemon's lock")
-        result = rollback(config, "app", "--to", "1")
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert "a syncd daemon" in result.stderr and "syncd suspend app" in result.stderr
     assert aws.parameters("app") == {"Name": "t2"}
