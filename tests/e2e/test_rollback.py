@@ -151,3 +151,67 @@ def test_rollback_refuses_a_commit_gone_from_the_mirror(tmp_path, repo, aws):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "no longer holds" in result.stderr
     assert aws.parameters("app") == {"Name": "t2"}
+
+
+def test_a_rollback_is_its_own_approval(tmp_path, repo, aws):
+    """With `approval: manual`, a new commit waits for `syncd approve`; a rollback does not."""
+    entry = {"name": "r", "url": str(repo.bare), "stacks": {"app": {"approval": "manual"}}}
+    config = write_config(tmp_path, [entry], aws.endpoint)
+    commit(repo, "t1")
+    assert sync(config) == {"app": "awaiting_approval"}
+    assert run_syncd("approve", "app", "-c", str(config)).returncode == 0
+    commit(repo, "t2")
+    assert sync(config) == {"app": "awaiting_approval"}
+    assert run_syncd("approve", "app", "-c", str(config)).returncode == 0
+    assert aws.parameters("app") == {"Name": "t2"}
+
+    result = rollback(config, "app", "--to", "1", "--format", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json_out(result)["outcome"] == "succeeded"
+    assert aws.parameters("app") == {"Name": "t1"}
+    assert [h["rollback_of"] for h in history(config)][-1] == 1
+
+
+READER_TEMPLATE = """\
+Parameters:
+  Upstream:
+    Type: String
+  Env:
+    Type: String
+Resources:
+  Topic:
+    Type: AWS::SNS::Topic
+    Properties:
+      TopicName: !Sub "${Upstream}-${Env}"
+"""
+
+
+def test_a_rollback_takes_stack_outputs_as_they_are_now(tmp_path, repo, aws):
+    """The reader's version 1 read network's output `net1`; rolled back after network moved
+    on to `net2`, it gets `net2`: a rollback resolves `stack-output` as a pass would now."""
+    import yaml
+
+    def push(network: str, env: str) -> None:
+        reader = {
+            "template-file-path": "templates/reader.yaml",
+            "parameters": {"Upstream": {"stack-output": "network.TopicName"}, "Env": env},
+        }
+        repo.commit(
+            {
+                "templates/topic.yaml": TOPIC_TEMPLATE,
+                "templates/reader.yaml": READER_TEMPLATE,
+                "deployments/network.yaml": deployment(Name=network),
+                "deployments/app.yaml": yaml.safe_dump(reader),
+            }
+        )
+
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    push("net1", "a")
+    assert sync(config) == {"network": "succeeded", "app": "succeeded"}
+    push("net2", "b")
+    assert sync(config) == {"network": "succeeded", "app": "succeeded"}
+    assert aws.parameters("app") == {"Upstream": "net2", "Env": "b"}
+
+    result = rollback(config, "app", "--to", "1", "--format", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert aws.parameters("app") == {"Upstream": "net2", "Env": "a"}
