@@ -25,7 +25,7 @@ from syncd.app import App, open_app, read_webhook_secrets
 from syncd.approvals import Approval, Approvals
 from syncd.asks import AskBox, serve
 from syncd.configfile import load_config
-from syncd.core.journal_state import StackState
+from syncd.core.journal_state import StackState, status_rows
 from syncd.errors import ConfigError, SyncdError
 from syncd.http import Endpoints, Hook, HttpServer
 from syncd.metrics import Metrics
@@ -365,10 +365,11 @@ class Daemon:
     def _status_line(self) -> str:
         if self.app is None:
             return "starting"
-        views = list(self.app.journal.state.stacks.values())
+        # As `status` shows them: suspended, stale and drifted included.
+        rows = status_rows(self.app.journal.state)
         counts: dict[str, int] = {}
-        for view in views:
-            counts[view.state.value] = counts.get(view.state.value, 0) + 1
+        for row in rows:
+            counts[row["state"]] = counts.get(row["state"], 0) + 1
         in_sync = counts.get(StackState.IN_SYNC.value, 0)
         others = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != "in_sync")
-        return f"{len(views)} stacks, {in_sync} in sync" + (f", {others}" if others else "")
+        return f"{len(rows)} stacks, {in_sync} in sync" + (f", {others}" if others else "")

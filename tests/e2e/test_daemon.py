@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import deployment, topic_stack, write_config
-from tests.e2e.conftest import journal_records, running_daemon, syncd_env, wait_for
+from tests.e2e.conftest import journal_records, run_syncd, running_daemon, syncd_env, wait_for
 from tests.support.gitrepo import GitRepo
 
 
@@ -93,6 +93,9 @@ def test_the_daemon_under_systemd_applies_pushes_reloads_and_stops(tmp_path, rep
         notify.wait_for("RELOADING=1")
         notify.wait_for("READY=1")
         wait_for(lambda: aws.stack("other"), what="the new repo's stack")
+        # systemd's status line counts stacks as `status` shows them: a suspended one too.
+        assert run_syncd("suspend", "app", "-c", str(config)).returncode == 0
+        notify.wait_for("STATUS=2 stacks, 1 in sync, 1 suspended")
 
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
