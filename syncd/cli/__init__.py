@@ -72,7 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("history", "every version of every (or one) stack")
     p.add_argument("stack", nargs="?", metavar="STACK")
     _format(p)
-    command("validate", "check config, deployment files and templates (cfn-lint); no AWS calls")
+    p = command("validate", "check config, deployment files and templates (cfn-lint); no AWS calls")
+    p.add_argument("--path", metavar="DIR", help="a working tree, uncommitted files included")
+    p.add_argument("--ref", metavar="REF", help="one commit (with --path: found in DIR's repo)")
+    p.add_argument("--repo", metavar="NAME", help="whose settings apply (when there are several)")
+    p.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a stack outside syncd that stack-output may name (repeatable)",
+    )
     p = command("plan", "what merging a ref would do: change sets made, shown, deleted")
     p.add_argument("--repo", metavar="NAME", help="the repo (needed when there are several)")
     p.add_argument("--ref", metavar="REF", help="a branch, tag, SHA or refs/pull/N/head")
@@ -156,7 +166,10 @@ _EPILOGS = {
     "does not know\nexample: syncd status app network --watch 2",
     "history": "exit: 0; 2 for a stack the journal does not know\n"
     "example: syncd history app     (with or without the repo's stack_prefix)",
-    "validate": "exit: 0 all valid; 1 on any error\nexample: syncd validate -c syncd.yaml",
+    "validate": "exit: 0 all valid; 1 on any error; 2 usage or config error\n"
+    "example: syncd validate -c syncd.yaml\n"
+    "example: syncd validate --path . --external shared-vpc   (before a commit; with no config"
+    " file, the repo defaults)",
     "plan": "exit: 0; 1 on an error; with --detailed-exitcode 2 when something would change\n"
     "example: syncd plan --repo app --ref refs/pull/42/head --format markdown",
     "approve": "exit: 0 when the change set ran and succeeded; 1 otherwise\n"
