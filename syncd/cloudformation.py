@@ -335,6 +335,33 @@ class CloudFormation:
 
     # --- change sets ----------------------------------------------------------------------
 
+    def events_between(
+        self, name: str, since: datetime, until: datetime | None, *, max_pages: int = 20
+    ) -> tuple[list[StackEvent], bool]:
+        """The stack's events from `since` to `until` (None: now), both included, oldest
+        first, and whether the pages read reached back to `since`: at most `max_pages` are read
+        (newest first), so an old version of a busy stack may be cut short. `name` may be a
+        StackId, which CloudFormation still answers for after the stack is deleted. Raises
+        NotFound for a stack it does not know."""
+        found: list[StackEvent] = []
+        kwargs: dict[str, Any] = {"StackName": name}
+        for _ in range(max_pages):
+            page = self._call(
+                f"DescribeStackEvents {name}", self._brief.describe_stack_events, **kwargs
+            )
+            for e in page.get("StackEvents", []):
+                event = _stack_event(e)
+                if event.timestamp < since:
+                    return _oldest_first(found), True
+                if until is None or event.timestamp <= until:
+                    found.append(event)
+            if not page.get("NextToken"):
+                return _oldest_first(found), True
+            kwargs["NextToken"] = page["NextToken"]
+        return _oldest_first(found), False
+
+    # --- change sets ----------------------------------------------------------------------
+
     def create_change_set(
         self,
         *,
@@ -387,6 +414,7 @@ class CloudFormation:
                     "logical_id": rc.get("LogicalResourceId"),
                     "type": rc.get("ResourceType"),
                     "replacement": rc.get("Replacement"),
+                    "scope": [s for s in rc.get("Scope") or [] if isinstance(s, str)],
                 }
             )
         return ChangeSetInfo(
@@ -457,6 +485,17 @@ class CloudFormation:
             self._call("HeadBucket", self._s3.head_bucket, Bucket=bucket)
         except AwsError:
             self._call("CreateBucket", self._s3.create_bucket, Bucket=bucket)
+
+
+def _stack_event(e: dict[str, Any]) -> StackEvent:
+    return StackEvent(
+        event_id=e["EventId"],
+        timestamp=_aware(e["Timestamp"]),
+        logical_id=e.get("LogicalResourceId", ""),
+        resource_type=e.get("ResourceType", ""),
+        status=e.get("ResourceStatus", ""),
+        reason=e.get("ResourceStatusReason"),
+    )
 
 
 def _aware(ts: datetime) -> datetime:

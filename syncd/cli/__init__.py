@@ -13,7 +13,7 @@ import signal
 import sys
 
 from syncd import __version__, logs
-from syncd.cli import backup, inspect, operate, plan, syncing, validate
+from syncd.cli import backup, inspect, operate, plan, show, syncing, validate
 from syncd.cli.common import EXIT_FAILED, EXIT_USAGE, approver
 from syncd.errors import ConfigError, JournalCorrupt, StateLocked, SyncdError, UsageError
 
@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     _format(p)
     p = command("history", "every version of every (or one) stack")
     p.add_argument("stack", nargs="?", metavar="STACK")
+    _format(p)
+    p = command("show", "what one version of a stack does: change set, values, template, events")
+    p.add_argument("stack", metavar="STACK", help=_STACK_HELP)
+    p.add_argument(
+        "--version",
+        type=int,
+        metavar="N",
+        help="from history (default: the one waiting, else the latest)",
+    )
+    p.add_argument("--no-events", action="store_true", help="do not ask CloudFormation for events")
     _format(p)
     p = command("validate", "check config, deployment files and templates (cfn-lint); no AWS calls")
     p.add_argument("--path", metavar="DIR", help="a working tree, uncommitted files included")
@@ -166,6 +176,9 @@ _EPILOGS = {
     "does not know\nexample: syncd status app network --watch 2",
     "history": "exit: 0; 2 for a stack the journal does not know\n"
     "example: syncd history app     (with or without the repo's stack_prefix)",
+    "show": "exit: 0 shown (events or a template that cannot be read are said so); 1 the journal"
+    " is damaged; 2 for a stack or version the journal does not know\n"
+    "example: syncd show app --version 3 --format json",
     "validate": "exit: 0 all valid; 1 on any error; 2 usage or config error\n"
     "example: syncd validate -c syncd.yaml\n"
     "example: syncd validate --path . --external shared-vpc   (before a commit; with no config"
@@ -243,6 +256,7 @@ _COMMANDS = {
     "sync": syncing.cmd_sync,
     "status": inspect.cmd_status,
     "history": inspect.cmd_history,
+    "show": show.cmd_show,
     "validate": validate.cmd_validate,
     "plan": plan.cmd_plan,
     "approve": operate.cmd_approve,
