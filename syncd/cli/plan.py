@@ -15,7 +15,7 @@ from syncd.cli.common import (
 from syncd.errors import UsageError
 
 
-def _beside_embedded(config: Any) -> Any:
+def beside_embedded(config: Any) -> Any:
     """The config of a `syncd run` on the embedded emulator, pointed at that emulator: its
     stacks live only inside that process."""
     import dataclasses
@@ -50,7 +50,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     config = config_of(args)
     if config.aws.embedded:
-        config = _beside_embedded(config)
+        config = beside_embedded(config)
     names = [r.name for r in config.repos]
     if args.repo is None and len(names) > 1:
         raise UsageError(

@@ -132,10 +132,10 @@ def _events(
     if args.no_events:
         return show.Events(*window, note="not read (--no-events)")
     if config.aws.embedded:
-        from syncd.cli.plan import _beside_embedded
+        from syncd.cli.plan import beside_embedded
 
         try:
-            config = _beside_embedded(config)
+            config = beside_embedded(config)
         except UsageError:
             return show.Events(
                 *window,
