@@ -6,6 +6,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+from syncd.core.journal_state import JournalState
 from syncd.daemon import RepoWorker
 
 
@@ -14,6 +15,7 @@ class SlowSync:
 
     def __init__(self) -> None:
         self.repo = SimpleNamespace(name="r", poll_interval=3600.0)
+        self.journal = SimpleNamespace(state=JournalState())  # no asks: a plain pass
         self.passes = 0
         self.running = 0
         self.most_at_once = 0
@@ -21,7 +23,7 @@ class SlowSync:
         self.release = threading.Semaphore(0)
         self._lock = threading.Lock()
 
-    def run_pass(self) -> SimpleNamespace:
+    def run_pass(self, full: bool = False) -> SimpleNamespace:
         with self._lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
