@@ -14,7 +14,7 @@ import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 import botocore.config
@@ -75,6 +75,8 @@ _BUSY = re.compile(
     r"is in \w+_IN_PROGRESS state and can ?not be updated|cannot be deleted while in status"
 )
 
+_TITLE = re.compile(r"<title>([^<]*)</title>", re.IGNORECASE)
+
 THROTTLING_CODES = frozenset(
     {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
 )
@@ -127,6 +129,25 @@ class StackEvent:
     resource_type: str
     status: str
     reason: str | None
+
+
+@dataclass(frozen=True)
+class DriftDetection:
+    """A drift detection as DescribeStackDriftDetectionStatus shows it."""
+
+    status: str  # DETECTION_IN_PROGRESS | DETECTION_COMPLETE | DETECTION_FAILED
+    stack_drift: str | None  # DRIFTED | IN_SYNC | UNKNOWN | NOT_CHECKED
+    reason: str | None
+
+
+class ResourceDrift(NamedTuple):
+    """A drifted resource as DescribeStackResourceDrifts shows it, without its expected and
+    actual properties and values: those can hold secrets, and syncd never keeps them."""
+
+    logical_id: str
+    resource_type: str
+    status: str  # MODIFIED | DELETED
+    differences: tuple[tuple[str, str], ...]  # (property path, NOT_EQUAL | ADD | REMOVE)
 
 
 def make_session(aws: AwsConfig, endpoint_url: str | None = None) -> boto3.Session:
@@ -189,7 +210,11 @@ def translate(exc: Exception, what: str) -> AwsError:
         retryable = code in _RETRYABLE_CODES or int(status or 0) >= 500
         return AwsError(f"{what}: {code}: {message}", code=code, retryable=retryable)
     if isinstance(exc, botocore.parsers.ResponseParserError):
-        return AwsError(f"{what}: the endpoint sent an unreadable answer", retryable=True)
+        # An HTML error page, not CloudFormation's XML: a proxy's, or an emulator's 500 for
+        # what it lacks (moto's server for drift detection).
+        title = _TITLE.search(str(exc))
+        page = f" ({title.group(1)[:100]})" if title else ""
+        return AwsError(f"{what}: the endpoint sent an unreadable answer{page}", retryable=True)
     if isinstance(
         exc,
         botocore.exceptions.EndpointConnectionError
@@ -333,8 +358,6 @@ class CloudFormation:
             kwargs["NextToken"] = page["NextToken"]
         return _oldest_first(found)
 
-    # --- change sets ----------------------------------------------------------------------
-
     def events_between(
         self, name: str, since: datetime, until: datetime | None, *, max_pages: int = 20
     ) -> tuple[list[StackEvent], bool]:
@@ -449,6 +472,61 @@ class CloudFormation:
                 ChangeSetName=arn,
                 StackName=stack,
             )
+
+    # --- drift ----------------------------------------------------------------------------
+    # A detection runs on AWS for seconds to minutes: start it, then ask about it on later
+    # passes. A few tries each (the brief client): a check that cannot be made now is made at
+    # the next interval, and must not hold a pass through ten back-offs.
+
+    def detect_drift(self, stack: str) -> str:
+        """Start a drift detection of the stack; returns its StackDriftDetectionId."""
+        response = self._call(
+            f"DetectStackDrift {stack}", self._brief.detect_stack_drift, StackName=stack
+        )
+        return str(response["StackDriftDetectionId"])
+
+    def drift_detection(self, detection: str) -> DriftDetection:
+        raw = self._call(
+            f"DescribeStackDriftDetectionStatus {detection}",
+            self._brief.describe_stack_drift_detection_status,
+            StackDriftDetectionId=detection,
+        )
+        return DriftDetection(
+            status=str(raw.get("DetectionStatus", "")),
+            stack_drift=raw.get("StackDriftStatus"),
+            reason=raw.get("DetectionStatusReason"),
+        )
+
+    def resource_drifts(self, stack: str) -> list[ResourceDrift]:
+        """The stack's resources a detection found MODIFIED or DELETED, every page of them.
+        Only property paths and how they differ are kept, never a value."""
+        found: list[ResourceDrift] = []
+        kwargs: dict[str, Any] = {
+            "StackName": stack,
+            "StackResourceDriftStatusFilters": ["MODIFIED", "DELETED"],
+            "MaxResults": 100,
+        }
+        while True:
+            page = self._call(
+                f"DescribeStackResourceDrifts {stack}",
+                self._brief.describe_stack_resource_drifts,
+                **kwargs,
+            )
+            for r in page.get("StackResourceDrifts", []):
+                found.append(
+                    ResourceDrift(
+                        logical_id=str(r.get("LogicalResourceId", "")),
+                        resource_type=str(r.get("ResourceType", "")),
+                        status=str(r.get("StackResourceDriftStatus", "")),
+                        differences=tuple(
+                            (str(d.get("PropertyPath", "")), str(d.get("DifferenceType", "")))
+                            for d in r.get("PropertyDifferences") or []
+                        ),
+                    )
+                )
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
 
     # --- templates in S3 ------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """What `/metrics` shows, in Prometheus's text format (the only importer of prometheus_client).
 
 Counters and a histogram are fed by the repo workers as passes end; everything else (stacks by
-state, the journal, the mirror's backlog) is read from the journal and the mirror's cursor at
-scrape time, so it can never drift from what `syncd status` says.
+state, drift checks, the journal, the mirror's backlog) is read from the journal and the
+mirror's cursor at scrape time, so it can never drift from what `syncd status` says.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from syncd.core.journal_state import STALE, StackState, status_rows
+from syncd.core.journal_state import STALE, DriftResult, StackState, status_rows
 from syncd.journal.mirror import backlog
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -107,6 +107,17 @@ class _StateCollector(Collector):
             for name in shown:
                 stacks.add_metric([repo, name], counts.get((repo, name), 0))
         yield stacks
+        checks = CounterMetricFamily(
+            "syncd_drift_checks",
+            "Drift checks that ended (drift_interval), by repo and result: in_sync, drifted or "
+            "unknown (the check could not say).",
+            labels=["repo", "result"],
+        )
+        for repo in sorted({r.name for r in app.config.repos}):
+            done = state.drift_checks.get(repo, {})
+            for result in DriftResult:
+                checks.add_metric([repo, result.value], done.get(result.value, 0))
+        yield checks
         yield GaugeMetricFamily(
             "syncd_journal_last_seq", "Sequence number of the last journal record.", state.last_seq
         )

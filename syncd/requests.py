@@ -32,7 +32,7 @@ from syncd.journal.store import Journal
 
 MAX_REQUEST_BYTES = 4096  # an approval
 MAX_SUSPEND_BYTES = 256 * 1024  # a suspend or resume may name many stacks
-ACTIONS = ("suspend", "resume")
+ACTIONS = ("suspend", "resume", "drift_accept")  # drift_accept: `syncd drift accept`
 
 
 def read_request(path: Path, limit: int = MAX_REQUEST_BYTES) -> bytes:
@@ -128,8 +128,10 @@ def problem(request: Request, state: JournalState, repos: Collection[str]) -> st
 
 def record(journal: Journal, request: Request) -> list[Record]:
     """Journal the request: one record per stack, or one for the whole repo."""
-    kind = Kind.SUSPENDED if request.action == "suspend" else Kind.RESUMED
-    extra = {"reason": request.reason} if kind is Kind.SUSPENDED else {}
+    kind = {"suspend": Kind.SUSPENDED, "drift_accept": Kind.DRIFT_ACCEPTED}.get(
+        request.action, Kind.RESUMED
+    )
+    extra = {"reason": request.reason} if kind is not Kind.RESUMED else {}
     if request.id:  # what `syncd suspend` follows the journal for
         extra["request"] = request.id
     return [

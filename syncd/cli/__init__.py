@@ -136,6 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a daemon running: how long to wait for its answer (default 3600)",
     )
     _format(p)
+    drift = command("drift", "drift checks: accept the drift found, so Git's state goes on")
+    drift_sub = drift.add_subparsers(dest="drift_command", metavar="ACTION", required=True)
+    p = drift_sub.add_parser(
+        "accept",
+        parents=[common],
+        help="let the next pass apply Git's state over the drift found (on_drift: block)",
+        description="let the next pass apply Git's state over the drift a check found "
+        "(on_drift: block holds the stack's changes until then)",
+        epilog=_EPILOGS["drift"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("stacks", nargs="+", metavar="STACK", help=_STACK_HELP)
+    p.add_argument(
+        "-m", "--message", dest="reason", required=True, metavar="REASON", help="why (journaled)"
+    )
+    p.set_defaults(usage_of=p, repo=None)
+    _format(p)
     _format(command("backup", "mirror the journal to S3 now (backup.url)"))
     p = command("restore", "rebuild the journal from S3 (backup.url)")
     p.add_argument("--at", metavar="TIME", help="as it was at TIME (ISO 8601), not the latest")
@@ -198,6 +215,9 @@ _EPILOGS = {
     " 2 an unknown version, a delete, or a commit gone from the mirror\n"
     "With a daemon running, the daemon rolls back and this waits for its answer.\n"
     "example: syncd rollback app-prod --to 3",
+    "drift": "exit: 0 when recorded (or queued for a daemon that has not answered yet); 2 for"
+    " a stack the journal does not know or in which no drift was found\n"
+    'example: syncd drift accept app-prod -m "the hotfix is in Git now"',
     "backup": "exit: 0; 1 if S3 refused\nexample: syncd backup",
     "restore": "exit: 0; 1 if the backup is damaged or cannot be authenticated; 2 usage\n"
     "example: syncd restore --at 2026-11-30T12:00:00Z",
@@ -263,6 +283,7 @@ _COMMANDS = {
     "suspend": operate.cmd_suspend,
     "resume": operate.cmd_resume,
     "rollback": operate.cmd_rollback,
+    "drift": operate.cmd_drift,
     "backup": backup.cmd_backup,
     "restore": backup.cmd_restore,
     "journal": backup.cmd_journal,

@@ -1,4 +1,4 @@
-"""The operator's commands: `approve`, `suspend`, `resume` and `rollback`."""
+"""The operator's commands: `approve`, `suspend`, `resume`, `drift accept` and `rollback`."""
 
 from __future__ import annotations
 
@@ -113,6 +113,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _suspend_or_resume(args, "resume")
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    """`syncd drift accept`: Git's state may be applied over the drift a check found (with
+    `on_drift: block`, the next pass applies what was held). A request, as `suspend` is."""
+    return _suspend_or_resume(args, "drift_accept")
+
+
 def _suspend_or_resume(args: argparse.Namespace, action: str) -> int:
     """With a daemon running, leave it a request and follow the journal until it is recorded;
     without one, take the lock and record it here (and, for a resume, run the pass)."""
@@ -158,6 +164,8 @@ def _requests(args: argparse.Namespace, config: Any, state: Any, action: str) ->
     for name in args.stacks:
         stack = stack_name(config, state, name)
         repo = state.stacks[stack].repo
+        if action == "drift_accept":
+            _has_drift(stack, state.stacks[stack])
         if repo not in names:
             raise UsageError(printable(f"{stack} is a stack of repo {repo!r}, not in the config"))
         grouped.setdefault(repo, {})[stack] = None
@@ -243,7 +251,23 @@ def _record_here(config: Any, asked: list[Any]) -> list[Any]:
 
 
 def _done(action: str) -> str:
-    return "suspended" if action == "suspend" else "resumed"
+    return {"suspend": "suspended", "drift_accept": "accepted"}.get(action, "resumed")
+
+
+def _has_drift(stack: str, view: Any) -> None:
+    """Refuse to accept drift where no check has found any (since the last version)."""
+    from syncd.core.journal_state import DriftResult
+
+    drift = view.drift
+    if drift is not None and drift.found:
+        return
+    if drift is None:
+        why = "no drift check since its last version" if view.drift_checked_at else "never checked"
+    elif drift.result is DriftResult.UNKNOWN:
+        why = f"the last check could not say: {drift.reason}"
+    else:
+        why = f"in sync at the last check, at {drift.checked_at}"
+    raise UsageError(printable(f"{stack} has no drift to accept ({why})"))
 
 
 def _rows(
@@ -251,7 +275,7 @@ def _rows(
 ) -> list[dict[str, Any]]:
     """One row per stack named (or for the repo), then one per other stack the pass run for a
     resume did something to (every stack of a repo resumed whole)."""
-    from syncd.core.journal_state import suspension
+    from syncd.core.journal_state import drift_message, suspension
 
     names = list(request.stacks) or [""]
     others = [n for n in sorted(outcomes) if n and n not in names]
@@ -263,6 +287,8 @@ def _rows(
         view = state.stacks.get(name)
         held = suspension(state, name, request.repo) if name else repo and repo.suspended
         text = message or (held.describe() if held else view.message if view else "")
+        if request.action == "drift_accept" and not message and view is not None:
+            text = drift_message(view.drift)
         if not message and held and result == "resumed":
             own = view is not None and view.suspended is held
             text = f"still {text}" + ("" if own else f" (its repo: resume --repo {request.repo})")

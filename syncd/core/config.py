@@ -40,6 +40,11 @@ class OnFailure(StrEnum):
         return {OnFailure.KEEP: 2, OnFailure.RETRY: 1, OnFailure.RECREATE: 0}[self]
 
 
+class OnDrift(StrEnum):
+    REPORT = "report"  # show the drift a check found; changes are applied as ever
+    BLOCK = "block"  # no change set until `syncd drift accept` (a sync blocker)
+
+
 # None by default: a template that creates IAM resources, names them or expands macros is
 # applied only where the config's owner allows it (syncd.core.capabilities), not wherever a
 # repo writer asks.
@@ -60,10 +65,15 @@ class StackOptions:
     prune: bool = False
     # Take over a stack that exists and that syncd did not create (see syncd.core.ownership).
     adopt: bool = False
+    # Seconds between two drift checks of the deployed stack (DetectStackDrift); None: none.
+    drift_interval: float | None = None
+    on_drift: OnDrift = OnDrift.REPORT
 
 
 # The keys of StackOptions, as they are written in the config.
-OPTION_KEYS = frozenset({"capabilities", "approval", "on_failure", "prune", "adopt"})
+OPTION_KEYS = frozenset(
+    {"capabilities", "approval", "on_failure", "prune", "adopt", "drift_interval", "on_drift"}
+)
 
 
 @dataclass(frozen=True)
@@ -298,6 +308,10 @@ class _Reader:
             on_failure=self.get(d, "on_failure", path, _enum(OnFailure), base.on_failure),
             prune=self.get(d, "prune", path, _bool, base.prune),
             adopt=self.get(d, "adopt", path, _bool, base.adopt),
+            drift_interval=self.get(
+                d, "drift_interval", path, _duration_or_off, base.drift_interval
+            ),
+            on_drift=self.get(d, "on_drift", path, _enum(OnDrift), base.on_drift),
         )
 
     def repos(self, value: object, defaults: StackOptions) -> tuple[RepoConfig, ...]:
@@ -440,6 +454,24 @@ def _duration(value: object) -> float:
     return seconds
 
 
+# The shortest drift_interval: each check is a DetectStackDrift (and its reads) on AWS, whose
+# detections take seconds to minutes.
+MIN_DRIFT_INTERVAL = 60.0
+
+
+def _duration_or_off(value: object) -> float | None:
+    """A drift_interval: a duration of at least a minute, or `off` (a stack or repo may turn
+    off what `defaults` turned on)."""
+    if value == "off" or value is False:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be a duration like 5m, 1h or 24h, or off; not {value!r}")
+    seconds = parse_duration(value)
+    if seconds < MIN_DRIFT_INTERVAL:
+        raise ValueError(f"must be at least 1m (or off), not {value!r}")
+    return seconds
+
+
 def _one_of(*choices: str) -> Callable[[object], str]:
     def convert(value: object) -> str:
         if value not in choices:
@@ -449,7 +481,7 @@ def _one_of(*choices: str) -> Callable[[object], str]:
     return convert
 
 
-E = TypeVar("E", Approval, OnFailure)
+E = TypeVar("E", Approval, OnFailure, OnDrift)
 
 
 def _enum(kind: type[E]) -> Callable[[object], E]:
@@ -458,7 +490,8 @@ def _enum(kind: type[E]) -> Callable[[object], E]:
             if member.value == value:
                 return member
         choices = ", ".join(m.value for m in kind)
-        raise ValueError(f"must be one of {choices}, not {value!r}")
+        hint = did_you_mean(value, [m.value for m in kind]) if isinstance(value, str) else ""
+        raise ValueError(f"must be one of {choices}, not {value!r}{hint}")
 
     return convert
 

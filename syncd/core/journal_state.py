@@ -8,9 +8,11 @@ which step of an apply it marks; its `data` carries the facts of that step.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+from syncd.core.text import LIST_LIMIT, bounded
 
 
 class Kind(StrEnum):
@@ -44,6 +46,18 @@ class Kind(StrEnum):
     #                          {repo, stack, reason, by, request}; stack "" is the whole repo
     RESUMED = "resumed"  # `syncd resume`: {repo, stack, by, request}; a repo's resume clears the
     #                      repo's suspension only, not those of its stacks one by one
+    DRIFT_DETECTING = "drift_detecting"  # DetectStackDrift was called (drift_interval):
+    #                                      {repo, stack, detection}: its StackDriftDetectionId
+    DRIFT_CHECKED = "drift_checked"  # a drift check ended: {repo, stack, detection, result,
+    #                                  resources, more_resources, reason}: result in_sync,
+    #                                  drifted or unknown (reason: why it could not say);
+    #                                  resources, at most DRIFT_RESOURCES: [{logical_id, type,
+    #                                  status: MODIFIED | DELETED, properties: [{path,
+    #                                  difference: NOT_EQUAL | ADD | REMOVE}], more_properties}],
+    #                                  never a value (it can be a secret); detection null when
+    #                                  DetectStackDrift itself failed
+    DRIFT_ACCEPTED = "drift_accepted"  # `syncd drift accept`: Git's state may be applied over
+    #                                    the drift found: {repo, stack, by, reason, request}
     ASKED = "asked"  # a command asked the running daemon for a pass or a rollback (syncd.asks):
     #                  {repo, request, action, by, stacks, deadline, version?, commit?}
     ANSWERED = "answered"  # the daemon did it: {repo, request, error, source_error, invalid,
@@ -82,6 +96,9 @@ REQUIRED: dict[Kind, dict[str, tuple[type, ...]]] = {
     Kind.BACK_IN_SYNC: {"stack": _STR},
     Kind.SUSPENDED: {"repo": _STR, "stack": _STR, "reason": _STR, "by": _STR},
     Kind.RESUMED: {"repo": _STR, "stack": _STR, "by": _STR},
+    Kind.DRIFT_DETECTING: {"repo": _STR, "stack": _STR, "detection": _STR},
+    Kind.DRIFT_CHECKED: {"repo": _STR, "stack": _STR, "result": _STR},
+    Kind.DRIFT_ACCEPTED: {"repo": _STR, "stack": _STR, "by": _STR},
     Kind.ASKED: {"repo": _STR, "request": _STR, "action": _STR, "deadline": _STR},
     Kind.ANSWERED: {"repo": _STR, "request": _STR},
 }
@@ -98,6 +115,8 @@ def schema_problem(kind: Kind, data: Any) -> str | None:
             return f"its {kind.value} record has a {key!r} of the wrong type"
     if kind is Kind.RESULT and data["result"] not in {r.value for r in Result}:
         return f"its result record has an unknown result {data['result']!r}"
+    if kind is Kind.DRIFT_CHECKED:
+        return _drift_problem(data)
     return None
 
 
@@ -134,6 +153,161 @@ class Suspension:
 
 def _suspension(data: Mapping[str, Any] | None) -> Suspension | None:
     return Suspension(**data) if data is not None else None
+
+
+class DriftResult(StrEnum):
+    IN_SYNC = "in_sync"
+    DRIFTED = "drifted"
+    UNKNOWN = "unknown"  # the check could not say (DETECTION_FAILED, an API error)
+
+
+# What a drift check journals: the resources first (by logical id), and the property paths of
+# each; the rest are counted. A stack holds at most 500 resources: these keep a record small.
+DRIFT_RESOURCES = 100
+DRIFT_PROPERTIES = 20
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """Who accepted a stack's drift (`syncd drift accept`), when (the record's time), and why."""
+
+    reason: str
+    by: str
+    at: str
+
+    def describe(self) -> str:
+        return f"accepted by {self.by} at {self.at}" + (f": {self.reason}" if self.reason else "")
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A stack's drift checks: the latest one's result and time, and the drift found (by the
+    latest check that found any). A check that could not say keeps the drift found before: a
+    passing API error must not lift what `on_drift: block` holds."""
+
+    result: DriftResult  # of the latest check
+    checked_at: str  # the latest check's time
+    reason: str = ""  # why the latest check could not say (unknown)
+    resources: list[dict[str, Any]] = field(default_factory=list)  # the drift found, if any
+    more_resources: int = 0  # beyond DRIFT_RESOURCES
+    found_at: str | None = None  # when that drift was found
+    accepted: Acceptance | None = None  # `syncd drift accept`, of the drift found
+
+    @property
+    def found(self) -> bool:
+        return bool(self.resources) or self.more_resources > 0
+
+    @property
+    def blocks(self) -> bool:
+        """Whether `on_drift: block` holds the stack's changes for it."""
+        return self.found and self.accepted is None
+
+
+def _drift(data: Mapping[str, Any] | None) -> Drift | None:
+    if data is None:
+        return None
+    accepted = data.get("accepted")
+    return Drift(
+        **{
+            **data,
+            "result": DriftResult(data["result"]),
+            "accepted": Acceptance(**accepted) if accepted is not None else None,
+        }
+    )
+
+
+def _drift_problem(data: Mapping[str, Any]) -> str | None:
+    if data["result"] not in {r.value for r in DriftResult}:
+        return f"its drift_checked record has an unknown result {data['result']!r}"
+    resources = data.get("resources") or []
+    if not isinstance(resources, list) or not all(
+        isinstance(r, Mapping) and isinstance(r.get("properties") or [], list) for r in resources
+    ):
+        return "its drift_checked record has resources of the wrong shape"
+    if not isinstance(data.get("more_resources") or 0, int):
+        return "its drift_checked record has a 'more_resources' of the wrong type"
+    return None
+
+
+def drift_fields(
+    resources: Iterable[tuple[str, str, str, Iterable[tuple[str, str]]]],
+) -> dict[str, Any]:
+    """A drift check's drifted resources, each (logical id, type, MODIFIED | DELETED, [(property
+    path, NOT_EQUAL | ADD | REMOVE)]), as its record carries them: sorted, bounded (the rest
+    counted), made printable. There is no room for a property's expected or actual value: it
+    can be a secret (a NoEcho parameter's value, passed on to a property)."""
+    rows = sorted(resources, key=lambda r: (r[0], r[1]))
+    kept = []
+    for logical_id, resource_type, status, differences in rows[:DRIFT_RESOURCES]:
+        paths = sorted(differences)
+        kept.append(
+            {
+                "logical_id": bounded(logical_id, 255),
+                "type": bounded(resource_type, 255),
+                "status": bounded(status, 40),
+                "properties": [
+                    {"path": bounded(path, 300), "difference": bounded(kind, 40)}
+                    for path, kind in paths[:DRIFT_PROPERTIES]
+                ],
+                "more_properties": max(0, len(paths) - DRIFT_PROPERTIES),
+            }
+        )
+    return {"resources": kept, "more_resources": max(0, len(rows) - DRIFT_RESOURCES)}
+
+
+def drift_summary(drift: Drift) -> str:
+    """The drift found, for a message: a few resources and a few property paths of each."""
+    shown = []
+    for r in drift.resources[:LIST_LIMIT]:
+        paths = [str(p.get("path", "")) for p in r.get("properties") or []]
+        more = len(paths) - 3 + int(r.get("more_properties") or 0)
+        where = ", ".join(paths[:3]) + (f" and {more} more" if more > 0 else "")
+        status = str(r.get("status", "")).lower()
+        text = f"{r.get('logical_id', '')} ({r.get('type', '')}) {status}"
+        shown.append(text + (f": {where}" if where else ""))
+    rest = len(drift.resources) - len(shown) + drift.more_resources
+    return bounded("; ".join(shown) + (f"; and {rest} more resource(s)" if rest > 0 else ""))
+
+
+def drift_message(drift: Drift | None) -> str:
+    """What `status` says of a stack's drift checks ("" when there is nothing to say)."""
+    if drift is None:
+        return ""
+    if not drift.found:
+        if drift.result is DriftResult.UNKNOWN:
+            return f"drift unknown (checked at {drift.checked_at}): {drift.reason}"
+        return ""
+    text = f"drifted outside syncd (found at {drift.found_at}): {drift_summary(drift)}"
+    if drift.accepted is not None:
+        text += f"; {drift.accepted.describe()}"
+    if drift.result is DriftResult.UNKNOWN:
+        text += f"; the last check (at {drift.checked_at}) could not say: {drift.reason}"
+    return text
+
+
+def drift_block_reason(stack: str, drift: Drift) -> str:
+    """Why `on_drift: block` holds the stack, and the command that lets it go on."""
+    return bounded(
+        f"drifted outside syncd (found at {drift.found_at}): {drift_summary(drift)}; "
+        f"on_drift: block holds its changes until `syncd drift accept {stack} -m REASON`"
+    )
+
+
+def drift_row(view: StackView) -> dict[str, Any] | None:
+    """A stack's drift checks as `status --format json` shows them (None: never checked since
+    its last version)."""
+    drift = view.drift
+    if drift is None:
+        return None
+    return {
+        "result": drift.result.value,
+        "checked_at": drift.checked_at,
+        "reason": drift.reason or None,
+        "found_at": drift.found_at,
+        "resources": drift.resources,
+        "more_resources": drift.more_resources,
+        "accepted": asdict(drift.accepted) if drift.accepted is not None else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -188,6 +362,13 @@ class StackView:
     applied_by: str | None = None
     stack_id: str | None = None
     suspended: Suspension | None = None  # suspended itself (its repo may be, see `suspension`)
+    # Drift checks (drift_interval): the last one's finding (cleared by a version applied since),
+    # the detection under way (its id), when a detection was last asked for (the interval
+    # counts from it) and when a check last ended.
+    drift: Drift | None = None
+    drift_detection: str | None = None
+    drift_asked_at: str | None = None
+    drift_checked_at: str | None = None
 
     def may_hold_applied(self, digest: str) -> bool:
         """Whether a stack syncd shows as failed may still hold what it last applied, and
@@ -285,6 +466,7 @@ class JournalState:
     repos: dict[str, RepoView] = field(default_factory=dict)
     last_seq: int = 0
     last_time: str | None = None
+    drift_checks: dict[str, dict[str, int]] = field(default_factory=dict)  # repo -> result -> n
     _open_rows: dict[str, HistoryRow] = field(default_factory=dict)
 
     def stack(self, name: str, repo: str = "") -> StackView:
@@ -313,6 +495,7 @@ class JournalState:
             "last_seq": self.last_seq,
             "last_time": self.last_time,
             "open_rows": {stack: row_index[id(row)] for stack, row in self._open_rows.items()},
+            "drift_checks": {repo: dict(n) for repo, n in self.drift_checks.items()},
         }
 
     @classmethod
@@ -329,6 +512,7 @@ class JournalState:
                     "state": StackState(view["state"]),
                     "attempt": attempt,
                     "suspended": _suspension(view.get("suspended")),
+                    "drift": _drift(view.get("drift")),
                 }
             )
         repos = {
@@ -342,6 +526,7 @@ class JournalState:
             last_seq=data["last_seq"],
             last_time=data["last_time"],
             _open_rows={stack: history[i] for stack, i in data["open_rows"].items()},
+            drift_checks={repo: dict(n) for repo, n in data.get("drift_checks", {}).items()},
         )
 
 
@@ -465,6 +650,10 @@ def _result(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     attempt = view.attempt
     view.attempt = None
     view.stack_status = d.get("stack_status")
+    if attempt is not None and attempt.executing:
+        view.drift_detection = None  # it may have looked at the stack from before the change
+        if result is Result.SUCCEEDED:
+            view.drift = None  # CloudFormation wrote the template's state over any drift
     if result in (Result.SUCCEEDED, Result.NO_CHANGES) and attempt is not None:
         if attempt.action == "delete":
             del s.stacks[d["stack"]]
@@ -555,6 +744,59 @@ def _resumed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
         s.stacks[d["stack"]].suspended = None
 
 
+def _drift_detecting(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stacks.get(d["stack"])  # syncd checks only stacks it deployed
+    if view is not None:
+        view.drift_detection = d["detection"]
+        view.drift_asked_at = r.time
+
+
+def _drift_checked(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    result = DriftResult(d["result"])
+    counts = s.drift_checks.setdefault(d["repo"], {})
+    counts[result.value] = counts.get(result.value, 0) + 1
+    view = s.stacks.get(d["stack"])
+    if view is None:
+        return
+    if d.get("detection") is None:  # DetectStackDrift itself failed: that was the ask
+        view.drift_asked_at = r.time
+    view.drift_detection = None
+    view.drift_checked_at = r.time
+    before = view.drift
+    if result is DriftResult.UNKNOWN:
+        kept = before if before is not None and before.found else None
+        view.drift = Drift(
+            result,
+            r.time,
+            str(d.get("reason") or "the check could not say"),
+            kept.resources if kept else [],
+            kept.more_resources if kept else 0,
+            kept.found_at if kept else None,
+            kept.accepted if kept else None,
+        )
+        return
+    resources = [dict(x) for x in d.get("resources") or []] if result is DriftResult.DRIFTED else []
+    more = int(d.get("more_resources") or 0) if result is DriftResult.DRIFTED else 0
+    same = before is not None and (before.resources, before.more_resources) == (resources, more)
+    view.drift = Drift(
+        result,
+        r.time,
+        "",
+        resources,
+        more,
+        (before.found_at if same and before else r.time) if resources or more else None,
+        # An acceptance holds for the drift accepted: drift found since is held again.
+        before.accepted if same and before else None,
+    )
+
+
+def _drift_accepted(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stacks.get(d["stack"])
+    if view is not None and view.drift is not None and view.drift.found:
+        mark = Acceptance(str(d.get("reason") or ""), d["by"], r.time)
+        view.drift = replace(view.drift, accepted=mark)
+
+
 def _asked(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     s.repos.setdefault(d["repo"], RepoView(d["repo"])).asked[d["request"]] = dict(d)
 
@@ -585,6 +827,9 @@ _HANDLERS = {
     Kind.BACK_IN_SYNC: _back_in_sync,
     Kind.SUSPENDED: _suspended,
     Kind.RESUMED: _resumed,
+    Kind.DRIFT_DETECTING: _drift_detecting,
+    Kind.DRIFT_CHECKED: _drift_checked,
+    Kind.DRIFT_ACCEPTED: _drift_accepted,
     Kind.ASKED: _asked,
     Kind.ANSWERED: _answered,
 }
@@ -603,7 +848,9 @@ def suspension(state: JournalState, stack: str, repo: str) -> Suspension | None:
 def status_rows(state: JournalState) -> list[dict[str, Any]]:
     """What `status` shows, stack by stack: a suspended stack (itself or through its repo) is
     shown `suspended`, whatever its state; a stack that looks in sync in a repo whose last pass
-    failed is shown `stale`, with the pass's error, never `in_sync`."""
+    failed is shown `stale`, with the pass's error, never `in_sync`; one that is in sync with
+    Git but in which a drift check found drift is shown `drifted` (a check that could not say
+    is only mentioned)."""
     rows = []
     for view in sorted(state.stacks.values(), key=lambda v: (v.repo, v.stack)):
         row = view.as_status()
@@ -615,5 +862,11 @@ def status_rows(state: JournalState) -> list[dict[str, Any]]:
         elif repo is not None and repo.pass_error and view.state is StackState.IN_SYNC:
             row["state"] = STALE
             row["message"] = f"the repo's last pass failed: {repo.pass_error}"
+        elif view.state is StackState.IN_SYNC and (drift := drift_message(view.drift)):
+            if view.drift is not None and view.drift.found:
+                row["state"] = StackState.DRIFTED.value
+            row["message"] = "; ".join(m for m in (row["message"], drift) if m)
+        row["drift"] = drift_row(view)
+        row["last_drift_check"] = view.drift_checked_at
         rows.append(row)
     return rows

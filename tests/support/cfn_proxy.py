@@ -44,6 +44,15 @@ credential scope) so that tests can show what moto cannot:
   400 Throttling "Rate exceeded"; `throttle_above(calls_per_second, burst)`: a token bucket per
   region (the proxy cannot tell accounts apart) throttles the calls beyond it. Both come before
   every other rule; `throttled` lists each Throttling reply of the proxy (`throttle`'s too).
+- `drift(stack, resources, status, polls, reason)`: drift detection, which moto lacks (it
+  answers 500), for that stack until `reset`: DetectStackDrift answers a new detection id
+  without reaching moto; DescribeStackDriftDetectionStatus shows it DETECTION_IN_PROGRESS for
+  `polls` answers, then `status` (DETECTION_COMPLETE, or DETECTION_FAILED with `reason`), its
+  StackDriftStatus DRIFTED when a resource is MODIFIED or DELETED, else IN_SYNC; and
+  DescribeStackResourceDrifts pages (MaxResults, NextToken) through `resources` (`Drifted`:
+  each with property paths, difference types and expected and actual values, as
+  CloudFormation shows them), filtered by StackResourceDriftStatusFilters. `detections` lists
+  the stacks asked about. The drift calls for other stacks go to moto.
 - `log`: (clock time, action, stack name or None) for every CloudFormation call, throttled and
   refused ones included; a change set named by ARN alone counts for the stack it was made for.
 - S3: `s3_error` fails the next N requests of a method with an error reply (`store=True`:
@@ -71,6 +80,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import http.client
+import json
 import random
 import re
 import threading
@@ -147,6 +157,38 @@ class _Stack:
     # from these times (its own stack events of a paced operation) are not shown
 
 
+class Drifted(NamedTuple):
+    """A resource a scripted drift detection finds (`FaultProxy.drift`)."""
+
+    logical_id: str
+    type: str = "AWS::SNS::Topic"
+    status: str = "MODIFIED"  # MODIFIED | DELETED | IN_SYNC | NOT_CHECKED
+    # (property path, NOT_EQUAL | ADD | REMOVE, expected value, actual value)
+    differences: tuple[tuple[str, str, str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class _DriftScript:
+    resources: tuple[Drifted, ...]
+    status: str  # the detection's end: DETECTION_COMPLETE | DETECTION_FAILED
+    polls: int  # status answers that show DETECTION_IN_PROGRESS first
+    reason: str | None
+
+
+@dataclass
+class _Detection:
+    stack: str
+    script: _DriftScript
+    polls: int  # DETECTION_IN_PROGRESS answers still to give
+
+
+_DRIFT_ACTIONS = {
+    "DetectStackDrift",
+    "DescribeStackDriftDetectionStatus",
+    "DescribeStackResourceDrifts",
+}
+
+
 @dataclass
 class _ChangeSet:
     stack: str
@@ -194,6 +236,9 @@ class FaultProxy:
         self._last_event = dt.datetime.now(dt.UTC)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.detections: list[str] = []  # stacks DetectStackDrift was answered for, in order
+        self._drift: dict[str, _DriftScript] = {}
+        self._detections: dict[str, _Detection] = {}
 
     def start(self) -> FaultProxy:
         handler = type("Handler", (_Handler,), {"proxy": self})
@@ -229,6 +274,9 @@ class FaultProxy:
             self._rate, self._rng = 0.0, random.Random(0)
             self._bucket = None
             self._tokens.clear()
+            self.detections.clear()
+            self._drift.clear()
+            self._detections.clear()
 
     def s3_error(
         self,
@@ -298,6 +346,18 @@ class FaultProxy:
         with self._lock:
             self._stack(stack).held = status
 
+    def drift(
+        self,
+        stack: str,
+        resources: list[Drifted] | tuple[Drifted, ...] = (),
+        status: str = "DETECTION_COMPLETE",
+        polls: int = 0,
+        reason: str | None = None,
+    ) -> None:
+        """Until `reset`, drift detections of `stack` find `resources` (see the module's doc)."""
+        with self._lock:
+            self._drift[_name(stack)] = _DriftScript(tuple(resources), status, polls, reason)
+
     def release(self, stack: str) -> None:
         with self._lock:
             self._stack(stack).held = None
@@ -336,6 +396,7 @@ class FaultProxy:
             if fault and fault[1] == "Throttling":
                 self.throttled.append(call)
             gate = None if fault else self._gate(action, params, stack, now)
+            drift = None if fault or action not in _DRIFT_ACTIONS else self._drift_answer(params)
             st = self._stacks.get(stack or "")
             paced = self._pace is not None
             slow_delete = action == "DeleteStack" and (paced or (st is not None and bool(st.slow)))
@@ -357,6 +418,8 @@ class FaultProxy:
             return _reply(h, fault[0], [("Content-Type", "text/xml")], _error_xml(*fault))
         if isinstance(gate, tuple):
             return _reply(h, gate[0], [("Content-Type", "text/xml")], gate[1])
+        if drift is not None:
+            return _reply(h, 200, [("Content-Type", "text/xml")], drift)
         if isinstance(gate, str):  # a busy stack: (status shown); tell its ARN
             return self._refuse_busy(h, action, stack or "", gate)
         ghost = self._snapshot(h, params["StackName"]) if slow_delete else None
@@ -439,6 +502,8 @@ class FaultProxy:
     def _stack_of(self, action: str, params: dict[str, str]) -> str | None:
         if params.get("StackName"):
             return _name(params["StackName"])
+        if (detection := self._detections.get(params.get("StackDriftDetectionId", ""))) is not None:
+            return detection.stack
         if "ChangeSetName" in params and (known := self._known(params)) is not None:
             return known.stack
         return None
@@ -489,6 +554,58 @@ class FaultProxy:
             return None  # CloudFormation cancels the create and deletes the stack
         self.refused_busy.append((action, stack))
         return shown.status
+
+    def _drift_answer(self, params: dict[str, str]) -> bytes | None:
+        """The proxy's own answer to a drift call about a scripted stack (None: to moto)."""
+        action = params["Action"]
+        if action == "DescribeStackDriftDetectionStatus":
+            detection = self._detections.get(params.get("StackDriftDetectionId", ""))
+            return None if detection is None else self._detection_status(params, detection)
+        stack = _name(params.get("StackName", ""))
+        script = self._drift.get(stack)
+        if script is None:
+            return None
+        stack_id = self._stack(stack).stack_id or _made_up_arn(stack)
+        if action == "DetectStackDrift":
+            detection_id = str(uuid.uuid4())
+            self._detections[detection_id] = _Detection(stack, script, script.polls)
+            self.detections.append(stack)
+            return _result_xml(action, [("StackDriftDetectionId", detection_id)])
+        wanted = {v for k, v in params.items() if k.startswith("StackResourceDriftStatusFilters.")}
+        found = [r for r in script.resources if not wanted or r.status in wanted]
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults") or 100)
+        root = ET.Element(_q(f"{action}Response"))
+        result = ET.SubElement(root, _q(f"{action}Result"))
+        drifts = ET.SubElement(result, _q("StackResourceDrifts"))
+        for r in found[start : start + size]:
+            _resource_drift(ET.SubElement(drifts, _q("member")), stack_id, r)
+        if start + size < len(found):
+            ET.SubElement(result, _q("NextToken")).text = str(start + size)
+        return ET.tostring(root, encoding="unicode", default_namespace=NS).encode()
+
+    def _detection_status(self, params: dict[str, str], detection: _Detection) -> bytes:
+        script = detection.script
+        fields = [
+            ("StackId", self._stack(detection.stack).stack_id or _made_up_arn(detection.stack)),
+            ("StackDriftDetectionId", params["StackDriftDetectionId"]),
+        ]
+        if detection.polls > 0:
+            detection.polls -= 1
+            fields += [
+                ("StackDriftStatus", "UNKNOWN"),
+                ("DetectionStatus", "DETECTION_IN_PROGRESS"),
+            ]
+        else:
+            drifted = [r for r in script.resources if r.status in ("MODIFIED", "DELETED")]
+            complete = script.status == "DETECTION_COMPLETE"
+            shown = ("DRIFTED" if drifted else "IN_SYNC") if complete else "UNKNOWN"
+            fields += [("StackDriftStatus", shown), ("DetectionStatus", script.status)]
+            if script.reason:
+                fields.append(("DetectionStatusReason", script.reason))
+            fields.append(("DriftedStackResourceCount", str(len(drifted))))
+        fields.append(("Timestamp", _now_xml()))
+        return _result_xml("DescribeStackDriftDetectionStatus", fields)
 
     # -- state changes, with the lock held -------------------------------------------------
     def _advance(self, now: float) -> None:
@@ -838,6 +955,53 @@ def _ok_xml(action: str) -> bytes:
         f'<{action}Response xmlns="{NS}"><{action}Result/><ResponseMetadata>'
         f"<RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata></{action}Response>"
     ).encode()
+
+
+def _result_xml(action: str, fields: list[tuple[str, str]]) -> bytes:
+    root = ET.Element(_q(f"{action}Response"))
+    result = ET.SubElement(root, _q(f"{action}Result"))
+    for tag, text in fields:
+        ET.SubElement(result, _q(tag)).text = text
+    meta = ET.SubElement(root, _q("ResponseMetadata"))
+    ET.SubElement(meta, _q("RequestId")).text = str(uuid.uuid4())
+    return ET.tostring(root, encoding="unicode", default_namespace=NS).encode()
+
+
+def _resource_drift(member: ET.Element, stack_id: str, r: Drifted) -> None:
+    """One StackResourceDrifts member as CloudFormation writes it: the expected and actual
+    properties (as JSON text) and each difference with both values."""
+    expected = {path.strip("/"): old for path, _, old, _ in r.differences}
+    actual = {path.strip("/"): new for path, _, _, new in r.differences}
+    for tag, text in [
+        ("StackId", stack_id),
+        ("LogicalResourceId", r.logical_id),
+        ("PhysicalResourceId", f"{r.logical_id}-physical"),
+        ("ResourceType", r.type),
+        ("ExpectedProperties", json.dumps(expected)),
+        ("ActualProperties", json.dumps(actual) if r.status != "DELETED" else ""),
+    ]:
+        if text:
+            ET.SubElement(member, _q(tag)).text = text
+    differences = ET.SubElement(member, _q("PropertyDifferences"))
+    for path, kind, old, new in r.differences:
+        difference = ET.SubElement(differences, _q("member"))
+        for tag, text in [
+            ("PropertyPath", path),
+            ("ExpectedValue", old),
+            ("ActualValue", new),
+            ("DifferenceType", kind),
+        ]:
+            ET.SubElement(difference, _q(tag)).text = text
+    ET.SubElement(member, _q("StackResourceDriftStatus")).text = r.status
+    ET.SubElement(member, _q("Timestamp")).text = _now_xml()
+
+
+def _made_up_arn(stack: str) -> str:
+    return f"arn:aws:cloudformation:us-east-1:123456789012:stack/{stack}/{uuid.uuid4()}"
+
+
+def _now_xml() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _q(tag: str) -> str:
