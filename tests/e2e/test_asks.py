@@ -26,7 +26,8 @@ def kinds(state_dir) -> list[str]:
 
 
 def daemon_ready(state_dir) -> None:
-    """The daemon holds the lock and its first pass (at start) has ended."""
+    """The daemon holds the lock and has read its repo, with no apply open (its first pass
+    may still be about to apply: wait for what it applies too)."""
     wait_for(lambda: lock_holder(state_dir).held, what="the daemon's lock")
     wait_for(lambda: _first_pass_done(state_dir), what="the daemon's first pass")
 
@@ -50,7 +51,7 @@ def test_sync_with_a_daemon_asks_it_and_prints_what_sync_prints(tmp_path, repo, 
     commit(repo, "t1")
     with running_daemon("-c", str(config)) as daemon:
         daemon_ready(state)
-        assert aws.parameters("app") == {"Name": "t1"}
+        wait_for(lambda: aws.parameters("app") == {"Name": "t1"}, what="the first pass's apply")
         commit(repo, "t2")  # the daemon polls hourly: only the ask applies it
         result = run_syncd("sync", "-c", str(config), "--format", "json")
         assert result.returncode == 0, result.stdout + result.stderr
@@ -208,6 +209,8 @@ def test_sync_of_one_stack_with_a_daemon_reports_that_stack(tmp_path, repo, aws)
     )
     with running_daemon("-c", str(config)):
         daemon_ready(state)
+        wait_for(lambda: aws.parameters("b") == {"Name": "b"}, what="the first pass's apply")
+        wait_for(lambda: _first_pass_done(state), what="the first pass's end")
         repo.commit({"deployments/b.yaml": deployment(Name="b2")})
         result = run_syncd("sync", "--stack", "b", "-c", str(config), "--format", "json")
         assert result.returncode == 0, result.stderr
