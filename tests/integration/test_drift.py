@@ -285,9 +285,9 @@ def test_a_stack_whose_options_turn_checks_off_is_not_checked(repo, aws, syncd):
 
 
 def test_the_detections_under_way_at_once_are_bounded(repo, aws, syncd, monkeypatch):
-    from syncd import reconcile
+    from syncd import drift
 
-    monkeypatch.setattr(reconcile, "DRIFT_UNDER_WAY", 1)
+    monkeypatch.setattr(drift, "DRIFT_UNDER_WAY", 1)
     repo.commit(
         {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/t.yaml": deployment(Name="t1")}
     )
