@@ -19,11 +19,13 @@ from syncd.errors import SyncdError, UsageError
 
 def cmd_show(args: argparse.Namespace) -> int:
     from syncd import render
+    from syncd.core.journal_state import drift_row
 
     config, journal = read_journal(args)
     try:
         stack = _known_stack(config, journal.state, args.stack)
         records = [r for r in journal.records() if r.data.get("stack") == stack]
+        current = journal.state.stacks.get(stack)
     finally:
         journal.close()
     found = show.applies(records, stack)
@@ -39,6 +41,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         before,
         _template_diff(config, chosen, before),
         _events(args, config, found, chosen, before),
+        drift_row(current) if current is not None and current.version == chosen.version else None,
     )
     if args.format == "json":
         print(render.as_json(show.as_json(view)))

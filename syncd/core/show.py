@@ -407,6 +407,9 @@ class ShowView:
     before: Apply | None  # what was deployed when it started (see `replaced`)
     template: TemplateDiff
     events: Events
+    # The stack's drift checks (journal_state.drift_row), shown with its deployed version only:
+    # they are about the stack as it is now.
+    drift: Mapping[str, Any] | None = None
 
     @property
     def parameters(self) -> tuple[ValueRow, ...]:
@@ -446,6 +449,7 @@ def as_json(view: ShowView) -> dict[str, Any]:
         "tags": [r.as_dict() for r in view.tags],
         "template": view.template.as_dict(),
         "events": view.events.as_dict(),
+        "drift": view.drift,
     }
 
 
@@ -509,7 +513,38 @@ def as_text(view: ShowView) -> str:
         ["time", "logical id", "type", "status", "reason"],
         [[ev.timestamp, ev.logical_id, ev.type, ev.status, ev.reason] for ev in e.items],
     )
+    if view.drift is not None:
+        lines += ["", *_drift_lines(view.drift)]
     return "\n".join(lines)
+
+
+def _drift_lines(d: Mapping[str, Any]) -> list[str]:
+    """The drift section: the last check, and the resources the drift found differ in (their
+    property paths and how; never a value: syncd keeps none)."""
+    found = f", drift found at {d.get('found_at')}" if d.get("found_at") else ""
+    lines = [printable(f"drift (last checked at {d.get('checked_at')}: {d.get('result')}{found})")]
+    if d.get("reason"):
+        lines.append(printable(f"  the last check could not say: {d['reason']}"))
+    accepted = d.get("accepted")
+    if isinstance(accepted, Mapping):
+        why = f": {accepted.get('reason')}" if accepted.get("reason") else ""
+        lines.append(printable(f"  accepted by {accepted.get('by')} at {accepted.get('at')}{why}"))
+    rows = []
+    for r in d.get("resources") or []:
+        paths = [f"{p.get('path')} ({p.get('difference')})" for p in r.get("properties") or []]
+        more = int(r.get("more_properties") or 0)
+        rows.append(
+            [
+                r.get("logical_id"),
+                r.get("type"),
+                r.get("status"),
+                "; ".join(paths) + (f"; and {more} more" if more else ""),
+            ]
+        )
+    lines += _table(["logical id", "type", "status", "properties"], rows)
+    if d.get("more_resources"):
+        lines.append(f"... and {d['more_resources']} more resource(s)")
+    return lines
 
 
 def _template_span(t: TemplateDiff) -> str:

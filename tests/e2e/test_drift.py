@@ -98,6 +98,15 @@ def test_report_shows_the_drift_and_applies(tmp_path, repo, aws):
     sync(config)
     row = status(config)["alpha"]
     assert row["state"] == "drifted" and row["drift"]["result"] == "drifted"
+    # `show` of the deployed version shows it too: the resource and the property path, never
+    # the value.
+    shown = run_syncd("show", "alpha", "--no-events", "-c", str(config), "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    drift = json_out(shown)["drift"]
+    assert drift["result"] == "drifted" and drift["resources"][0]["logical_id"] == "Topic"
+    text = run_syncd("show", "alpha", "--no-events", "-c", str(config)).stdout
+    assert "drift (last checked at" in text and "/TopicName (NOT_EQUAL)" in text
+    assert SECRET not in shown.stdout + text
 
     topic_stack(repo, "alpha", "a2")
     assert sync(config)["alpha"]["outcome"] == "succeeded"

@@ -128,7 +128,7 @@ def test_show_the_latest_version_of_a_stack_updated_by_a_second_commit(tmp_path,
         "stack", "repo", "version", "commit", "action", "deployment_file", "template_file",
         "result", "stack_status", "message", "started_at", "executing_at", "finished_at",
         "rollback_of", "change_set", "awaiting_approval", "approve", "approved_by", "changes",
-        "before", "parameters", "tags", "template", "events",
+        "before", "parameters", "tags", "template", "events", "drift",
     }  # fmt: skip
     assert (out["stack"], out["version"], out["commit"], out["result"]) == (
         "team-app",
