@@ -342,14 +342,7 @@ class CloudFormation:
             except NotFound:
                 break
             for e in page.get("StackEvents", []):
-                event = StackEvent(
-                    event_id=e["EventId"],
-                    timestamp=_aware(e["Timestamp"]),
-                    logical_id=e.get("LogicalResourceId", ""),
-                    resource_type=e.get("ResourceType", ""),
-                    status=e.get("ResourceStatus", ""),
-                    reason=e.get("ResourceStatusReason"),
-                )
+                event = _stack_event(e)
                 if event.timestamp < floor:
                     return _oldest_first(found)
                 found.append(event)

@@ -35,6 +35,7 @@ from syncd.requests import deliver
 from syncd.sources.watch import RefWatcher
 
 MAX_BACKOFF = 900.0
+DRIFT_LOOK = 30.0  # while a drift detection of a repo's stack runs, its repo passes this often
 
 
 def next_delay(poll_interval: float, failures: int) -> float:
@@ -98,7 +99,15 @@ class RepoWorker:
                 self.after_pass(self)
             except Exception:  # waking the other repos must never end this one's loop
                 self.log.exception("pass.after_failed")
-            self.mailbox.wait(next_delay(self.sync.repo.poll_interval, failures))
+            delay = next_delay(self.sync.repo.poll_interval, failures)
+            if self._drift_under_way():  # its result is read at a pass's start: not an hour on
+                delay = min(delay, DRIFT_LOOK)
+            self.mailbox.wait(delay)
+
+    def _drift_under_way(self) -> bool:
+        name = self.sync.repo.name
+        stacks = self.sync.journal.state.stacks.values()
+        return any(v.repo == name and v.drift_detection for v in list(stacks))
 
 
 class Daemon:

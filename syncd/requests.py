@@ -1,10 +1,12 @@
-"""Suspend and resume requests: `syncd suspend`/`resume` ask, the daemon journals them.
+"""Suspend, resume and drift-accept requests: `syncd suspend`/`resume`/`drift accept` ask, the
+daemon journals them.
 
 A request is a file, `state_dir/requests/<id>.json` ({action, repo, stacks, reason, by}),
 written atomically by whoever asks while a daemon holds the state_dir (only the lock holder may
 write the journal). The daemon reads every request at start and in its main loop (at least
-every 5 s, at once on SIGUSR1), journals a SUSPENDED or RESUMED record for each stack (or one
-with stack "" for the whole repo), removes the file and wakes the repo's worker. Requests are
+every 5 s, at once on SIGUSR1), journals a SUSPENDED, RESUMED or DRIFT_ACCEPTED record for each
+stack (or, for a suspend or resume, one with stack "" for the whole repo), removes the file and
+wakes the repo's worker. Requests are
 answered in the order they were made (the id starts with the time). Any other process that
 takes the lock (`syncd sync`, or `suspend`/`resume` without a daemon) journals those still
 waiting first, so a suspension asked for while a `syncd sync` ran is never skipped by the next.
@@ -66,7 +68,7 @@ class Request:
 
 def _parse(doc: Any, id: str) -> Request:
     if not isinstance(doc, dict) or doc.get("action") not in ACTIONS:
-        raise ValueError("not a suspend or resume request")
+        raise ValueError("not a suspend, resume or drift accept request")
     stacks, repo, reason, by = (doc.get(k) for k in ("stacks", "repo", "reason", "by"))
     if not (isinstance(stacks, list) and all(isinstance(v, str) for v in stacks)):
         raise ValueError("its stacks are not a list of names")

@@ -32,11 +32,14 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     config = config_of(args)
     journal = Journal.open(config.state_dir, writer=False, warn=lambda m: None)
-    view = journal.state.stacks.get(args.stack)
-    journal.close()
-    attempt = view.attempt if view else None
-    if view is None or attempt is None or not attempt.awaiting_approval or not attempt.change_set:
-        state = view.state.value if view else "unknown to syncd"
+    try:
+        args.stack = stack_name(config, journal.state, args.stack)  # prefix optional
+        view = journal.state.stacks[args.stack]
+    finally:
+        journal.close()
+    attempt = view.attempt
+    if attempt is None or not attempt.awaiting_approval or not attempt.change_set:
+        state = view.state.value
         raise UsageError(f"{args.stack} has no change set waiting for approval ({state})")
     waiting = attempt.change_set
     if args.change_set and args.change_set not in (waiting, waiting.split("/")[-2]):

@@ -301,3 +301,15 @@ def test_approve_executes_the_waiting_change_set_with_or_without_a_daemon(
     assert "approval.accepted" in stderr
     history = json_out(run_syncd("history", "-c", str(config), "--format", "json"))
     assert [(h["version"], h["result"]) for h in history] == [(1, "succeeded"), (2, "succeeded")]
+
+
+def test_approve_takes_a_stack_name_without_its_repos_prefix(tmp_path, repo, aws):
+    topic_stack(repo, "app", "v1")
+    entry = {"name": "r", "url": str(repo.bare), "approval": "manual", "stack_prefix": "team-"}
+    config = write_config(tmp_path, [entry], aws.endpoint)
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    unknown = run_syncd("approve", "nope", "-c", str(config))
+    assert unknown.returncode == 2 and "no stack 'nope' in the journal" in unknown.stderr
+    done = run_syncd("approve", "app", "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "team-app: succeeded"

@@ -59,3 +59,42 @@ def test_a_hundred_triggers_during_a_pass_make_one_more_pass() -> None:
     worker.thread.join(timeout=5)
     assert not worker.thread.is_alive()
     assert sync.passes == 3
+
+
+def test_while_a_drift_detection_runs_the_repo_passes_every_30_seconds_at_least() -> None:
+    """A detection's result is read at a pass's start: with an hourly poll it would wait an
+    hour. The worker's next pass comes within DRIFT_LOOK while one is under way."""
+    from syncd.core.journal_state import Kind, Record
+    from syncd.daemon import DRIFT_LOOK
+
+    sync = SlowSync()
+    worker = RepoWorker(sync, threading.Event())  # type: ignore[arg-type]
+    assert not worker._drift_under_way()
+    state = sync.journal.state
+    state.apply(
+        Record(
+            1,
+            "2026-12-02T00:00:00Z",
+            Kind.VERSION,
+            {
+                "repo": "r",
+                "stack": "s",
+                "version": 1,
+                "commit": "c",
+                "digest": "d",
+                "action": "create",
+            },
+        )
+    )
+    state.apply(
+        Record(2, "2026-12-02T00:00:01Z", Kind.RESULT, {"stack": "s", "result": "succeeded"})
+    )
+    state.apply(
+        Record(
+            3,
+            "2026-12-02T01:00:00Z",
+            Kind.DRIFT_DETECTING,
+            {"repo": "r", "stack": "s", "detection": "d-1"},
+        )
+    )
+    assert worker._drift_under_way() and DRIFT_LOOK <= 30
