@@ -214,6 +214,9 @@ class RepoSync:
         with self._running:
             self._pass_started = time.monotonic()
             self._read, self._held_by = {}, set()
+            # The stack no longer holds what the last pass read: the next pass reads the tree
+            # whole (an idle pass would miss it, and a resume would leave the rollback in place).
+            self._last_commit = None
             if not self.source.has_commit(commit):
                 raise UsageError(
                     printable(

@@ -103,7 +103,12 @@ def test_rollback_with_a_daemon_is_done_by_the_daemon(tmp_path, repo, aws):
         assert (out["version"], out["rollback_of"], out["outcome"]) == (3, 1, "succeeded")
         assert out["commit"] == first and "suspended by" in out["message"]
         assert aws.parameters("app") == {"Name": "t1"} and "Extra" not in aws.outputs("app")
+        # Resumed at once (no pass between): Git's state again.
+        assert run_syncd("resume", "app", "-c", str(config)).returncode == 0
+        wait_for(lambda: aws.parameters("app") == {"Name": "t2"}, what="Git's state again")
 
+        result = run_syncd("rollback", "app", "--to", "1", "-c", str(config))
+        assert result.returncode == 0, result.stdout + result.stderr
         # The daemon's next pass (asked for here) leaves the rolled-back stack alone ...
         result = run_syncd("sync", "-c", str(config), "--format", "json")
         assert [r["outcome"] for r in json_out(result)] == ["suspended"]
@@ -117,7 +122,7 @@ def test_rollback_with_a_daemon_is_done_by_the_daemon(tmp_path, repo, aws):
         assert result.returncode == 2 and "has no version 9" in result.stderr
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
-    assert [h["rollback_of"] for h in history(config)][-2:] == [1, None]
+    assert [h["rollback_of"] for h in history(config)][-4:] == [1, None, 1, None]
 
 
 def test_what_a_daemon_took_is_answered_after_a_restart_unless_it_is_late(tmp_path, repo, aws):
