@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -78,6 +78,7 @@ class Outcome(StrEnum):
     REFUSED = "approval_refused"  # an approval of a change set that is not the one waiting
     INTERRUPTED = "interrupted"  # stopping: the operation is journaled and observed next start
     SUSPENDED = "suspended"  # `syncd suspend`: not looked at, no AWS call (not a failure)
+    UNKNOWN = "outcome_unknown"  # executed, and CloudFormation's answer could not be read
 
     @property
     def ok(self) -> bool:
@@ -136,6 +137,9 @@ _START_WINDOW = 75.0
 _LOOK_TRIES = 12
 # Reads of a settled stack's events in a row before they are logged as unreadable.
 _EVENT_TRIES = 4
+# After an execute whose outcome could not be read: when to look again (doubled each time).
+UNKNOWN_FIRST = 15.0
+UNKNOWN_MAX = 600.0
 
 
 @dataclass
@@ -264,14 +268,27 @@ class Applier:
         except AwsError as exc:
             view = self.journal.state.stacks.get(stack)
             if view is not None and view.attempt is not None and view.attempt.executing:
-                # The outcome is unknown: leave the attempt open; the next pass observes it.
-                log.error("apply.outcome_unknown", error=str(exc))
-                return Outcome.FAILED
+                return self._unknown(stack, view.attempt, exc, log)
             if exc.code == STACK_BUSY and view is not None:
                 # An operation began after the shared look saw the stack idle: blocked, like a
                 # stack seen busy, and looked at again next pass.
                 return self._block(stack, view.repo, None, log, reason=str(exc))
             return self._fail(stack, str(exc), exc.retryable, log)
+
+    def _unknown(self, stack: str, attempt: Attempt, exc: AwsError, log: Any) -> Outcome:
+        """The execute was made (or may have been) and what became of it cannot be read: the
+        attempt stays open, and says so, with when syncd looks again (sooner at first, then
+        less often: UNKNOWN_FIRST doubled each time up to UNKNOWN_MAX). Any pass looks again;
+        a daemon's next pass comes by then at the latest."""
+        tries = attempt.unknown_tries + 1
+        delay = min(UNKNOWN_FIRST * 2.0 ** (tries - 1), UNKNOWN_MAX)
+        at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds")
+        reason = bounded(str(exc))
+        self.journal.append(
+            Kind.OUTCOME_UNKNOWN, stack=stack, reason=reason, tries=tries, look_again_at=at
+        )
+        log.error("apply.outcome_unknown", error=reason, tries=tries, look_again_at=at)
+        return Outcome.UNKNOWN
 
     # --- apply ---------------------------------------------------------------------------------
 

@@ -12,10 +12,12 @@ SIGHUP reloads the config; a bad new config is logged and the old one kept.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -99,15 +101,24 @@ class RepoWorker:
                 self.after_pass(self)
             except Exception:  # waking the other repos must never end this one's loop
                 self.log.exception("pass.after_failed")
-            delay = next_delay(self.sync.repo.poll_interval, failures)
-            if self._drift_under_way():  # its result is read at a pass's start: not an hour on
-                delay = min(delay, DRIFT_LOOK)
-            self.mailbox.wait(delay)
+            self.mailbox.wait(self._sooner(next_delay(self.sync.repo.poll_interval, failures)))
 
-    def _drift_under_way(self) -> bool:
+    def _sooner(self, delay: float) -> float:
+        """The pause before the next pass, shortened for what a pass must look at before it: a
+        drift detection under way (its result is read at a pass's start), an apply whose
+        outcome could not be read (by the time its record says syncd looks again)."""
         name = self.sync.repo.name
-        stacks = self.sync.journal.state.stacks.values()
-        return any(v.repo == name and v.drift_detection for v in list(stacks))
+        now = datetime.now(UTC)
+        for view in list(self.sync.journal.state.stacks.values()):
+            if view.repo != name:
+                continue
+            if view.drift_detection:
+                delay = min(delay, DRIFT_LOOK)
+            if view.attempt is not None and view.attempt.look_again_at:
+                with contextlib.suppress(ValueError):  # not a time: the poll looks
+                    at = datetime.fromisoformat(view.attempt.look_again_at)
+                    delay = min(delay, max(0.0, (at - now).total_seconds()))
+        return delay
 
 
 class Daemon:

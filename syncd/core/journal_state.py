@@ -31,6 +31,9 @@ class Kind(StrEnum):
     #                                        waiting: {stack, change_set, by, reason}
     EXECUTING = "executing"  # about to call ExecuteChangeSet (change_set: ARN) or DeleteStack
     #                          (change_set: null): {stack, change_set}
+    OUTCOME_UNKNOWN = "outcome_unknown"  # after an execute, CloudFormation's answer about the
+    #                                      stack could not be read: the attempt stays open:
+    #                                      {stack, reason, tries, look_again_at}
     RESULT = "result"  # the attempt ended: {stack, version, result, stack_status, message,
     #                    outputs, retryable}
     BLOCKED = "blocked"  # cannot apply now: {repo, stack, stack_status, reason}
@@ -88,6 +91,7 @@ REQUIRED: dict[Kind, dict[str, tuple[type, ...]]] = {
     Kind.APPROVED: {"stack": _STR},
     Kind.APPROVAL_REFUSED: {"stack": _STR},
     Kind.EXECUTING: {"stack": _STR},
+    Kind.OUTCOME_UNKNOWN: {"stack": _STR, "reason": _STR, "tries": _INT, "look_again_at": _STR},
     Kind.RESULT: {"stack": _STR, "result": _STR},
     Kind.BLOCKED: {"stack": _STR, "reason": _STR},
     Kind.RECREATING: {"stack": _STR},
@@ -333,6 +337,10 @@ class Attempt:
     executing_at: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)  # redacted: NoEcho shows ****
     tags: dict[str, str] = field(default_factory=dict)
+    # Its outcome could not be observed after the execute: how many times in a row, and by
+    # when syncd looks again (a daemon's pass comes by then; any pass looks).
+    unknown_tries: int = 0
+    look_again_at: str | None = None
 
 
 @dataclass
@@ -581,7 +589,7 @@ def _version(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     view.latest_version = max(view.latest_version, d["version"])
     view.deployment_file = d.get("deployment_file") or view.deployment_file
     view.state = StackState.APPLYING
-    view.message = ""
+    view.message = f"version {d['version']}: making its change set"
     view.invalid_file = None
     view.removed = False
     row = HistoryRow(
@@ -634,9 +642,20 @@ def _executing(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
         view.attempt.executing = True
         view.attempt.executing_at = r.time
     view.state = StackState.APPLYING
+    what = "its change set" if d.get("change_set") else "the delete"
+    view.message = f"executing {what} since {r.time}: waiting for CloudFormation"
     row = s._open_rows.get(d["stack"])
     if row is not None:
         row.result = Result.IN_PROGRESS
+
+
+def _outcome_unknown(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    view = s.stack(d["stack"])
+    if view.attempt is not None:
+        view.attempt.unknown_tries = d["tries"]
+        view.attempt.look_again_at = d["look_again_at"]
+    view.state = StackState.APPLYING
+    view.message = f"outcome unknown: {d['reason']}; looking again by {d['look_again_at']}"
 
 
 def _result(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
@@ -819,6 +838,7 @@ _HANDLERS = {
     Kind.APPROVED: _approved,
     Kind.APPROVAL_REFUSED: _approval_refused,
     Kind.EXECUTING: _executing,
+    Kind.OUTCOME_UNKNOWN: _outcome_unknown,
     Kind.RESULT: _result,
     Kind.BLOCKED: _blocked,
     Kind.RECREATING: _recreating,

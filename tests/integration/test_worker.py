@@ -69,7 +69,7 @@ def test_while_a_drift_detection_runs_the_repo_passes_every_30_seconds_at_least(
 
     sync = SlowSync()
     worker = RepoWorker(sync, threading.Event())  # type: ignore[arg-type]
-    assert not worker._drift_under_way()
+    assert worker._sooner(3600.0) == 3600.0
     state = sync.journal.state
     state.apply(
         Record(
@@ -97,4 +97,4 @@ def test_while_a_drift_detection_runs_the_repo_passes_every_30_seconds_at_least(
             {"repo": "r", "stack": "s", "detection": "d-1"},
         )
     )
-    assert worker._drift_under_way() and DRIFT_LOOK <= 30
+    assert worker._sooner(3600.0) == DRIFT_LOOK == 30.0

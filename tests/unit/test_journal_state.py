@@ -74,7 +74,9 @@ class Journal:
         )
 
     def executing(self, version: int, stack: str = "network") -> str:
-        return self.add(Kind.EXECUTING, stack=stack, version=version)
+        return self.add(
+            Kind.EXECUTING, stack=stack, version=version, change_set=ARN.format(version)
+        )
 
     def result(
         self,
@@ -137,12 +139,14 @@ def test_a_create_that_succeeds(journal: Journal) -> None:
         "state": "applying",
         "stack_status": None,
         "last_sync": None,
-        "message": "",
+        "message": "version 1: making its change set",  # a waiting state says what it waits for
     }
     assert [r.as_dict()["result"] for r in state.history] == ["in_progress"]
 
     journal.change_set(1)
-    journal.executing(1)
+    executing = journal.executing(1)
+    waiting = journal.state().stacks["network"].message
+    assert waiting == f"executing its change set since {executing}: waiting for CloudFormation"
     finished = journal.result(1, "succeeded", "CREATE_COMPLETE", outputs={"VpcId": "vpc-1"})
     state = journal.state()
 
@@ -452,7 +456,7 @@ def test_a_new_version_clears_invalid(journal: Journal) -> None:
     view = journal.state().stacks["network"]
     assert view.state is StackState.APPLYING
     assert view.invalid_file is None
-    assert view.message == ""
+    assert view.message == "version 1: making its change set"
 
 
 def test_observed_drift(journal: Journal) -> None:
