@@ -108,6 +108,14 @@ REQUIRED: dict[Kind, dict[str, tuple[type, ...]]] = {
 }
 
 
+# Fields the folds read with a default, whatever the kind: null, or of this shape.
+_TEXT_FIELDS = frozenset(
+    {"stack_status", "stack_id", "deployment_file", "template_file", "message", "reason"}
+    | {"drift", "change_set", "detection", "name", "look_again_at"}
+)
+_MAPPING_FIELDS = frozenset({"parameters", "tags", "outputs"})  # text to text (outputs: or null)
+
+
 def schema_problem(kind: Kind, data: Any) -> str | None:
     """Why a record's data cannot be folded (a field missing or of the wrong type), or None."""
     if not isinstance(data, Mapping):
@@ -116,6 +124,16 @@ def schema_problem(kind: Kind, data: Any) -> str | None:
         if key not in data:
             return f"its {kind.value} record has no {key!r}"
         if not isinstance(data[key], types) or isinstance(data[key], bool):
+            return f"its {kind.value} record has a {key!r} of the wrong type"
+    for key in _TEXT_FIELDS & data.keys():
+        if data[key] is not None and not isinstance(data[key], str):
+            return f"its {kind.value} record has a {key!r} of the wrong type"
+    for key in _MAPPING_FIELDS & data.keys():
+        value = data[key]
+        if (value is not None or key != "outputs") and not (
+            isinstance(value, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
             return f"its {kind.value} record has a {key!r} of the wrong type"
     if kind is Kind.RESULT and data["result"] not in {r.value for r in Result}:
         return f"its result record has an unknown result {data['result']!r}"

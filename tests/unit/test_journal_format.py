@@ -190,6 +190,16 @@ def test_a_line_is_exactly_the_canonical_json_of_the_record() -> None:
         ),
         ("resumed", {"repo": "r", "stack": "s"}, "its resumed record has no 'by'"),
         ("resumed", {"repo": 1, "stack": "", "by": "a"}, "a 'repo' of the wrong type"),
+        # Fields the fold reads with a default are checked too (found by a property test).
+        ("observed", {"stack": "s", "outputs": 1}, "'outputs' of the wrong type"),
+        ("observed", {"stack": "s", "stack_status": 7}, "a 'stack_status' of the wrong type"),
+        (
+            "version",
+            {"repo": "r", "stack": "s", "version": 1, "commit": "c", "digest": "d"}
+            | {"action": "create", "parameters": None},
+            "a 'parameters' of the wrong type",
+        ),
+        ("result", {"stack": "s", "result": "failed", "message": ["x"]}, "'message' of the"),
     ],
 )
 def test_a_record_with_a_valid_hash_but_missing_fields_is_located_damage(
