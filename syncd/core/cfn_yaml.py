@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 
-from syncd.core.text import bounded
+from syncd.core.text import bounded, quoted
 
 
 class TemplateSyntaxError(ValueError):
@@ -81,6 +83,45 @@ class SafeLoader(_BaseLoader):  # type: ignore[valid-type, misc]
 SafeLoader.add_implicit_resolver(_NUMBERS[0], _INT, list("-+0123456789"))
 SafeLoader.add_implicit_resolver(_NUMBERS[1], _FLOAT, list("-+0123456789."))
 
+# The largest int read: one whose decimal text Python still prints (its default cap is 4,300
+# digits). int() refuses longer decimal text, but hex, octal and binary are not capped, and
+# such a value would raise ValueError wherever it is later shown (a parameter, a tag, NoEcho).
+_MAX_INT_BITS = 14_000
+
+_Construct = Callable[[Any, yaml.Node], Any]
+
+
+def _readable(tag: str, construct: _Construct) -> _Construct:
+    """PyYAML's constructor for `tag`, made to fail as a YAML error does, with a line and a
+    column. An explicit tag (`!!bool x`, `!!timestamp x`, `!!int ""`) hands its constructor
+    text the resolvers never would, and PyYAML then fails with KeyError, AttributeError or
+    IndexError, which no caller expects; and `!!int 1:2:...` would reach the base-60
+    arithmetic that the resolvers above keep out (a 1 MiB scalar took 53 s)."""
+    shown = "!!" + tag.rsplit(":", 1)[-1]
+
+    def refuse(node: yaml.Node, detail: str) -> yaml.constructor.ConstructorError:
+        what = f"has a value that cannot be read as {shown}: {quoted(node.value)}"
+        return yaml.constructor.ConstructorError(
+            None, None, what + (f" ({bounded(detail, 200)})" if detail else ""), node.start_mark
+        )
+
+    def checked(loader: Any, node: yaml.Node) -> Any:
+        if tag == _NUMBERS[0] and isinstance(node, yaml.ScalarNode) and ":" in node.value:
+            raise refuse(node, "base-60 numbers are not read")
+        try:
+            value = construct(loader, node)
+        except (ValueError, LookupError, AttributeError, OverflowError) as exc:
+            raise refuse(node, str(exc) if isinstance(exc, ValueError) else "") from None
+        if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+            raise refuse(node, "too many digits")
+        return value
+
+    return checked
+
+
+for _tag in (*_NUMBERS, "tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"):
+    SafeLoader.add_constructor(_tag, _readable(_tag, SafeLoader.yaml_constructors[_tag]))
+
 
 class _Loader(SafeLoader):
     """SafeLoader plus CloudFormation's short-form intrinsic functions."""
@@ -116,6 +157,27 @@ def check_yaml(text: str, *, anchors: bool, budget: ParseBudget | None = None) -
     False, nesting deeper than MAX_DEPTH, and more events than `budget` has left. Reads parser
     events only: nothing is expanded. Raises TemplateSyntaxError (yaml.YAMLError for text that
     does not parse, ParseBudgetExceeded past the budget)."""
+    try:
+        _check_events(text, anchors=anchors, budget=budget)
+    except yaml.reader.ReaderError as exc:
+        raise located(exc, text) from None
+
+
+def located(exc: yaml.reader.ReaderError, text: str) -> yaml.MarkedYAMLError:
+    """A character YAML does not allow (a NUL, a control character: often a binary file), at
+    its line and column. PyYAML says only "position N", which counts characters in PyYAML
+    and bytes in libyaml; the character it names is the first of its kind in the text, since
+    reading stops at the first one not allowed."""
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    index = max(text.find(char), 0)
+    line = text.count("\n", 0, index)
+    column = index - (text.rfind("\n", 0, index) + 1)
+    problem = f"the character U+{ord(char):04X} is not allowed in YAML (is this a binary file?)"
+    mark = yaml.Mark("<unicode string>", index, line, column, None, 0)
+    return yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
+
+
+def _check_events(text: str, *, anchors: bool, budget: ParseBudget | None) -> None:
     depth = 0
     counted = 0
     for event in yaml.parse(text, Loader=SafeLoader):
@@ -180,10 +242,37 @@ def _depth(data: Any) -> tuple[int, int]:
     return deepest, values
 
 
+def _unreadable(text: str, exc: ValueError) -> str:
+    """A value that does not construct. YAML's have become YAML errors with their place (see
+    `_readable`); what is left is JSON's number of more digits than Python reads, which
+    json.loads reports without a place: find it."""
+    limit = sys.get_int_max_str_digits()
+    found = re.search(rf"\d{{{limit + 1},}}", text) if limit else None
+    if found is None:
+        return f"has a value that cannot be read: {bounded(str(exc), 200)}"
+    line = text.count("\n", 0, found.start()) + 1
+    column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+    digits = found.end() - found.start()
+    return (
+        f"not valid JSON: the number at line {line} column {column} has a value that cannot be "
+        f"read ({digits:,} digits; at most {limit:,} are read)"
+    )
+
+
+# How a Git LFS pointer file starts (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md):
+# what a repo holds in place of a file it keeps in LFS.
+_LFS_POINTER = "version https://git-lfs.github.com/spec/"
+
+
 def parse_template(text: str, budget: ParseBudget | None = None) -> dict[str, Any]:
     """Parse a template body; raise TemplateSyntaxError with CloudFormation-like wording, and
     ParseBudgetExceeded when it would take more than `budget` has left."""
     stripped = text.lstrip()
+    if text.startswith(_LFS_POINTER):  # would read as one string: "is not a mapping ..."
+        raise TemplateSyntaxError(
+            "is a Git LFS pointer, not the template itself: syncd reads the commit as Git "
+            "stores it and does not fetch LFS objects"
+        )
     try:
         if stripped.startswith("{"):
             data = json.loads(text)
@@ -199,9 +288,7 @@ def parse_template(text: str, budget: ParseBudget | None = None) -> dict[str, An
     except TemplateSyntaxError:  # check_yaml's own, as it said it
         raise
     except ValueError as exc:  # a value that does not construct: 2001-13-45, !!int x, 5000 digits
-        raise TemplateSyntaxError(
-            f"has a value that cannot be read: {bounded(str(exc), 200)}"
-        ) from None
+        raise TemplateSyntaxError(_unreadable(text, exc)) from None
     depth, values = _depth(data)
     if stripped.startswith("{") and budget is not None:
         budget.take(values)  # JSON has no parser events to count: what was read counts

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import yaml
 
 from syncd.core import capabilities
-from syncd.core.text import did_you_mean
+from syncd.core.cfn_yaml import SafeLoader, located, yaml_error
+from syncd.core.text import bounded, did_you_mean, quoted
 from syncd.errors import ConfigError
 
 T = TypeVar("T")
@@ -170,16 +171,29 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a duration like 500ms, 30s, 5m or 1h")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION:  # a wait that long overflows the thread waits it becomes
+        raise ValueError(f"{text!r} is longer than {MAX_DURATION / 3600:g}h")
+    return seconds
+
+
+MAX_DURATION = 30 * 24 * 3600.0
 
 
 def parse_config(text: str, source: str, base_dir: Path) -> Config:
     """Parse a config file's text; `base_dir` anchors its relative paths."""
     reader = _Reader(base_dir)
     try:
-        data = yaml.safe_load(text)
+        # The loader deployment files are read with: no base-60 numbers (`1:30` is text, not
+        # 90), no number too long to print, and an explicit tag that cannot be read is a YAML
+        # error at its line and column, not a crash.
+        data = yaml.load(text, Loader=SafeLoader)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        raise ConfigError(source, [f"not valid YAML: {yaml_error(located(exc, text))}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+        raise ConfigError(source, [f"not valid YAML: {yaml_error(exc)}"]) from None
+    except RecursionError:
+        raise ConfigError(source, ["not valid YAML: nested too deeply"]) from None
     if data is None:
         data = {}
     config = reader.config(data)
@@ -196,7 +210,8 @@ class _Reader:
         self.problems: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}" if path else message)
+        # One bounded line: a problem can quote the value at fault, and a key can be anything.
+        self.problems.append(bounded(f"{path}: {message}" if path else message, 400))
 
     def mapping(self, value: object, path: str, allowed: set[str]) -> dict[str, Any]:
         if value is None:
@@ -206,7 +221,7 @@ class _Reader:
             return {}
         for key in value:
             if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
+                where = _join(path, key)
                 self.problem(where, "unknown key" + did_you_mean(str(key), allowed))
         return {k: v for k, v in value.items() if k in allowed}
 
@@ -215,16 +230,19 @@ class _Reader:
     ) -> T:
         if key not in data or data[key] is None:
             return default
-        where = f"{path}.{key}" if path else key
+        where = _join(path, key)
         try:
             return convert(data[key])
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             self.problem(where, str(exc))
             return default
 
     def path(self, value: object) -> Path:
         text = _string(value)
-        p = Path(text).expanduser()
+        try:
+            p = Path(text).expanduser()
+        except RuntimeError:  # `~someone` with no such user, or no home at all
+            raise ValueError(f"{text!r}: cannot tell whose home ~ is") from None
         return p if p.is_absolute() else (self.base_dir / p)
 
     def config(self, data: object) -> dict[str, Any] | None:
@@ -352,7 +370,7 @@ class _Reader:
         } | option_keys
         d = self.mapping(value, path, keys)
         for key in ("name", "url"):
-            if key not in d:
+            if d.get(key) is None:  # absent, or `url:` with nothing after it
                 self.problem(f"{path}.{key}", "required")
         name = self.get(d, "name", path, _repo_name, "")
         url = self.get(d, "url", path, _string, "")
@@ -361,12 +379,16 @@ class _Reader:
         stack_options: dict[str, StackOptions] = {}
         for stack, overrides in stacks_raw.items():
             if not _STACK_NAME.match(str(stack)):
-                self.problem(f"{path}.stacks.{stack}", "is not a valid stack name")
+                self.problem(_join(f"{path}.stacks", stack), "is not a valid stack name")
                 continue
             stack_options[str(stack)] = self.options(overrides, f"{path}.stacks.{stack}", options)
         local = bool(url) and _is_local(url)
         if local and not url.startswith("file://"):
-            url = str(self.path(url))
+            try:
+                url = str(self.path(url))
+            except ValueError as exc:
+                self.problem(f"{path}.url", str(exc))
+                url = ""
         init_from = self.get(d, "init_from", path, self.path, None)
         if init_from is not None and url and not local:
             self.problem(f"{path}.init_from", "only for a repo whose url is a local path")
@@ -412,6 +434,16 @@ def _keys(value: object) -> list[str]:
     return [str(k) for k in value] if isinstance(value, dict) else []
 
 
+def _join(path: str, key: object) -> str:
+    """Where a key is, as a problem names it: `repos[0].stacks.app`, or the key quoted when it
+    is not a plain name (`repos[0].stacks.''`, `backup.'a b'`)."""
+    name = key if isinstance(key, str) and _PLAIN_KEY.match(key) else quoted(key)
+    return f"{path}.{name}" if path else str(name)
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _string(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, not {_kind(value)}")
@@ -434,14 +466,18 @@ def _bool(value: object) -> bool:
 
 
 def _positive_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"must be a whole number of at least 1, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise ValueError(f"must be a whole number from 1 to 1,000,000, not {value!r}")
     return value
 
 
 def _positive_number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"must be a number above 0, not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= 1_000_000  # nan and inf are neither
+    ):
+        raise ValueError(f"must be a number above 0, up to 1,000,000, not {value!r}")
     return float(value)
 
 

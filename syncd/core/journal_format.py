@@ -123,7 +123,7 @@ def verify(
 def _stored_prev(raw: bytes) -> str:
     try:
         return str(json.loads(raw)["prev"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return ""  # parse() reports the line as unreadable
 
 
@@ -135,6 +135,8 @@ def parse(raw: bytes, *, where: str, line: int, expect_seq: int, prev: str) -> t
         stored_prev, stored_hash = obj["prev"], obj["hash"]
     except (ValueError, KeyError, TypeError) as exc:
         raise Damage(where, line, None, f"unreadable ({exc})") from None
+    except RecursionError:  # json.loads recurses: a line of a few thousand `[` is damage too
+        raise Damage(where, line, None, "unreadable (nested too deeply)") from None
     if not isinstance(seq, int) or not isinstance(stored_hash, str):
         raise Damage(where, line, None, "unreadable (seq or hash of the wrong type)")
     if seq != expect_seq:

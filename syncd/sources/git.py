@@ -447,11 +447,14 @@ class GitTree:
         self._counted: set[str] = set()
         self._targets: dict[str, str] = {}  # symlink blob -> its target
         self._entries: dict[str, tuple[bool, str, int]] = {}  # path -> (symlink?, sha, size)
+        self._submodules: list[str] = []  # gitlinks: listed, never followed or fetched
         for item in _listing(repo, commit, "-r", "-l", "-z"):
             meta, _, path = item.partition("\t")
             mode, kind, sha, size = meta.split()
             if kind == "blob":
                 self._entries[path] = (mode == _SYMLINK, sha, int(size))
+            elif kind == "commit":
+                self._submodules.append(path)
 
     def paths(self) -> Iterable[str]:
         return self._entries.keys()
@@ -466,9 +469,19 @@ class GitTree:
         return self._blob(sha, size, path)
 
     def _entry(self, path: str) -> tuple[bool, str, int]:
-        entry = self._entries.get(self._resolve(path))
+        resolved = self._resolve(path)
+        entry = self._entries.get(resolved)
         if entry is None:
-            raise TreeError(f"{quoted(path)} does not exist at commit {self.commit[:12]}")
+            missing = f"{quoted(path)} does not exist at commit {self.commit[:12]}"
+            # A submodule's files are in another repository, which syncd does not fetch: say
+            # so, rather than leave a file the user can see in their checkout "missing".
+            for link in self._submodules:
+                if resolved == link or resolved.startswith(link + "/"):
+                    raise TreeError(
+                        f"{missing}: it is {'' if resolved == link else 'inside '}the submodule "
+                        f"{quoted(link)}, whose files syncd does not fetch"
+                    )
+            raise TreeError(missing)
         return entry
 
     def _resolve(self, path: str) -> str:

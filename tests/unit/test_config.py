@@ -401,7 +401,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
     assert "did you mean 'state_dir'" in problem_for(found, "stat_dir")
     assert problem_for(found, "state_dir") == "required"
     assert "is used by another repo" in problem_for(found, "repos[1].name")
-    assert "must be a whole number of at least 1" in problem_for(found, "concurrency")
+    assert "must be a whole number from 1" in problem_for(found, "concurrency")
 
 
 def test_config_error_message_lists_every_problem() -> None:
