@@ -48,9 +48,9 @@ from syncd.errors import BranchMissing, SourceError
 
 TRACKING_REF = "refs/syncd/head"
 _SYMLINK = "120000"
-_MAX_SYMLINK_HOPS = 8
+MAX_SYMLINK_HOPS = 8
 MAX_SYMLINK_BYTES = 4096  # a symlink's blob is its target path (PATH_MAX on Linux)
-_MAX_RECORD = 64 * 1024  # bytes of one line of `git ls-tree` (a path, with its mode and id)
+MAX_RECORD = 64 * 1024  # bytes of one line of `git ls-tree` (a path, with its mode and id)
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
@@ -414,8 +414,8 @@ def _listing(repo: git.Repo, commit: str, *options: str) -> Iterable[str]:
         while chunk := proc.stdout.read(1 << 16):
             *records, pending = (pending + chunk).split(b"\0")
             for record in (*records, pending):
-                if len(record) > _MAX_RECORD:  # Git takes a path of any length, nothing else
-                    raise CommitTooLarge(f"it names a path of more than {_MAX_RECORD:,} bytes")
+                if len(record) > MAX_RECORD:  # Git takes a path of any length, nothing else
+                    raise CommitTooLarge(f"it names a path of more than {MAX_RECORD:,} bytes")
             for record in records:
                 count += 1
                 if count > MAX_TREE_FILES:
@@ -496,7 +496,7 @@ class GitTree:
                 done.append(parts.pop(0))
                 continue
             hops += 1
-            if hops > _MAX_SYMLINK_HOPS:
+            if hops > MAX_SYMLINK_HOPS:
                 raise TreeError(f"{quoted(path)}: too many symlinks")
             target = self._target(candidate, entry[1], entry[2])
             joined = posixpath.normpath(posixpath.join(posixpath.dirname(candidate), target))

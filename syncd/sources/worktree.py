@@ -40,9 +40,9 @@ from syncd.core.deployments import (
 from syncd.core.text import PATH_LIMIT, bounded, printable, quoted
 from syncd.errors import SourceError, UsageError
 from syncd.sources.git import (
-    _MAX_RECORD,
-    _MAX_SYMLINK_HOPS,
+    MAX_RECORD,
     MAX_SYMLINK_BYTES,
+    MAX_SYMLINK_HOPS,
     GitTree,
     hermetic_env,
     isolate_process_environment,
@@ -209,7 +209,7 @@ class WorkTree:
                 done.append(parts.pop(0))
                 continue
             hops += 1
-            if hops > _MAX_SYMLINK_HOPS:
+            if hops > MAX_SYMLINK_HOPS:
                 raise TreeError(f"{quoted(path)}: too many symlinks")
             target = self._target(candidate)
             joined = posixpath.normpath(posixpath.join(posixpath.dirname(candidate), target))
@@ -279,8 +279,8 @@ def _listing(repo: git.Repo) -> Iterator[str]:
         while chunk := proc.stdout.read(1 << 16):
             *records, pending = (pending + chunk).split(b"\0")
             for record in (*records, pending):
-                if len(record) > _MAX_RECORD:
-                    raise CommitTooLarge(f"it names a path of more than {_MAX_RECORD:,} bytes")
+                if len(record) > MAX_RECORD:
+                    raise CommitTooLarge(f"it names a path of more than {MAX_RECORD:,} bytes")
             for record in records:
                 if record in seen:
                     continue
