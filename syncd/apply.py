@@ -175,7 +175,10 @@ class Applier:
         since = time.monotonic()
         with self._lock(spec.name):
             return self._guarded(
-                spec.name, log, lambda: self._apply(desired, commit, since, log, rollback_of)
+                spec.name,
+                log,
+                lambda: self._apply(desired, commit, since, log, rollback_of),
+                repo=spec.repo,
             )
 
     def hold(self, stack: str, repo: str, reason: str) -> Outcome:
@@ -248,7 +251,7 @@ class Applier:
         with self._lock(view.stack):
             return self._guarded(view.stack, log, lambda: self._delete(view.stack, commit, log))
 
-    def _guarded(self, stack: str, log: Any, step: Any) -> Outcome:
+    def _guarded(self, stack: str, log: Any, step: Any, repo: str = "") -> Outcome:
         try:
             if self.waiter.stop.is_set():
                 raise Interrupted()  # stopping: a stack that got its slot late starts nothing
@@ -273,6 +276,12 @@ class Applier:
                 # An operation began after the shared look saw the stack idle: blocked, like a
                 # stack seen busy, and looked at again next pass.
                 return self._block(stack, view.repo, None, log, reason=str(exc))
+            if view is None or view.attempt is None:
+                # Nothing is journaled for this try yet (the look before it failed): without a
+                # record, `status` would go on showing the last success while the commit is not
+                # applied, and no pass would try again. Blocked is looked at again each pass.
+                owner = view.repo if view is not None and view.repo else repo
+                return self._block(stack, owner, None, log, reason=f"could not start: {exc}")
             return self._fail(stack, str(exc), exc.retryable, log)
 
     def _unknown(self, stack: str, attempt: Attempt, exc: AwsError, log: Any) -> Outcome:

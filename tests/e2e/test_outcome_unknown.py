@@ -85,3 +85,29 @@ def test_a_daemon_looks_again_by_the_time_it_said(tmp_path, repo, aws):
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     assert "apply.outcome_unknown" in daemon.stderr_text
+
+
+def test_a_look_that_fails_before_anything_is_journaled_blocks_and_is_tried_again(
+    tmp_path, repo, aws
+):
+    """The look before a change fails (DescribeStacks, as an AWS outage would): the stack is
+    `blocked` with the reason, not left `in_sync` with the old parameters and no pass trying
+    again. Found by bench/campaign.py's fault matrix (DescribeStacks with 5xx)."""
+    topic_stack(repo, "app", "v1")
+    entry = {"name": "r", "url": str(repo.bare), "poll_interval": "200ms"}
+    config = write_config(tmp_path, [entry], aws.endpoint)
+    state = tmp_path / "state"
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    aws.proxy.reset()
+    repo.commit({"deployments/app.yaml": deployment(Name="v2")})
+    aws.proxy.error("DescribeStacks", 500, "InternalFailure", times=40)
+
+    def blocked() -> list[dict]:
+        return [r for r in journal_records(state) if r["kind"] == "blocked"]
+
+    with running_daemon("-c", str(config)):
+        wait_for(blocked, timeout=60, what="the blocked record")
+        assert blocked()[0]["data"]["reason"].startswith("could not start: DescribeStacks")
+        # The errors run out: a later pass applies the commit.
+        wait_for(lambda: aws.parameters("app") == {"Name": "v2"}, timeout=60, what="v2")
+    assert status_row(config, "app")["state"] == "in_sync"
