@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -295,6 +296,10 @@ def silent_server() -> Iterator[str]:
 
     threading.Thread(target=accept, daemon=True).start()
     yield f"git://127.0.0.1:{listener.getsockname()[1]}/silent.git"
+    # close() alone leaves the thread blocked in accept(), still listening, and answering
+    # whatever later connects to that port (a later test's server); shutdown() wakes it.
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
     listener.close()
     for conn in accepted:
         conn.close()
