@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import secrets
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from syncd.core.text import bounded
 from syncd.errors import SyncdError, UsageError
 from syncd.journal.store import Journal
 from syncd.reconcile import PassReport, RepoSync
-from syncd.requests import MAX_SUSPEND_BYTES, read_request
+from syncd.requests import MAX_SUSPEND_BYTES, leave, read_request
 
 ACTIONS = ("sync", "rollback")
 
@@ -107,17 +106,8 @@ class AskBox:
         self.folder = state_dir / "asks"
 
     def send(self, ask: Ask) -> Ask:
-        """Leave `ask` for the daemon (atomically: it never reads half a file)."""
-        body = json.dumps(ask.as_json()).encode()
-        if len(body) > MAX_SUSPEND_BYTES:
-            raise UsageError(f"the request is over {MAX_SUSPEND_BYTES} bytes: name fewer stacks")
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        id = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
-        path = self.folder / f"{id}.json"
-        tmp = path.with_name(f"{id}.tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
-        return dataclasses.replace(ask, id=id)
+        """Leave `ask` for the daemon."""
+        return dataclasses.replace(ask, id=leave(self.folder, ask.as_json()))
 
     def path(self, ask: Ask) -> Path:
         return self.folder / f"{ask.id}.json"

@@ -77,22 +77,29 @@ def _parse(doc: Any, id: str) -> Request:
     return Request(doc["action"], repo, tuple(stacks), bounded(reason), bounded(by, 200), id)
 
 
+def leave(folder: Path, doc: dict[str, Any]) -> str:
+    """Write `doc` into `folder` for the daemon, atomically (it never reads half a file), under
+    a new id that starts with the time (so requests are read in the order they were made);
+    returns the id."""
+    body = json.dumps(doc).encode()
+    if len(body) > MAX_SUSPEND_BYTES:
+        raise UsageError(f"the request is over {MAX_SUSPEND_BYTES} bytes: name fewer stacks")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    id = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+    path = folder / f"{id}.json"
+    tmp = path.with_name(f"{id}.tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, path)
+    return id
+
+
 class Requests:
     def __init__(self, state_dir: Path) -> None:
         self.folder = state_dir / "requests"
 
     def send(self, request: Request) -> Request:
-        """Leave `request` for the daemon (atomically: it never reads half a file)."""
-        body = json.dumps(request.as_json()).encode()
-        if len(body) > MAX_SUSPEND_BYTES:
-            raise UsageError(f"the request is over {MAX_SUSPEND_BYTES} bytes: name fewer stacks")
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        id = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
-        path = self.folder / f"{id}.json"
-        tmp = path.with_name(f"{id}.tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
-        return dataclasses.replace(request, id=id)
+        """Leave `request` for the daemon."""
+        return dataclasses.replace(request, id=leave(self.folder, request.as_json()))
 
     def path(self, request: Request) -> Path:
         return self.folder / f"{request.id}.json"

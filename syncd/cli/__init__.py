@@ -55,13 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("sync", "one pass now: fetch, plan, apply, wait; then exit")
     p.add_argument("--stack", action="append", metavar="NAME", help="only this stack (repeatable)")
     p.add_argument("--repo", metavar="NAME", help="only this repo's pass")
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=3600.0,
-        metavar="SECONDS",
-        help="with a daemon running: how long to wait for its answer (default 3600)",
-    )
+    _wait(p)
     _format(p)
     p = command("status", "one row per stack")
     p.add_argument("stack", nargs="*", metavar="STACK", help="only these (prefix optional)")
@@ -128,13 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--to", dest="version", type=int, required=True, metavar="VERSION", help="from history"
     )
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=3600.0,
-        metavar="SECONDS",
-        help="with a daemon running: how long to wait for its answer (default 3600)",
-    )
+    _wait(p)
     _format(p)
     drift = command("drift", "drift checks: accept the drift found, so Git's state goes on")
     drift_sub = drift.add_subparsers(dest="drift_command", metavar="ACTION", required=True)
@@ -227,6 +215,16 @@ _EPILOGS = {
 
 
 _STACK_HELP = "a stack syncd knows, with or without its repo's stack_prefix"
+
+
+def _wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with a daemon running: how long to wait for its answer (default 3600)",
+    )
 
 
 def _format(p: argparse.ArgumentParser) -> None:
