@@ -174,7 +174,7 @@ def serve(sync: RepoSync, now: datetime | None = None) -> PassReport:
     journal = sync.journal
     asks = open_asks(journal.state, sync.repo.name)
     now = now or datetime.now(UTC)
-    late = [a for a in asks if datetime.fromisoformat(a.deadline) < now]
+    late = [a for a in asks if _expired(a.deadline, now)]
     for ask in late:
         _answer(journal, ask, error="expired: the daemon took it after its deadline; ask again")
     asks = [a for a in asks if a not in late]
@@ -192,6 +192,16 @@ def serve(sync: RepoSync, now: datetime | None = None) -> PassReport:
     return report
 
 
+def _expired(deadline: str, now: datetime) -> bool:
+    """Whether an ask's deadline has passed; one that is not a time (a journal written by hand)
+    has. A time without a zone is taken as UTC."""
+    try:
+        at = datetime.fromisoformat(deadline)
+    except ValueError:
+        return True
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)) < now
+
+
 def _rollback(sync: RepoSync, ask: Ask) -> None:
     stack = ask.stacks[0]
     assert ask.version is not None and ask.commit is not None  # _parse saw to it
@@ -200,6 +210,9 @@ def _rollback(sync: RepoSync, ask: Ask) -> None:
     except SyncdError as exc:  # UsageError too: the commit is gone, it no longer describes it
         _answer(sync.journal, ask, error=str(exc), refused=isinstance(exc, UsageError))
         return
+    except Exception as exc:  # a bug: answered, or every pass would try this rollback again
+        _answer(sync.journal, ask, error=f"the rollback failed: {type(exc).__name__}: {exc}"[:500])
+        raise
     row = next((h for h in reversed(sync.journal.state.history) if h.stack == stack), None)
     version = row.version if row and row.rollback_of == ask.version else None
     _answer(

@@ -99,3 +99,14 @@ def test_answers_follow_the_records_of_each_ask(tmp_path, journal):
     assert (report.commit, report.invalid) == ("c1", {"bad": "deployments/bad.yaml: nope"})
     assert {n: o.value for n, o in report.outcomes.items()} == {"app": "succeeded"}
     assert open_asks(journal.state, "r") == []
+
+
+def test_a_deadline_that_is_not_a_time_or_has_no_zone_does_not_break_the_pass():
+    from datetime import UTC, datetime
+
+    from syncd.asks import _expired
+
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    assert _expired("not a time", now)
+    assert _expired("2026-12-02T11:00:00", now) and not _expired("2026-12-02T13:00:00", now)
+    assert not _expired("2026-12-02T13:00:00+00:00", now)
