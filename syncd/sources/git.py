@@ -430,6 +430,16 @@ def _listing(repo: git.Repo, commit: str, *options: str) -> Iterable[str]:
             proc.proc.kill()  # stopped early: GitPython's AutoInterrupt reaps it
 
 
+def link_parts(path: str, link: str, target: str) -> list[str]:
+    """Where the symlink `link` (met while resolving `path`) leads, as the path parts to resolve
+    next; TreeError if it leads outside the repo. The one rule for a commit and a working
+    tree alike."""
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(link), target))
+    if target.startswith("/") or joined == ".." or joined.startswith("../"):
+        raise TreeError(f"{quoted(path)} is a symlink pointing outside the repo ({quoted(target)})")
+    return [p for p in joined.split("/") if p and p != "."]
+
+
 class GitTree:
     """The files of one commit (the `Tree` the deployment-file loader reads).
 
@@ -499,12 +509,7 @@ class GitTree:
             if hops > MAX_SYMLINK_HOPS:
                 raise TreeError(f"{quoted(path)}: too many symlinks")
             target = self._target(candidate, entry[1], entry[2])
-            joined = posixpath.normpath(posixpath.join(posixpath.dirname(candidate), target))
-            if target.startswith("/") or joined == ".." or joined.startswith("../"):
-                raise TreeError(
-                    f"{quoted(path)} is a symlink pointing outside the repo ({quoted(target)})"
-                )
-            parts = [p for p in joined.split("/") if p and p != "."] + parts[1:]
+            parts = link_parts(path, candidate, target) + parts[1:]
             done = []
         return "/".join(done)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import os
-import posixpath
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -46,6 +45,7 @@ from syncd.sources.git import (
     GitTree,
     hermetic_env,
     isolate_process_environment,
+    link_parts,
 )
 
 
@@ -212,12 +212,7 @@ class WorkTree:
             if hops > MAX_SYMLINK_HOPS:
                 raise TreeError(f"{quoted(path)}: too many symlinks")
             target = self._target(candidate)
-            joined = posixpath.normpath(posixpath.join(posixpath.dirname(candidate), target))
-            if target.startswith("/") or joined == ".." or joined.startswith("../"):
-                raise TreeError(
-                    f"{quoted(path)} is a symlink pointing outside the repo ({quoted(target)})"
-                )
-            parts = [p for p in joined.split("/") if p and p != "."] + parts[1:]
+            parts = link_parts(path, candidate, target) + parts[1:]
             done = []
         return "/".join(done)
 

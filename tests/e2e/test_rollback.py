@@ -10,6 +10,7 @@ import shutil
 
 from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
 from tests.e2e.conftest import json_out, run_syncd
+from tests.e2e.test_suspend import READER_TEMPLATE
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 
@@ -170,20 +171,6 @@ def test_a_rollback_is_its_own_approval(tmp_path, repo, aws):
     assert json_out(result)["outcome"] == "succeeded"
     assert aws.parameters("app") == {"Name": "t1"}
     assert [h["rollback_of"] for h in history(config)][-1] == 1
-
-
-READER_TEMPLATE = """\
-Parameters:
-  Upstream:
-    Type: String
-  Env:
-    Type: String
-Resources:
-  Topic:
-    Type: AWS::SNS::Topic
-    Properties:
-      TopicName: !Sub "${Upstream}-${Env}"
-"""
 
 
 def test_a_rollback_takes_stack_outputs_as_they_are_now(tmp_path, repo, aws):
