@@ -108,6 +108,13 @@ def test_a_look_that_fails_before_anything_is_journaled_blocks_and_is_tried_agai
     with running_daemon("-c", str(config)):
         wait_for(blocked, timeout=60, what="the blocked record")
         assert blocked()[0]["data"]["reason"].startswith("could not start: DescribeStacks")
-        # The errors run out: a later pass applies the commit.
-        wait_for(lambda: aws.parameters("app") == {"Name": "v2"}, timeout=60, what="v2")
-    assert status_row(config, "app")["state"] == "in_sync"
+        # The errors run out: a later pass applies the commit. (Wait for its journaled result,
+        # not for the stack: moto is updated before the daemon has looked and journaled.)
+        wait_for(
+            lambda: (
+                status_row(config, "app")["state"] == "in_sync"
+                and aws.parameters("app") == {"Name": "v2"}
+            ),
+            timeout=60,
+            what="v2 in sync",
+        )
