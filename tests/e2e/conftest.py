@@ -16,6 +16,7 @@ import boto3
 import pytest
 
 from syncd.core.journal_format import GENESIS, encode
+from tests.support.timing import PATIENCE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,8 +70,12 @@ def json_out(result: Any) -> Any:
     return json.loads(result.stdout)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll `predicate` (reads of files the daemon writes) until it is truthy, or fail."""
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = PATIENCE, what: str = "condition"
+) -> Any:
+    """Poll `predicate` (reads of files the daemon writes) until it is truthy, or fail after
+    `timeout` seconds, never fewer than PATIENCE: a busy machine is slow, not broken."""
+    timeout = max(timeout, PATIENCE)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

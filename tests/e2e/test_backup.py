@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from tests.conftest import deployment, topic_stack, write_config
 from tests.e2e.conftest import BUCKET, chain, deployed, json_out, key_file, run_syncd
+from tests.support.timing import PATIENCE
 
 
 def records_objects(s3):
@@ -151,7 +152,6 @@ def test_the_daemon_mirrors_within_the_interval_and_flushes_on_sigterm(tmp_path,
         wait_for(lambda: aws.stack("alpha"), what="the first create")
         wait_for(
             lambda: any(b'"kind":"result"' in body for body in records_objects(backup).values()),
-            timeout=10,
             what="the result record in S3",
         )
         aws.proxy.s3_down()  # an outage: the daemon syncs on, the backlog waits on disk
@@ -162,7 +162,6 @@ def test_the_daemon_mirrors_within_the_interval_and_flushes_on_sigterm(tmp_path,
         aws.proxy.s3_up()
         wait_for(
             lambda: b'"Name":"alphatwo"' in b"".join(records_objects(backup).values()),
-            timeout=15,
             what="the backlog flushed",
         )
         repo.commit({"deployments/alpha.yaml": deployment(Name="a3")})
@@ -194,7 +193,7 @@ def test_a_host_lost_mid_apply_is_restored_and_its_execute_observed_not_repeated
     proc = start_syncd("sync", "-c", str(config))
     wait_for(lambda: aws.proxy.count("ExecuteChangeSet") == 1, what="the execute call")
     proc.kill()  # the host dies mid-apply ...
-    proc.wait(timeout=10)
+    proc.wait(timeout=PATIENCE)
     shutil.rmtree(tmp_path / "state")  # ... and its disk with it
     aws.proxy.reset()  # CloudFormation finishes the create meanwhile
 

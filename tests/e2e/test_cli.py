@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     syncd_env,
     wait_for,
 )
+from tests.support.timing import PATIENCE
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
@@ -265,7 +266,7 @@ def test_kill_9_during_an_apply_then_restart_never_executes_twice(tmp_path, repo
     # (once, rightly). This test is about a call that reached CloudFormation.
     wait_for(lambda: aws.proxy.count("ExecuteChangeSet") == 1, what="the execute call")
     proc.kill()
-    proc.wait(timeout=10)
+    proc.wait(timeout=PATIENCE)
     assert aws.proxy.count("ExecuteChangeSet") == 1
 
     aws.proxy.reset()  # the operation finishes while syncd is dead
@@ -455,7 +456,7 @@ def test_names_with_or_without_prefix_and_usage_errors_that_say_which_command(tm
         assert line, "status --watch ended by itself"
         seen.append(line)
     watching.send_signal(signal.SIGINT)
-    watching.communicate(timeout=10)
+    watching.communicate(timeout=PATIENCE)
     assert watching.returncode == 0
     assert not any("team-web" in line for line in seen)
 

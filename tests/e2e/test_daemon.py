@@ -13,6 +13,7 @@ import yaml
 from tests.conftest import deployment, topic_stack, write_config
 from tests.e2e.conftest import journal_records, run_syncd, running_daemon, syncd_env, wait_for
 from tests.support.gitrepo import GitRepo
+from tests.support.timing import PATIENCE
 
 
 class NotifySocket:
@@ -24,7 +25,7 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.seen: list[str] = []
 
-    def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
+    def wait_for(self, prefix: str, timeout: float = PATIENCE) -> str:
         """Read datagrams until one has an assignment starting with `prefix`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -116,10 +117,8 @@ def test_sigterm_while_waiting_on_cloudformation_stops_at_once(tmp_path, repo, a
             lambda: any(r["kind"] == "executing" for r in journal_records(tmp_path / "state")),
             what="the executing record",
         )
-        started = time.monotonic()
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
-        assert time.monotonic() - started < 10
+        daemon.send_signal(signal.SIGTERM)  # the create never ends: only stopping at once ends
+        assert daemon.wait(timeout=PATIENCE) == 0
     # The apply is still open in the journal: the next start observes it.
     kinds = [r["kind"] for r in journal_records(tmp_path / "state")]
     assert kinds[-1] == "executing"
@@ -155,9 +154,9 @@ def test_a_watched_repo_is_synced_on_push_without_waiting_for_its_poll(tmp_path,
         wait_for(lambda: aws.stack("app"), what="the first create")  # the first pass
         for version in ("v2", "v3"):
             repo.commit({"deployments/app.yaml": deployment(Name=version)})
-            pushed = time.monotonic()
-            wait_for(lambda v=version: aws.parameters("app") == {"Name": v}, timeout=10)
-            assert time.monotonic() - pushed < 5  # the poll would have waited an hour
+            # The poll would wait an hour: only the watch can bring the change (its speed is
+            # bench/watch.py's to measure).
+            wait_for(lambda v=version: aws.parameters("app") == {"Name": v}, what=version)
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     stderr = daemon.stderr_text
@@ -289,11 +288,9 @@ def test_approve_executes_the_waiting_change_set_with_or_without_a_daemon(
             return rows[0]["state"] == "awaiting_approval"
 
         wait_for(waiting, what="version 2 waiting for approval")
-        started = time.monotonic()
-        done = run_syncd("approve", "app", "-c", str(config))
+        done = run_syncd("approve", "app", "-c", str(config))  # SIGUSR1: the poll is hourly
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "app: succeeded"
-        assert time.monotonic() - started < 10  # SIGUSR1: no waiting for a poll
         assert aws.parameters("app") == {"Name": "v2"}
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0

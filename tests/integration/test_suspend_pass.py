@@ -10,6 +10,7 @@ from syncd.apply import Outcome
 from syncd.core.journal_state import Kind, StackState, status_rows
 from tests.conftest import TOPIC_TEMPLATE, deployment, topic_stack
 from tests.integration.conftest import Syncd
+from tests.support.timing import PATIENCE
 
 
 def suspend(s: Syncd, stack: str) -> None:
@@ -145,7 +146,7 @@ def test_requests_are_read_only_from_small_regular_files_in_order(tmp_path):
             daemon=True,
         )
         reader.start()
-        reader.join(timeout=10)
+        reader.join(timeout=PATIENCE)
         assert done == [{"r"}], "the reader blocked"
         recorded = [(r.kind, r.data.get("request")) for r in journal.records(after=1)]
         assert recorded == [(Kind.SUSPENDED, first.id), (Kind.RESUMED, second.id)]

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from syncd.core.journal_state import JournalState
 from syncd.daemon import RepoWorker
+from tests.support.timing import PATIENCE
 
 
 class SlowSync:
@@ -40,23 +41,23 @@ def test_a_hundred_triggers_during_a_pass_make_one_more_pass() -> None:
     stop = threading.Event()
     worker = RepoWorker(sync, stop)  # type: ignore[arg-type]
     worker.start()
-    assert sync.started.acquire(timeout=5)  # the first pass runs
+    assert sync.started.acquire(timeout=PATIENCE)  # the first pass runs
     threads = [threading.Thread(target=worker.trigger) for _ in range(100)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     sync.release.release()  # the first pass ends ...
-    assert sync.started.acquire(timeout=5)  # ... and exactly one more starts
+    assert sync.started.acquire(timeout=PATIENCE)  # ... and exactly one more starts
     sync.release.release()
     time.sleep(0.3)
     assert sync.passes == 2 and sync.most_at_once == 1
     worker.trigger()  # a trigger while idle: a pass at once, not at the next poll
-    assert sync.started.acquire(timeout=5)
+    assert sync.started.acquire(timeout=PATIENCE)
     stop.set()
     sync.release.release()
     worker.trigger()
-    worker.thread.join(timeout=5)
+    worker.thread.join(timeout=PATIENCE)
     assert not worker.thread.is_alive()
     assert sync.passes == 3
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-import time
 from typing import Any
 
 import pytest
@@ -221,10 +220,9 @@ def _laughs(levels: int = 9) -> str:
 
 
 def test_yaml_aliases_are_refused_before_anything_is_expanded():
-    started = time.monotonic()
+    # Refused at the first alias, while walking events: expanded, it would not end.
     with pytest.raises(TemplateSyntaxError, match=r"alias \*a0 at line 2: aliases are not"):
         parse_template(_laughs())  # 9^8 strings if expanded
-    assert time.monotonic() - started < 5.0  # expanded, it would not end
 
 
 def test_yaml_anchors_without_aliases_are_accepted_in_templates():
@@ -256,11 +254,12 @@ def test_check_yaml_counts_events_against_the_budget_and_stops_at_it() -> None:
     used = budget.limit - budget.left
     assert 50_000 < used < 50_100  # one event a scalar, and the mappings' and lists' own
     small = ParseBudget(10_000)
-    start = time.perf_counter()
     with pytest.raises(ParseBudgetExceeded) as caught:
         parse_template(text, small)
     assert caught.value.limit == 10_000
-    assert time.perf_counter() - start < 1.0  # stopped while walking events, before loading
+    # Stopped while walking events, at the batch that crossed the limit: not after counting
+    # all 50,000, and before loading anything.
+    assert -1_000 <= small.left < 0
 
 
 def test_a_json_template_counts_its_values_against_the_budget() -> None:
