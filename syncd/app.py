@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import structlog
 
 from syncd.apply import Applier, Waiter
 from syncd.approvals import Approvals
 from syncd.cloudformation import DEFAULT_CALLS_PER_SECOND, CloudFormation, make_session
+from syncd.clouds import Gateways, Worlds
 from syncd.core.config import Config
+from syncd.core.targets import Place, Target
 from syncd.emulator import Emulator, start_emulator
 from syncd.errors import ConfigError
 from syncd.journal.auth import BackupKey
@@ -63,8 +66,8 @@ class App:
 
     config: Config
     journal: Journal
-    cfn: CloudFormation
-    world: World
+    cfn: Gateways
+    world: Worlds
     syncs: dict[str, RepoSync]
     stop: threading.Event
     emulator: Emulator | None = None
@@ -97,34 +100,30 @@ def open_app(
     journal: Journal | None = None,
     emulator: Emulator | None = None,
     read_only: bool = False,
+    emulator_url: str | None = None,
 ) -> App:
-    """Wire the journal, AWS gateway, Git sources and appliers for `config` (`read_only`: no
-    mirror, for commands that only look, beside a running daemon)."""
+    """Wire the journal, AWS gateways, Git sources and appliers for `config` (`read_only`: no
+    mirror, for commands that only look, beside a running daemon; `emulator_url`: with
+    aws.embedded, the emulator of the `syncd run` beside, not one of this process's own)."""
     owns_journal = journal is None
     journal = journal or open_journal(config)
     stop = stop or threading.Event()
     aws = config.aws
     endpoint = aws.endpoint_url
-    template_bucket = aws.template_bucket
     emulator_file = None
-    if aws.embedded:
+    if aws.embedded and emulator_url is not None:
+        endpoint = emulator_url  # the running daemon's; not this process's to stop
+    elif aws.embedded:
         if emulator is None:
             emulator = start_emulator()
             if not read_only:  # for `syncd plan` while this process runs (see running_emulator)
                 emulator_file = _announce(config.state_dir, emulator.url)
         endpoint = emulator.url
-        aws = dataclasses.replace(aws, region=aws.region or "us-east-1")
-        template_bucket = template_bucket or EMBEDDED_TEMPLATE_BUCKET
     mirror = None
     try:
-        session = make_session(aws, endpoint)
-        # The embedded emulator throttles nothing: no budget unless one is set.
-        ceiling = aws.calls_per_second or (math.inf if aws.embedded else DEFAULT_CALLS_PER_SECOND)
-        limiter = RateLimiter(ceiling)
-        cfn = CloudFormation(session, endpoint, template_bucket, limiter)
-        if aws.embedded and template_bucket:
-            cfn.ensure_bucket(template_bucket)
+        cfn = open_gateways(config, endpoint)
         if config.backup.url and not read_only:
+            session = make_session(_with_region(aws.target, aws.embedded), endpoint)
             mirror = open_mirror(config, journal, session, endpoint)
     except BaseException:
         if emulator_file is not None:
@@ -134,7 +133,7 @@ def open_app(
         if owns_journal:
             journal.close()
         raise
-    world = World(cfn, max_gap=aws.wait_poll)
+    world = Worlds.of(cfn, lambda gateway: World(gateway, max_gap=aws.wait_poll))
     applier = Applier(cfn, world, journal, Waiter(stop, max_pause=aws.wait_poll))
     if mirror is not None:
         applier.before_acting = lambda: mirror.flush(when_healthy=True)
@@ -155,6 +154,38 @@ def open_app(
     return App(
         config, journal, cfn, world, syncs, stop, emulator, mirror, owns_journal, emulator_file
     )
+
+
+def open_gateways(config: Config, endpoint: str | None) -> Gateways:
+    """A CloudFormation gateway for each place the config deploys to, each with its own
+    session (its role assumed, and refreshed, by botocore) and its own call budget:
+    CloudFormation throttles per account and region. `endpoint`: the emulator's, if any."""
+    aws = config.aws
+    # The embedded emulator throttles nothing: no budget unless one is set.
+    ceiling = aws.calls_per_second or (math.inf if aws.embedded else DEFAULT_CALLS_PER_SECOND)
+    gateways: dict[Place, CloudFormation] = {}
+    unusable: dict[Place, str] = {}
+    for place, target in config.targets().items():
+        bucket = target.template_bucket or (EMBEDDED_TEMPLATE_BUCKET if aws.embedded else None)
+        try:
+            session = make_session(_with_region(target, aws.embedded), endpoint)
+            gateway = CloudFormation(session, endpoint, bucket, RateLimiter(ceiling))
+        except botocore.exceptions.BotoCoreError as exc:  # a profile that is not there
+            unusable[place] = (
+                f"no credentials for {place.label(aws.target.place) or 'the default target'}: {exc}"
+            )
+            continue
+        if aws.embedded and bucket:
+            gateway.ensure_bucket(bucket)
+        gateways[place] = gateway
+    return Gateways(aws.target.place, gateways, unusable)
+
+
+def _with_region(target: Target, embedded: bool) -> Target:
+    """The embedded emulator needs a region when the config names none."""
+    if embedded and target.region is None:
+        return dataclasses.replace(target, region="us-east-1")
+    return target
 
 
 EMULATOR_FILE = "emulator.json"  # in state_dir: the embedded emulator of the syncd running

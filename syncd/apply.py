@@ -40,12 +40,12 @@ from syncd.cloudformation import (
     STACK_BUSY,
     AlreadyExists,
     ChangeSetInfo,
-    CloudFormation,
     NoChanges,
     NotFound,
     ObservedStack,
     StackEvent,
 )
+from syncd.clouds import Gateways, Worlds
 from syncd.core.config import Approval, OnFailure
 from syncd.core.deployments import DesiredState
 from syncd.core.journal_state import Attempt, Kind, Result, StackState, StackView
@@ -65,7 +65,7 @@ from syncd.core.stack_status import (
 from syncd.core.text import bounded
 from syncd.errors import AwsError
 from syncd.journal.store import Journal
-from syncd.world import LookFailed, World
+from syncd.world import LookFailed
 
 
 class Outcome(StrEnum):
@@ -146,8 +146,8 @@ UNKNOWN_MAX = 600.0
 class Applier:
     """Everything one stack's apply needs; shared by all stacks and repos."""
 
-    cfn: CloudFormation
-    world: World  # the shared look: stack statuses come from here, never a poll of their own
+    cfn: Gateways
+    world: Worlds  # the shared look: stack statuses come from here, never a poll of their own
     journal: Journal
     waiter: Waiter
     # Called after an intent (execute, delete) is journaled and before the AWS call: the

@@ -22,8 +22,8 @@ import botocore.exceptions
 import botocore.parsers
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 
-from syncd.core.config import AwsConfig
 from syncd.core.stack_status import means_no_changes
+from syncd.core.targets import Target
 from syncd.errors import AwsError
 from syncd.ratelimit import RateLimiter
 
@@ -150,8 +150,9 @@ class ResourceDrift(NamedTuple):
     differences: tuple[tuple[str, str], ...]  # (property path, NOT_EQUAL | ADD | REMOVE)
 
 
-def make_session(aws: AwsConfig, endpoint_url: str | None = None) -> boto3.Session:
-    """A boto3 session from the config (region, profile, and the role to assume, if any).
+def make_session(aws: Target, endpoint_url: str | None = None) -> boto3.Session:
+    """A boto3 session for a target (region, profile, and the role to assume, if any, with
+    its external id and session name).
 
     The role's credentials are refreshed by botocore before they expire; STS is reached at
     `endpoint_url` too when one is set (an emulator), never at AWS behind its back."""
@@ -167,7 +168,8 @@ def make_session(aws: AwsConfig, endpoint_url: str | None = None) -> boto3.Sessi
         client_creator=sts_client,
         source_credentials=session.get_credentials(),
         role_arn=aws.role_arn,
-        extra_args={"RoleSessionName": "syncd"},
+        extra_args={"RoleSessionName": aws.session_name or "syncd"}
+        | ({"ExternalId": aws.external_id} if aws.external_id else {}),
     )
     creds = DeferredRefreshableCredentials(
         method="assume-role", refresh_using=fetcher.fetch_credentials
@@ -261,6 +263,11 @@ class CloudFormation:
         s3_config = _RETRY_CONFIG.merge(botocore.config.Config(s3={"addressing_style": "path"}))
         self._s3 = session.client("s3", endpoint_url=endpoint_url, config=s3_config)
         self._template_bucket = template_bucket
+        self._sts = session.client("sts", endpoint_url=endpoint_url, config=_BRIEF_CONFIG)
+
+    def account(self) -> str:
+        """The account these credentials reach (GetCallerIdentity)."""
+        return str(self._call("GetCallerIdentity", self._sts.get_caller_identity)["Account"])
 
     def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
         return call(what, method, **kwargs)

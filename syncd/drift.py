@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Set
 from datetime import datetime
 from typing import Any
 
-from syncd.cloudformation import CloudFormation
+from syncd.clouds import Gateways
 from syncd.core.config import OnDrift, RepoConfig, StackOptions
 from syncd.core.deployments import StackSpec
 from syncd.core.journal_state import (
@@ -67,7 +67,7 @@ class DriftChecks:
 
     def __init__(
         self,
-        cfn: CloudFormation,
+        cfn: Gateways,
         journal: Journal,
         stop: threading.Event,
         clock: Callable[[], datetime],

@@ -121,20 +121,29 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "syncd_journal_last_seq", "Sequence number of the last journal record.", state.last_seq
         )
-        limiter = app.cfn.limiter
-        yield GaugeMetricFamily(
+        # One call budget per account and region: CloudFormation throttles each on its own.
+        rate = GaugeMetricFamily(
             "syncd_aws_call_rate",
             "CloudFormation calls a second the call budget allows now (lower after throttling).",
-            limiter.rate,
+            labels=["target"],
         )
-        yield CounterMetricFamily(
-            "syncd_aws_throttled", "CloudFormation answers that were throttles.", limiter.throttles
+        throttled = CounterMetricFamily(
+            "syncd_aws_throttled", "CloudFormation answers that were throttles.", labels=["target"]
         )
-        yield CounterMetricFamily(
+        waited = CounterMetricFamily(
             "syncd_aws_call_wait_seconds",
             "Seconds CloudFormation calls waited for the call budget.",
-            limiter.waited,
+            labels=["target"],
         )
+        gateways = app.cfn
+        for place, gateway in gateways.by_place.items():
+            target = [place.label(gateways.home) or "default"]
+            rate.add_metric(target, gateway.limiter.rate)
+            throttled.add_metric(target, gateway.limiter.throttles)
+            waited.add_metric(target, gateway.limiter.waited)
+        yield rate
+        yield throttled
+        yield waited
         yield CounterMetricFamily(
             "syncd_cloudformation_looks",
             "Shared looks at CloudFormation made for waiting stacks.",

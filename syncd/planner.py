@@ -20,7 +20,8 @@ from typing import Any
 
 import structlog
 
-from syncd.cloudformation import CloudFormation, NoChanges
+from syncd.cloudformation import NoChanges
+from syncd.clouds import Gateways
 from syncd.core.config import RepoConfig
 from syncd.core.deployments import (
     DesiredState,
@@ -47,7 +48,7 @@ WAIT_LIMIT = 300.0  # seconds for CloudFormation to compute a change set
 
 @dataclass
 class Planner:
-    cfn: CloudFormation
+    cfn: Gateways
     state: JournalState
     log: Any = None
 

@@ -29,6 +29,7 @@ import structlog
 from syncd import ratelimit
 from syncd.apply import Applier, Outcome
 from syncd.approvals import Approval, Approvals
+from syncd.clouds import Worlds
 from syncd.core.config import Approval as ApprovalMode
 from syncd.core.config import OnFailure, RepoConfig
 from syncd.core.deployments import (
@@ -53,7 +54,6 @@ from syncd.errors import AwsError, BranchMissing, SourceError, SyncdError, Usage
 from syncd.journal.store import Journal
 from syncd.slots import Slots
 from syncd.sources.git import GitSource
-from syncd.world import World
 
 _SETTLED = (StackState.IN_SYNC, StackState.FAILED, StackState.AWAITING_APPROVAL)
 RETRY_FIRST = 30.0  # seconds before the first retry of a failed stack; doubles up to RETRY_MAX
@@ -86,7 +86,7 @@ class RepoSync:
         repo: RepoConfig,
         source: GitSource,
         applier: Applier,
-        world: World,
+        world: Worlds,
         journal: Journal,
         slots: Slots,
         concurrency: int,
@@ -625,17 +625,24 @@ def run_in_dependency_order(
                 done[running.pop(future)] = future.result()
 
 
-def observe_world(world: World, journal: Journal) -> int:
+def observe_world(world: Worlds, journal: Journal) -> int:
     """Compare what CloudFormation shows with what the journal says is deployed.
 
     Marks a stack drifted when it is gone or its parameters or tags differ from those syncd
     applied (NoEcho values, shown as ****, are not compared); returns how many drifted."""
     log = structlog.get_logger("syncd.observe")
+    failed = world.gateways.identify(journal) | world.gateways.unusable
+    for place, error in sorted(failed.items(), key=str):
+        label = place.label(world.gateways.home) or "default"
+        log.error("target.credentials_failed", target=label, error=error)
     observed = world.look_all()
+    for place, error in sorted(world.unreachable.items(), key=str):
+        log.error("target.unreachable", target=place.label(world.gateways.home), error=error)
+    seen = world.covers(journal.state.stacks)
     drifted = 0
     for view in list(journal.state.stacks.values()):
-        if view.version is None or view.removed:
-            continue
+        if view.version is None or view.removed or view.stack not in seen:
+            continue  # never deployed, removed, or its account and region could not be seen
         now = observed.get(view.stack)
         drift = _drift(view, now)
         status = now.status if now else None

@@ -26,7 +26,7 @@ def _mirror_store(config: Any) -> Any:
             "the embedded emulator lives only while syncd runs: its S3 cannot hold a backup "
             "to restore or verify from another process"
         )
-    session = make_session(config.aws, endpoint)
+    session = make_session(config.aws.target, endpoint)
     return S3Store(
         session,
         config.backup.url,

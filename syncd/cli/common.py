@@ -26,14 +26,21 @@ def read_journal(args: argparse.Namespace) -> Any:
 
 
 def stack_name(config: Any, state: Any, name: str) -> str:
-    """A stack as the user named it, with or without its repo's stack_prefix."""
+    """A stack as the user named it: its key, with or without its repo's stack_prefix, or a
+    bare name that only one account and region has (`network` for `eu-west-1/network`)."""
+    from syncd.core.targets import name_of
+
     if name in state.stacks:
         return name
-    prefixed = {r.stack_prefix + name for r in config.repos if r.stack_prefix} & set(state.stacks)
-    if len(prefixed) == 1:
-        return str(prefixed.pop())
-    if prefixed:
-        raise UsageError(f"{name!r} is ambiguous: say which of {sorted(prefixed)}")
+    where, _, bare = name.rpartition("/")
+    names = {bare} | {r.stack_prefix + bare for r in config.repos if r.stack_prefix}
+    found = {f"{where}/{n}" if where else n for n in names} & set(state.stacks)
+    if not found and not where:  # elsewhere than the default account and region
+        found = {key for key in state.stacks if "/" in key and name_of(key) in names}
+    if len(found) == 1:
+        return str(found.pop())
+    if found:
+        raise UsageError(printable(f"{name[:200]!r} is ambiguous: say which of {sorted(found)}"))
     raise UsageError(printable(f"no stack {name[:200]!r} in the journal"))
 
 

@@ -15,12 +15,10 @@ from syncd.cli.common import (
 from syncd.errors import UsageError
 
 
-def beside_embedded(config: Any) -> Any:
-    """The config of a `syncd run` on the embedded emulator, pointed at that emulator: its
-    stacks live only inside that process."""
-    import dataclasses
-
-    from syncd.app import EMBEDDED_TEMPLATE_BUCKET, running_emulator
+def embedded_url(config: Any) -> str:
+    """Where the embedded emulator of a `syncd run` on this config answers: its stacks live
+    only inside that process. UsageError if it is not running."""
+    from syncd.app import running_emulator
     from syncd.emulator import EMULATOR_CREDENTIALS
 
     url = running_emulator(config.state_dir)
@@ -31,15 +29,7 @@ def beside_embedded(config: Any) -> Any:
         )
     for key, value in EMULATOR_CREDENTIALS.items():  # botocore signs; the emulator takes any
         os.environ.setdefault(key, value)
-    aws = dataclasses.replace(
-        config.aws,
-        embedded=False,
-        endpoint_url=url,
-        region=config.aws.region or "us-east-1",
-        template_bucket=config.aws.template_bucket or EMBEDDED_TEMPLATE_BUCKET,
-        calls_per_second=config.aws.calls_per_second or 1000.0,  # it throttles nothing
-    )
-    return dataclasses.replace(config, aws=aws)
+    return url
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -49,8 +39,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from syncd.planner import Planner
 
     config = config_of(args)
-    if config.aws.embedded:
-        config = beside_embedded(config)
+    emulator_url = embedded_url(config) if config.aws.embedded else None
     names = [r.name for r in config.repos]
     if args.repo is None and len(names) > 1:
         raise UsageError(
@@ -67,7 +56,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stopped)
     # The journal is only read (a running daemon may hold it): it says what is deployed.
     journal = Journal.open(config.state_dir, writer=False, warn=lambda m: None)
-    app = open_app(config, journal=journal, read_only=True)
+    app = open_app(config, journal=journal, read_only=True, emulator_url=emulator_url)
     try:
         plan = Planner(app.cfn, journal.state).plan(repo, app.syncs[repo.name].source, ref)
     finally:

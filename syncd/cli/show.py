@@ -134,11 +134,12 @@ def _events(
     window = show.iso(since), show.iso(until) if until else None
     if args.no_events:
         return show.Events(*window, note="not read (--no-events)")
+    endpoint = config.aws.endpoint_url
     if config.aws.embedded:
-        from syncd.cli.plan import beside_embedded
+        from syncd.cli.plan import embedded_url
 
         try:
-            config = beside_embedded(config)
+            endpoint = embedded_url(config)
         except UsageError:
             return show.Events(
                 *window,
@@ -152,7 +153,7 @@ def _events(
     deleted = before.stack_id if before is not None and chosen.action == "delete" else None
     name = chosen.stack_id or deleted or chosen.stack
     try:
-        found_events, complete = _gateway(config).events_between(name, since, until)
+        found_events, complete = _gateway(config, endpoint).events_between(name, since, until)
     except NotFound:
         return show.Events(*window, note=f"CloudFormation does not know stack {name}")
     except AwsError as exc:
@@ -165,23 +166,10 @@ def _events(
     return show.Events(*window, items, note)
 
 
-def _gateway(config: Any) -> Any:
-    """The CloudFormation of `config`, for a few reads (botocore's failures as AwsError)."""
-    from syncd.cloudformation import (
-        DEFAULT_CALLS_PER_SECOND,
-        CloudFormation,
-        call,
-        make_session,
-    )
-    from syncd.ratelimit import RateLimiter
+def _gateway(config: Any, endpoint: str | None) -> Any:
+    """The CloudFormation of every target of `config`, for a few reads (botocore's failures
+    as AwsError)."""
+    from syncd.app import open_gateways
+    from syncd.cloudformation import call
 
-    aws = config.aws
-    session = call("a session", make_session, aws=aws, endpoint_url=aws.endpoint_url)
-    limiter = RateLimiter(aws.calls_per_second or DEFAULT_CALLS_PER_SECOND)
-    return call(
-        "CloudFormation",
-        CloudFormation,
-        session=session,
-        endpoint_url=aws.endpoint_url,
-        limiter=limiter,
-    )
+    return call("CloudFormation", open_gateways, config=config, endpoint=endpoint)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +20,15 @@ import yaml
 
 from syncd.core import capabilities
 from syncd.core.cfn_yaml import SafeLoader, located, yaml_error
+from syncd.core.targets import (
+    Place,
+    Target,
+    account_of_role,
+    is_account,
+    is_region,
+    name_of,
+    stack_key,
+)
 from syncd.core.text import bounded, did_you_mean, quoted
 from syncd.errors import ConfigError
 
@@ -69,6 +78,8 @@ class StackOptions:
     # Seconds between two drift checks of the deployed stack (DetectStackDrift); None: none.
     drift_interval: float | None = None
     on_drift: OnDrift = OnDrift.REPORT
+    # Where the stack is deployed: the top-level `aws`, then a repo's and a stack's `aws`.
+    target: Target = field(default_factory=Target)
 
 
 # The keys of StackOptions, as they are written in the config.
@@ -87,6 +98,37 @@ class AwsConfig:
     template_bucket: str | None = None  # s3://bucket/prefix for templates over 51,200 bytes
     wait_poll: float = 5.0  # the longest pause between two looks at a running operation
     calls_per_second: float | None = None  # the call budget's ceiling (None: 20; embedded: none)
+    external_id: str | None = None
+    session_name: str | None = None
+    account_id: str | None = None
+
+    @property
+    def target(self) -> Target:
+        """The default target: where a stack goes when neither its repo nor it says."""
+        return Target(
+            region=self.region,
+            profile=self.profile,
+            role_arn=self.role_arn,
+            external_id=self.external_id,
+            session_name=self.session_name,
+            account_id=self.account_id,
+            template_bucket=self.template_bucket,
+        )
+
+
+# The keys of `aws` set once for the daemon, and those a repo or a stack may set too.
+DAEMON_AWS_KEYS = frozenset({"endpoint_url", "embedded", "wait_poll", "calls_per_second"})
+TARGET_KEYS = frozenset(
+    {
+        "region",
+        "profile",
+        "role_arn",
+        "external_id",
+        "session_name",
+        "account_id",
+        "template_bucket",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -119,16 +161,25 @@ class RepoConfig:
     options: StackOptions = StackOptions()
     stack_options: Mapping[str, StackOptions] = field(default_factory=dict)
     init_from: Path | None = None  # local url only: create the repo from this folder if missing
+    # The default target's place: stack keys name a stack's place relative to it.
+    home: Place = field(default_factory=lambda: Place(None, None))
 
-    def options_for(self, stack_name: str) -> StackOptions:
-        """The options of one stack. A key of `stacks` names a stack with or without the repo's
-        prefix: one that starts with the prefix is a whole name, any other gets the prefix. So
-        with the prefix `team-`, the options of `team-db` are never those of `team-team-db`."""
+    def options_for(self, stack: str) -> StackOptions:
+        """The options of one stack (by its name or its key). A key of `stacks` names a stack
+        with or without the repo's prefix: one that starts with the prefix is a whole name, any
+        other gets the prefix. So with the prefix `team-`, the options of `team-db` are never
+        those of `team-team-db`."""
+        stack_name = name_of(stack)
         for key, options in self.stack_options.items():
             whole = key if key.startswith(self.stack_prefix) else self.stack_prefix + key
             if whole == stack_name:
                 return options
         return self.options
+
+    def key_of(self, stack_name: str) -> str:
+        """The key of this repo's stack `stack_name`: its name, with its place when that is
+        not the default target's (syncd.core.targets)."""
+        return stack_key(self.options_for(stack_name).target.place, stack_name, self.home)
 
     @property
     def local_path(self) -> Path | None:
@@ -152,6 +203,14 @@ class Config:
     defaults: StackOptions
     concurrency: int
     repos: tuple[RepoConfig, ...]
+
+    def targets(self) -> dict[Place, Target]:
+        """Each place stacks are deployed to, and how it is reached (one way per place)."""
+        out = {self.aws.target.place: self.aws.target}
+        for repo in self.repos:
+            for options in (repo.options, *repo.stack_options.values()):
+                out.setdefault(options.target.place, options.target)
+        return out
 
     def repo(self, name: str) -> RepoConfig:
         for repo in self.repos:
@@ -257,9 +316,13 @@ class _Reader:
         aws = self.aws(top.get("aws"))
         backup = self.backup(top.get("backup"))
         http = self.http(top.get("http"))
-        defaults = self.options(top.get("defaults"), "defaults", StackOptions())
+        base = StackOptions(target=aws.target)
+        defaults = self.options(top.get("defaults"), "defaults", base)
         concurrency = self.get(top, "concurrency", "", _positive_int, DEFAULT_CONCURRENCY)
-        repos = self.repos(top.get("repos"), defaults)
+        repos = tuple(
+            replace(r, home=aws.target.place) for r in self.repos(top.get("repos"), defaults)
+        )
+        self.check_targets(aws, repos)
         return {
             "state_dir": state_dir,
             "aws": aws,
@@ -271,28 +334,89 @@ class _Reader:
         }
 
     def aws(self, value: object) -> AwsConfig:
-        keys = {
-            "region",
-            "profile",
-            "endpoint_url",
-            "embedded",
-            "role_arn",
-            "template_bucket",
-            "wait_poll",
-            "calls_per_second",
-        }
-        d = self.mapping(value, "aws", keys)
-        bucket = self.get(d, "template_bucket", "aws", _s3_url, None)
+        d = self.mapping(value, "aws", set(DAEMON_AWS_KEYS | TARGET_KEYS))
+        target = self.target(d, "aws", Target())
         return AwsConfig(
-            region=self.get(d, "region", "aws", _string, None),
-            profile=self.get(d, "profile", "aws", _string, None),
+            region=target.region,
+            profile=target.profile,
             endpoint_url=self.get(d, "endpoint_url", "aws", _http_url, None),
             embedded=self.get(d, "embedded", "aws", _bool, False),
-            role_arn=self.get(d, "role_arn", "aws", _string, None),
-            template_bucket=bucket,
+            role_arn=target.role_arn,
+            template_bucket=target.template_bucket,
             wait_poll=self.get(d, "wait_poll", "aws", _duration, 5.0),
             calls_per_second=self.get(d, "calls_per_second", "aws", _positive_number, None),
+            external_id=target.external_id,
+            session_name=target.session_name,
+            account_id=target.account_id,
         )
+
+    def target(self, d: dict[str, Any], path: str, base: Target) -> Target:
+        """The target keys of an `aws` block over `base` (a key not given is inherited)."""
+        target = Target(
+            region=self.get(d, "region", path, _region, base.region),
+            profile=self.get(d, "profile", path, _string, base.profile),
+            role_arn=self.get(d, "role_arn", path, _role_arn, base.role_arn),
+            external_id=self.get(d, "external_id", path, _external_id, base.external_id),
+            session_name=self.get(d, "session_name", path, _session_name, base.session_name),
+            account_id=self.get(d, "account_id", path, _account_id, base.account_id),
+            template_bucket=self.get(d, "template_bucket", path, _s3_url, base.template_bucket),
+        )
+        for key in ("external_id", "session_name"):
+            if d.get(key) is not None and not target.role_arn:
+                self.problem(_join(path, key), "needs role_arn (it is sent when assuming it)")
+        if "role_arn" in d and "account_id" not in d:
+            target = replace(target, account_id=None)  # a new role names its own account
+        in_role = _role_account(target.role_arn)
+        if target.account_id and in_role and target.account_id != in_role:
+            self.problem(
+                _join(path, "account_id"),
+                f"{target.account_id} is not the account of role_arn ({in_role})",
+            )
+        return target
+
+    def stack_aws(self, value: object, path: str, base: StackOptions) -> StackOptions:
+        """A repo's or a stack's `aws` block over the target it inherits."""
+        if value is None:
+            return base
+        d = self.mapping(value, path, set(TARGET_KEYS | DAEMON_AWS_KEYS))
+        for key in sorted(DAEMON_AWS_KEYS & set(d)):
+            self.problem(_join(path, key), "is set once, in the top-level aws block")
+        return replace(base, target=self.target(d, path, base.target))
+
+    def check_targets(self, aws: AwsConfig, repos: tuple[RepoConfig, ...]) -> None:
+        """Every stack's place must be known from the config alone: a region when some stack
+        names another, an account when a target reaches another through a profile."""
+        home = aws.target
+        seen: dict[Any, tuple[str, Target]] = {home.place: ("aws", home)}
+        for i, repo in enumerate(repos):
+            where = [(f"repos[{i}].aws", repo.options.target)] + [
+                (f"repos[{i}].stacks.{name}.aws", o.target)
+                for name, o in repo.stack_options.items()
+            ]
+            for path, target in where:
+                if target == home:
+                    continue
+                if target.region != home.region and home.region is None:
+                    self.problem(
+                        "aws.region",
+                        f"required when a repo or stack sets another region ({path})",
+                    )
+                    return
+                if target.profile != home.profile and target.account is None:
+                    self.problem(
+                        _join(path, "account_id"),
+                        "required with a profile of its own and no role_arn: the account "
+                        "its stacks are in must be known before syncd asks AWS",
+                    )
+                    continue
+                other, first = seen.setdefault(target.place, (path, target))
+                if first != target:
+                    label = target.place.label(home.place) or "the default account and region"
+                    self.problem(
+                        path,
+                        f"reaches {label} as {other} does, with other settings: syncd reaches "
+                        "an account and region one way (one session, one call budget)",
+                    )
 
     def backup(self, value: object) -> BackupConfig:
         d = self.mapping(value, "backup", {"url", "interval", "sse", "kms_key_id", "key_file"})
@@ -330,6 +454,7 @@ class _Reader:
                 d, "drift_interval", path, _duration_or_off, base.drift_interval
             ),
             on_drift=self.get(d, "on_drift", path, _enum(OnDrift), base.on_drift),
+            target=base.target,
         )
 
     def repos(self, value: object, defaults: StackOptions) -> tuple[RepoConfig, ...]:
@@ -367,6 +492,7 @@ class _Reader:
             "stack_prefix",
             "stacks",
             "init_from",
+            "aws",
         } | option_keys
         d = self.mapping(value, path, keys)
         for key in ("name", "url"):
@@ -375,13 +501,17 @@ class _Reader:
         name = self.get(d, "name", path, _repo_name, "")
         url = self.get(d, "url", path, _string, "")
         options = self.option_values({k: d[k] for k in option_keys if k in d}, path, defaults)
+        options = self.stack_aws(d.get("aws"), f"{path}.aws", options)
         stacks_raw = self.mapping(d.get("stacks"), f"{path}.stacks", set(_keys(d.get("stacks"))))
         stack_options: dict[str, StackOptions] = {}
         for stack, overrides in stacks_raw.items():
             if not _STACK_NAME.match(str(stack)):
                 self.problem(_join(f"{path}.stacks", stack), "is not a valid stack name")
                 continue
-            stack_options[str(stack)] = self.options(overrides, f"{path}.stacks.{stack}", options)
+            where = f"{path}.stacks.{stack}"
+            o = self.mapping(overrides, where, set(OPTION_KEYS) | {"aws"})
+            own = self.option_values(o, where, options)
+            stack_options[str(stack)] = self.stack_aws(o.get("aws"), f"{where}.aws", own)
         local = bool(url) and _is_local(url)
         if local and not url.startswith("file://"):
             try:
@@ -536,6 +666,45 @@ def _s3_url(value: object) -> str:
     text = _string(value)
     if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", text):
         raise ValueError(f"must be an s3://bucket/prefix/ URL, not {text!r}")
+    return text
+
+
+def _region(value: object) -> str:
+    text = _string(value)
+    if not is_region(text):
+        raise ValueError(f"{text!r} is not an AWS region such as eu-west-1")
+    return text
+
+
+def _role_arn(value: object) -> str:
+    text = _string(value)
+    account_of_role(text)  # ValueError if it is not a role ARN
+    return text
+
+
+def _role_account(role_arn: str | None) -> str | None:
+    return account_of_role(role_arn) if role_arn else None
+
+
+def _account_id(value: object) -> str:
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    text = _string(text)
+    if not is_account(text):
+        raise ValueError(f"{text!r} is not a 12-digit AWS account id")
+    return text
+
+
+def _external_id(value: object) -> str:
+    text = _string(value)
+    if not re.match(r"^[\w+=,.@:/-]{2,1224}$", text):
+        raise ValueError("must be 2 to 1,224 letters, digits or +=,.@:/-")
+    return text
+
+
+def _session_name(value: object) -> str:
+    text = _string(value)
+    if not re.match(r"^[\w+=,.@-]{2,64}$", text):
+        raise ValueError("must be 2 to 64 letters, digits or +=,.@-")
     return text
 
 

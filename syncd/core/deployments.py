@@ -26,7 +26,7 @@ from typing import Protocol
 
 import yaml
 
-from syncd.core import capabilities
+from syncd.core import capabilities, targets
 from syncd.core.cfn_yaml import (
     ParseBudget,
     ParseBudgetExceeded,
@@ -53,7 +53,11 @@ MAX_PARAMETERS = 200  # CloudFormation's limit per template
 MAX_PARAMETER_VALUE = 4096  # characters; CloudFormation's limit is 4,096 bytes
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 _PARAMETER_NAME = re.compile(r"^[A-Za-z0-9]{1,255}$")
-_OUTPUT_REF = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}\.[A-Za-z0-9]{1,255}$")
+# `stack.Output`, the stack possibly at another place: `eu-west-1/stack.Output`,
+# `222222222222/eu-west-1/stack.Output` (syncd.core.targets).
+_OUTPUT_REF = re.compile(
+    r"^(?:(?:\d{12}/)?[a-z]{2}(?:-[a-z]+)+-\d+/)?[A-Za-z][A-Za-z0-9-]{0,127}\.[A-Za-z0-9]{1,255}$"
+)
 _DEPLOYMENT_KEYS = {
     "template-file-path",
     "parameters",
@@ -226,7 +230,7 @@ def load_stacks(repo: RepoConfig, tree: Tree) -> LoadResult:
         try:
             parsed.append(_load_one(repo, reader, path))
         except _Invalid as bad:
-            name = bad.stack_name or default_stack_name(repo, path)
+            name = repo.key_of(bad.stack_name or default_stack_name(repo, path))
             bad_files.setdefault(_name_or_bounded(name), []).append((path, bad))
     invalid: dict[str, InvalidStack] = {}
     for name, bads in bad_files.items():
@@ -381,17 +385,23 @@ class _Reader:
 
 
 def _canonical_refs(repo: RepoConfig, stacks: dict[str, StackSpec]) -> dict[str, StackSpec]:
-    """Let `stack-output: network.X` name a stack of this repo with or without its prefix."""
+    """Each `stack-output` as the key of the stack it names: relative to the place of the stack
+    that names it (`network.X` at its own place, `eu-west-1/network.X` in that region of its
+    account), and naming a stack of this repo with or without its prefix."""
     out: dict[str, StackSpec] = {}
     for name, spec in stacks.items():
         params: list[tuple[str, ParamValue]] = []
+        at = spec.options.target.place
         for key, value in spec.parameters:
-            if (
-                isinstance(value, OutputRef)
-                and value.stack not in stacks
-                and repo.stack_prefix + value.stack in stacks
-            ):
-                value = OutputRef(repo.stack_prefix + value.stack, value.output)
+            if isinstance(value, OutputRef):
+                where, _, bare = value.stack.rpartition("/")
+                whole = targets.resolve(value.stack, at, repo.home)
+                if whole not in stacks and repo.stack_prefix:
+                    with contextlib.suppress(ValueError):  # too long with the prefix
+                        prefixed = f"{where}/{repo.stack_prefix}{bare}".lstrip("/")
+                        if targets.resolve(prefixed, at, repo.home) in stacks:
+                            whole = targets.resolve(prefixed, at, repo.home)
+                value = OutputRef(whole, value.output)
             params.append((key, value))
         out[name] = replace(spec, parameters=tuple(params))
     return out
@@ -452,7 +462,7 @@ def _load_one(repo: RepoConfig, reader: _Reader, path: str) -> StackSpec:
     tags = _tags(path, doc.get("tags"), name)
     options, notes = _options(path, doc, repo.options_for(name), name)
     return StackSpec(
-        name=name,
+        name=repo.key_of(name),
         repo=repo.name,
         deployment_file=path,
         template_file=template_file,
@@ -531,7 +541,10 @@ def _parameters(path: str, raw: object, name: str) -> tuple[tuple[str, ParamValu
             ref = value["stack-output"]
             if not isinstance(ref, str) or not _OUTPUT_REF.match(ref):
                 raise _Invalid(
-                    path, f"parameters.{key}: stack-output must be 'stack.OutputName'", name
+                    path,
+                    f"parameters.{key}: stack-output must be 'stack.OutputName' (the stack "
+                    "possibly as REGION/stack or ACCOUNT/REGION/stack)",
+                    name,
                 )
             stack, output = ref.split(".", 1)
             out.append((key, OutputRef(stack, output)))

@@ -63,6 +63,9 @@ class Kind(StrEnum):
     #                                    the drift found: {repo, stack, by, reason, request}
     ASKED = "asked"  # a command asked the running daemon for a pass or a rollback (syncd.asks):
     #                  {repo, request, action, by, stacks, deadline, version?, commit?}
+    TARGET = "target"  # the account and region a target's credentials reach, as AWS answered
+    #                    (GetCallerIdentity): {target, account, region}; target is what stack
+    #                    keys put before a stack's name ("" for the default target)
     ANSWERED = "answered"  # the daemon did it: {repo, request, error, source_error, invalid,
     #                        outcomes, commit, version?, refused?}: a rollback's new version,
     #                        and whether it was refused before anything was journaled
@@ -105,6 +108,7 @@ REQUIRED: dict[Kind, dict[str, tuple[type, ...]]] = {
     Kind.DRIFT_ACCEPTED: {"repo": _STR, "stack": _STR, "by": _STR},
     Kind.ASKED: {"repo": _STR, "request": _STR, "action": _STR, "deadline": _STR},
     Kind.ANSWERED: {"repo": _STR, "request": _STR},
+    Kind.TARGET: {"target": _STR, "account": _STR, "region": _STR},
 }
 
 
@@ -493,6 +497,8 @@ class JournalState:
     last_seq: int = 0
     last_time: str | None = None
     drift_checks: dict[str, dict[str, int]] = field(default_factory=dict)  # repo -> result -> n
+    # target ("" the default) -> {"account", "region"}, as AWS answered (Kind.TARGET)
+    targets: dict[str, dict[str, str]] = field(default_factory=dict)
     _open_rows: dict[str, HistoryRow] = field(default_factory=dict)
 
     def stack(self, name: str, repo: str = "") -> StackView:
@@ -522,6 +528,7 @@ class JournalState:
             "last_time": self.last_time,
             "open_rows": {stack: row_index[id(row)] for stack, row in self._open_rows.items()},
             "drift_checks": {repo: dict(n) for repo, n in self.drift_checks.items()},
+            "targets": {t: dict(v) for t, v in self.targets.items()},
         }
 
     @classmethod
@@ -553,6 +560,7 @@ class JournalState:
             last_time=data["last_time"],
             _open_rows={stack: history[i] for stack, i in data["open_rows"].items()},
             drift_checks={repo: dict(n) for repo, n in data.get("drift_checks", {}).items()},
+            targets={t: dict(v) for t, v in data.get("targets", {}).items()},
         )
 
 
@@ -838,6 +846,10 @@ def _asked(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     s.repos.setdefault(d["repo"], RepoView(d["repo"])).asked[d["request"]] = dict(d)
 
 
+def _target(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    s.targets[d["target"]] = {"account": d["account"], "region": d["region"]}
+
+
 def _answered(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     repo = s.repos.get(d["repo"])
     if repo is not None:
@@ -870,6 +882,7 @@ _HANDLERS = {
     Kind.DRIFT_ACCEPTED: _drift_accepted,
     Kind.ASKED: _asked,
     Kind.ANSWERED: _answered,
+    Kind.TARGET: _target,
 }
 
 
@@ -906,5 +919,19 @@ def status_rows(state: JournalState) -> list[dict[str, Any]]:
             row["message"] = "; ".join(m for m in (row["message"], drift) if m)
         row["drift"] = drift_row(view)
         row["last_drift_check"] = view.drift_checked_at
+        row["name"], row["account"], row["region"] = place_of(state, view.stack)
         rows.append(row)
     return rows
+
+
+def place_of(state: JournalState, stack: str) -> tuple[str, str | None, str | None]:
+    """A stack key's CloudFormation name, account and region: as AWS answered for its target
+    (Kind.TARGET), else as far as the key itself says (None: not known)."""
+    target, _, name = stack.rpartition("/")
+    known = state.targets.get(target, {})
+    parts = target.split("/") if target else []
+    account = known.get("account") or (parts[0] if len(parts) == 2 else None)
+    region = known.get("region") or (parts[-1] if parts else None)
+    if account is None and len(parts) == 1:  # another region of the default account
+        account = state.targets.get("", {}).get("account")
+    return name, account, region

@@ -504,7 +504,8 @@ def test_role_arn_is_assumed_for_cloudformation(repo, aws, harness):
     h = harness(aws={"role_arn": "arn:aws:iam::123456789012:role/syncd-deployer"})
     assert h.sync().outcomes["s"] is Outcome.SUCCEEDED
     # moto's STS hands out credentials for the role; CloudFormation was called with them.
-    creds = h.app.cfn._cfn._request_signer._credentials.get_frozen_credentials()
+    [gateway] = h.app.cfn.by_place.values()
+    creds = gateway._cfn._request_signer._credentials.get_frozen_credentials()
     assert creds.access_key != "testing"
 
 

@@ -376,6 +376,13 @@ class FaultProxy:
         form = h.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded")
         if scope and scope.group(2) == "s3":
             return self._serve_s3(h, body)
+        if scope and scope.group(2) == "sts" and form:  # `error("AssumeRole", ...)` fails it
+            params = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+            with self._lock:
+                faults = self._faults.get(params.get("Action", ""))
+                fault = faults.pop(0) if faults else None
+            if fault:
+                return _reply(h, fault[0], [("Content-Type", "text/xml")], _error_xml(*fault))
         if not (scope and scope.group(2) == "cloudformation" and form):
             return _reply(h, *self._forward(h, body))
         params = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}

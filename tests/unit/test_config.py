@@ -21,6 +21,7 @@ from syncd.core.config import (
     parse_config,
     parse_duration,
 )
+from syncd.core.targets import Target
 from syncd.errors import ConfigError
 
 BASE = Path("/etc/syncd")
@@ -153,6 +154,7 @@ def test_spec_example_parses() -> None:
         approval=Approval.MANUAL,
         on_failure=OnFailure.RETRY,
         prune=False,
+        target=Target(region="us-east-1"),
     )
     assert repo.options_for("app").on_failure is OnFailure.KEEP
 
