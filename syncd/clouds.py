@@ -15,6 +15,7 @@ With one place (no repo or stack sets its own `aws`) both are a thin pass-throug
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,7 @@ class Gateways:
         self.accounts: dict[Place, str] = {}  # as AWS answered (GetCallerIdentity)
         # The places no call is made to, and why (their stacks are blocked with it).
         self.unusable: dict[Place, str] = dict(unusable or {})
+        self._identifying = threading.Lock()  # repo workers ask at once
 
     @classmethod
     def one(cls, cfn: CloudFormation) -> Gateways:
@@ -81,6 +83,10 @@ class Gateways:
         it where it is new. A place whose credentials reach another account than its config
         names is refused from then on: no call is made there. Returns the places that could
         not be checked (their credentials failed), and why; they are asked again next time."""
+        with self._identifying:
+            return self._identify(journal)
+
+    def _identify(self, journal: Journal) -> dict[Place, str]:
         failed: dict[Place, str] = {}
         for place, gateway in self.by_place.items():
             if place in self.accounts or place in self.unusable:

@@ -128,6 +128,9 @@ class RepoSync:
         that completes clears it."""
         with self._running:
             try:
+                # A target whose credentials could not be checked at start is asked again
+                # (one GetCallerIdentity, only while it fails).
+                self.applier.cfn.identify(self.journal)
                 asked = self.drift.begin(self.repo, only)  # never waits for a detection
                 report = self._pass(only, full)
                 self.drift.end(self.repo, asked)
