@@ -366,6 +366,9 @@ class _Reader:
                 self.problem(_join(path, key), "needs role_arn (it is sent when assuming it)")
         if "role_arn" in d and "account_id" not in d:
             target = replace(target, account_id=None)  # a new role names its own account
+        if target.region != base.region and "template_bucket" not in d:
+            # CloudFormation reads a template from a bucket in the stack's own region.
+            target = replace(target, template_bucket=None)
         in_role = _role_account(target.role_arn)
         if target.account_id and in_role and target.account_id != in_role:
             self.problem(

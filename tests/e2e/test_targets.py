@@ -200,3 +200,47 @@ def test_credentials_that_reach_another_account_than_configured_deploy_nothing(t
     assert row["state"] == "blocked"
     assert "reach account 123456789012, not 333333333333" in row["message"]
     assert aws.proxy.count("CreateChangeSet") == 0
+
+
+def test_an_output_of_another_region_orders_and_reapplies_across_targets(tmp_path, repo, aws):
+    """One repo, its app stack set to eu-west-1 (`stacks.app.aws`), reading us-east-1's network
+    (`us-east-1/network.VpcId`): one sync applies network first and gives the app its value;
+    a new value of that output updates the app in the same sync."""
+
+    def files(tag: str) -> dict[str, str]:
+        network = {"template-file-path": "templates/network.yaml", "parameters": {"Tag": tag}}
+        app = {
+            "template-file-path": "templates/app.yaml",
+            "parameters": {"VpcId": {"stack-output": "us-east-1/network.VpcId"}},
+        }
+        return {
+            "templates/network.yaml": NETWORK,
+            "templates/app.yaml": APP,
+            "deployments/network.yaml": yaml.safe_dump(network),
+            "deployments/app.yaml": yaml.safe_dump(app),
+        }
+
+    repo.commit(files("t1"))
+    entry = {
+        "name": "r",
+        "url": str(repo.bare),
+        "stacks": {"app": {"aws": {"region": "eu-west-1"}}},
+    }
+    config = write_config(tmp_path, [entry], aws.endpoint)
+    assert run_syncd("validate", "-c", str(config)).returncode == 0
+    result = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r["stack"] for r in json_out(result)] == ["eu-west-1/app", "network"]
+    assert parameters_at(aws, "eu-west-1", None, "app") == {
+        "VpcId": "vpc-us-east-1-123456789012-t1"
+    }
+    assert parameters_at(aws, "us-east-1", None, "app") is None  # not in the home region
+
+    repo.commit(files("t2"))
+    result = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcomes = {r["stack"]: r["outcome"] for r in json_out(result)}
+    assert outcomes == {"network": "succeeded", "eu-west-1/app": "succeeded"}
+    assert parameters_at(aws, "eu-west-1", None, "app") == {
+        "VpcId": "vpc-us-east-1-123456789012-t2"
+    }

@@ -116,6 +116,22 @@ def test_repos_and_stacks_set_their_own_aws_and_inherit_the_rest() -> None:
     assert home.options_for("db").target == config.aws.target
 
 
+def test_a_template_bucket_is_not_inherited_into_another_region() -> None:
+    config = parse(
+        """
+        state_dir: /s
+        aws: {region: us-east-1, template_bucket: "s3://tpl-use1/"}
+        repos:
+          - {name: a, url: /r, aws: {region: eu-west-1}, stacks: {x: {aws: {region: us-west-2}}}}
+          - {name: b, url: /r, aws: {role_arn: "arn:aws:iam::222222222222:role/r"}}
+        """
+    )
+    a, b = config.repos
+    assert a.options.target.template_bucket is None
+    assert a.options_for("x").target.template_bucket is None
+    assert b.options.target.template_bucket == "s3://tpl-use1/"
+
+
 def test_a_new_role_names_its_own_account_over_an_inherited_account_id() -> None:
     config = parse(
         f"""
