@@ -387,10 +387,11 @@ class _Reader:
         return replace(base, target=self.target(d, path, base.target))
 
     def check_targets(self, aws: AwsConfig, repos: tuple[RepoConfig, ...]) -> None:
-        """Every stack's place must be known from the config alone: a region when some stack
-        names another, an account when a target reaches another through a profile."""
+        """Every stack's place must be known from the config alone (a region when some stack
+        names another, an account when a target reaches another through a profile), and each
+        place is reached one way (one session and call budget per account and region)."""
         home = aws.target
-        seen: dict[Any, tuple[str, Target]] = {home.place: ("aws", home)}
+        seen: dict[Place, tuple[str, Target]] = {home.place: ("aws", home)}
         for i, repo in enumerate(repos):
             where = [(f"repos[{i}].aws", repo.options.target)] + [
                 (f"repos[{i}].stacks.{name}.aws", o.target)
