@@ -245,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(level=getattr(args, "log_level", "info"))
     handler = _COMMANDS[args.command]
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, where a reader that went away is handled (below)
+        return code
     except ConfigError as exc:
         print(f"syncd: config error in {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -260,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `syncd show app | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
+        return EXIT_FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:

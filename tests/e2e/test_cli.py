@@ -477,3 +477,15 @@ def test_every_commands_help_ends_with_its_exit_codes_and_an_example(capsys):
             build_parser().parse_args([command, "--help"])
         text = capsys.readouterr().out
         assert "\nexit: " in text and "\nexample: syncd " in text, command
+
+
+def test_output_cut_short_by_its_reader_is_not_a_traceback(tmp_path, repo, aws):
+    topic_stack(repo, "app", "v1")
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    # `syncd status | true`: the reader is gone before syncd (half a second to start) writes.
+    command = f"{sys.executable} -m syncd status -c {config} | true"
+    proc = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=PATIENCE, cwd=REPO_ROOT
+    )
+    assert proc.stderr == ""
