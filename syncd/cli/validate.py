@@ -48,6 +48,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _validate_followed(config: Any) -> int:
     """Every followed repo's branch, as a pass would read it."""
     from syncd.core.deployments import load_stacks
+    from syncd.core.targets import parse_key
     from syncd.sources.git import GitSource
 
     region = config.aws.region or "us-east-1"
@@ -70,10 +71,22 @@ def _validate_followed(config: Any) -> int:
                 for upstream in spec.dependencies:
                     needed.setdefault(upstream, set()).add(name)
             failed = _report(f"{repo.name} @ {commit[:12]}", loaded, region, {}) or failed
-    # Not an error: a stack-output may name any stack of the account, which validate (no AWS
-    # call) cannot see; a pass waits for it, then holds its readers if it is not there.
+    # Not an error: a stack-output may name any stack of an account and region syncd deploys
+    # to, which validate (no AWS call) cannot see; a pass waits for it, then holds its readers
+    # if it is not there. One at a place no target reaches can never be read: that is one.
+    places = set(config.targets())
     for upstream in sorted(set(needed) - described):
         readers = ", ".join(sorted(needed[upstream])[:5])
+        place, _ = parse_key(upstream, config.aws.target.place)
+        if place not in places:
+            print(
+                printable(
+                    f"error: {upstream} (read by {readers}) is in an account and region no repo "
+                    "or stack deploys to: syncd cannot read it (give a repo or stack that aws)"
+                )
+            )
+            failed = True
+            continue
         print(
             printable(
                 f"note: {upstream} (read by {readers}) is described by no followed repo: "

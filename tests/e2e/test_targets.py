@@ -244,3 +244,18 @@ def test_an_output_of_another_region_orders_and_reapplies_across_targets(tmp_pat
     assert parameters_at(aws, "eu-west-1", None, "app") == {
         "VpcId": "vpc-us-east-1-123456789012-t2"
     }
+
+
+def test_validate_refuses_an_output_read_from_a_place_no_target_reaches(tmp_path, repo, aws):
+    app = {
+        "template-file-path": "templates/app.yaml",
+        "parameters": {"VpcId": {"stack-output": "ap-south-1/network.VpcId"}},
+    }
+    repo.commit({"templates/app.yaml": APP, "deployments/app.yaml": yaml.safe_dump(app)})
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    result = run_syncd("validate", "-c", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "error: ap-south-1/network (read by app) is in an account and region no repo or stack "
+        "deploys to" in result.stdout
+    )
