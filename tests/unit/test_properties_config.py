@@ -251,10 +251,15 @@ def check_config(text: str) -> Config | None:
                 continue
             # What a problem may name beyond the document's own keys: a key it lacks.
             repos = doc.get("repos") if isinstance(doc.get("repos"), list) else []
-            missing = {"state_dir", "repos", "backup.kms_key_id"}
+            missing = {"state_dir", "repos", "backup.kms_key_id", "aws.region"}
             missing |= {f"repos[{i}].{k}" for i in range(len(repos)) for k in ("name", "url")}
-            assert names_a_path(problem, doc) or any(
-                problem.startswith(f"{p}: ") for p in missing
+            # A target's account_id, which a profile of its own needs (in a repo's or a stack's
+            # aws block, which may itself be missing).
+            lacks_account = re.match(r"repos\[\d+\](\.stacks\.[^ ]+)?\.aws\.account_id: ", problem)
+            assert (
+                names_a_path(problem, doc)
+                or any(problem.startswith(f"{p}: ") for p in missing)
+                or lacks_account
             ), problem
         return None
     assert config.repos and len({r.name for r in config.repos}) == len(config.repos)
