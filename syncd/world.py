@@ -45,6 +45,10 @@ class LookFailed(AwsError):
         super().__init__(str(cause), code=cause.code, retryable=cause.retryable)
         self.at = at
 
+    def again(self) -> LookFailed:
+        """The same failure as a new exception, with no traceback of an earlier raise."""
+        return LookFailed(AwsError(str(self), code=self.code, retryable=self.retryable), self.at)
+
 
 class World:
     """What CloudFormation shows of each stack, as of the newest look that covered it."""
@@ -89,7 +93,9 @@ class World:
                         and error.at > newer_than
                         and (seen is None or error.at >= seen[0])
                     ):
-                        raise error
+                        # A new exception each time: raising the stored one would hang each
+                        # caller's frames (a whole pass's) on its traceback while it is kept.
+                        raise error.again()
                     if seen is not None and seen[0] > newer_than:
                         return seen[1], seen[0]
                     if self._looking:
@@ -166,6 +172,7 @@ class World:
                     self._errors[name] = LookFailed(errors[name], started)
                 else:
                     self._seen[name] = (started, found.get(name))
+                    self._errors.pop(name, None)  # older than this look: no one is told it
 
     def _look(self, wanted: list[str]) -> tuple[dict[str, ObservedStack], dict[str, AwsError], int]:
         """(stacks found, errors by stack, pages of a listing or 0 when asked by name)."""

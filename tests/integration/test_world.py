@@ -96,8 +96,14 @@ def test_a_listing_that_fails_falls_back_to_names_and_errors_stay_with_their_sta
     assert aws.proxy.calls[-4:] == ["DescribeStacks"] * 4  # after the failed listing: by name
 
     aws.proxy.error("DescribeStacks", 400, "AccessDenied", 1, "not yours")
-    with pytest.raises(AwsError, match="not yours"):
-        world.observe("w000", time.monotonic())
+    asked = time.monotonic()
+    with pytest.raises(AwsError, match="not yours") as first:
+        world.observe("w000", asked)
+    with pytest.raises(AwsError, match="not yours") as again:  # that look's failure, told again
+        world.observe("w000", asked)
+    # An exception of its own each time: the one kept, raised again and again, would carry
+    # every caller's frames on its traceback for as long as the world keeps the failure.
+    assert first.value is not again.value
     assert world.observe("w000", time.monotonic())[0] is not None  # the next look is fine
 
 
