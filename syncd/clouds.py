@@ -32,7 +32,6 @@ from syncd.core.journal_state import Kind
 from syncd.core.targets import Place, name_of, parse_key, stack_key
 from syncd.errors import AwsError
 from syncd.journal.store import Journal
-from syncd.ratelimit import RateLimiter
 from syncd.world import World
 
 
@@ -60,11 +59,6 @@ class Gateways:
         # The places no call is made to, and why (their stacks are blocked with it).
         self.unusable: dict[Place, str] = dict(unusable or {})
         self._identifying = threading.Lock()  # repo workers ask at once
-
-    @classmethod
-    def one(cls, cfn: CloudFormation) -> Gateways:
-        """A single gateway at home: what a config without targets has."""
-        return cls(Place(None, None), {Place(None, None): cfn})
 
     # --- routing -----------------------------------------------------------------------------
 
@@ -140,15 +134,6 @@ class Gateways:
         if observed is None:
             return None
         return dataclasses.replace(observed, name=self.key(place, observed.name))
-
-    @property
-    def limiters(self) -> list[RateLimiter]:
-        return [g.limiter for g in self.by_place.values()]
-
-    @property
-    def limiter(self) -> RateLimiter:
-        """The home place's budget (a single-target config has no other)."""
-        return next(iter(self.by_place.values())).limiter
 
     # --- CloudFormation's methods, by key -----------------------------------------------------
 
