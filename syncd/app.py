@@ -33,6 +33,7 @@ from syncd.ratelimit import RateLimiter
 from syncd.reconcile import RepoSync
 from syncd.slots import Slots
 from syncd.sources.git import GitSource
+from syncd.sources.signatures import SignatureCheck
 from syncd.world import World
 
 EMBEDDED_TEMPLATE_BUCKET = "s3://syncd-templates"
@@ -74,8 +75,15 @@ class App:
     mirror: Mirror | None = None
     _owns_journal: bool = field(default=True, repr=False)
     _emulator_file: Path | None = field(default=None, repr=False)
+    outboxes: list[Any] = field(default_factory=list)  # syncd.outbox, the daemon's (run)
+
+    def close_sources(self) -> None:
+        """Remove what the Git sources keep outside the state (their signature keys)."""
+        for sync in self.syncs.values():
+            sync.source.close()
 
     def close(self) -> None:
+        self.close_sources()
         if self._owns_journal:
             self.journal.close()
         if self._emulator_file is not None:
@@ -120,12 +128,16 @@ def open_app(
                 emulator_file = _announce(config.state_dir, emulator.url)
         endpoint = emulator.url
     mirror = None
+    signatures: dict[str, SignatureCheck] = {}
     try:
+        signatures = open_signatures(config)
         cfn = open_gateways(config, endpoint)
         if config.backup.url and not read_only:
             session = make_session(_with_region(aws.target, aws.embedded), endpoint)
             mirror = open_mirror(config, journal, session, endpoint)
     except BaseException:
+        for check in signatures.values():
+            check.close()
         if emulator_file is not None:
             emulator_file.unlink(missing_ok=True)
         if emulator is not None:
@@ -141,7 +153,7 @@ def open_app(
     syncs = {
         repo.name: RepoSync(
             repo,
-            GitSource(repo, config.state_dir),
+            GitSource(repo, config.state_dir, signatures=signatures.get(repo.name)),
             applier,
             world,
             journal,
@@ -154,6 +166,25 @@ def open_app(
     return App(
         config, journal, cfn, world, syncs, stop, emulator, mirror, owns_journal, emulator_file
     )
+
+
+def open_signatures(config: Config) -> dict[str, SignatureCheck]:
+    """Each repo's trusted keys (`verify`), read now: at start and on SIGHUP. Raises
+    ConfigError naming every file that cannot be used."""
+    checks: dict[str, SignatureCheck] = {}
+    problems: list[str] = []
+    for repo in config.repos:
+        if repo.verify is None:
+            continue
+        try:
+            checks[repo.name] = SignatureCheck(repo.verify)
+        except ConfigError as exc:
+            problems += [f"repos.{repo.name}.{p}" for p in exc.problems]
+    if problems:
+        for check in checks.values():
+            check.close()
+        raise ConfigError(config.source, problems)
+    return checks
 
 
 def open_gateways(config: Config, endpoint: str | None) -> Gateways:

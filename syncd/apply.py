@@ -496,6 +496,8 @@ class Applier:
         self.journal.append(
             Kind.CHANGE_SET,
             stack=spec.name,
+            repo=spec.repo,
+            commit=attempt.commit,
             version=attempt.version,
             arn=info.arn,
             name=info.name or name,
@@ -710,6 +712,7 @@ class Applier:
         self.journal.append(
             Kind.RESULT,
             stack=stack,
+            **self._about(stack),
             result=result.value,
             stack_status=observed.status if observed else None,
             outputs=observed.outputs if observed else {},
@@ -720,6 +723,15 @@ class Applier:
             "apply.settled", result=result.value, stack_status=observed.status if observed else None
         )
         return Outcome.SUCCEEDED if result is Result.SUCCEEDED else Outcome.NO_CHANGES
+
+    def _about(self, stack: str) -> dict[str, Any]:
+        """What a result record says of the version it ends (its repo, number and commit), so
+        that it is read alone (syncd.core.events); {} when no version is open."""
+        view = self.journal.state.stacks.get(stack)
+        if view is None or view.attempt is None:
+            return {}
+        a = view.attempt
+        return {"repo": view.repo, "version": a.version, "commit": a.commit}
 
     def _fail(
         self,
@@ -735,6 +747,7 @@ class Applier:
             self.journal.append(
                 Kind.RESULT,
                 stack=stack,
+                **self._about(stack),
                 result=Result.FAILED.value,
                 stack_status=stack_status,
                 message=message,
@@ -827,6 +840,7 @@ class Applier:
         self.journal.append(
             Kind.RESULT,
             stack=stack,
+            **self._about(stack),
             result=Result.FAILED.value,
             stack_status=stack_status,
             message=f"version {attempt.version} did not run: {why}",

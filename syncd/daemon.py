@@ -27,11 +27,14 @@ from syncd.app import App, open_app, read_webhook_secrets
 from syncd.approvals import Approval, Approvals
 from syncd.asks import AskBox, serve
 from syncd.configfile import load_config
-from syncd.core.journal_state import StackState, status_rows
+from syncd.core.journal_state import HistoryRow, StackState, status_rows
 from syncd.errors import ConfigError, SyncdError
 from syncd.http import Endpoints, Hook, HttpServer
+from syncd.journal.follow import Follower
+from syncd.journal.mirror import lineage_of
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
+from syncd.outbox import Outbox, Receiver, open_receivers
 from syncd.reconcile import RepoSync, jittered, observe_world
 from syncd.requests import deliver
 from syncd.sources.watch import RefWatcher
@@ -136,6 +139,8 @@ class Daemon:
         self.metrics = Metrics(lambda: self.app)
         self.http: HttpServer | None = None
         self._secrets: dict[str, bytes] = {}
+        self._receivers: list[Receiver] = []
+        self.follower: Follower | None = None
         self._hooks: dict[str, Hook] = {}
         self._approvals_seen: set[Approval] = set()
         self._approve_signal = threading.Event()
@@ -143,8 +148,10 @@ class Daemon:
     def run(self) -> int:
         config = load_config(self.config_file)  # ConfigError: nothing has started
         self._secrets = read_webhook_secrets(config)
+        self._receivers = open_receivers(config, lambda: self._history())
         self._install_signals()
         self.app = open_app(config)
+        self.follower = Follower(self.app.journal)
         try:
             self._deliver_requests()  # those left while no daemon ran, before any pass
             self._take_asks()
@@ -160,6 +167,8 @@ class Daemon:
             if self.http is not None:
                 self.http.stop()
             self._stop_workers()
+            if self.follower is not None:
+                self.follower.close()
             if self.app is not None:
                 self.app.close()
             self.log.info("daemon.stopped")
@@ -262,11 +271,27 @@ class Daemon:
             for w in self.workers
             if w.sync.repo.name in self._secrets
         }
+        self._start_outboxes()
         if self.app.mirror is not None:
             self.mirror_thread = threading.Thread(
                 target=self.app.mirror.run, args=(self.app.stop,), name="mirror", daemon=True
             )
             self.mirror_thread.start()
+
+    def _history(self) -> list[HistoryRow]:
+        return self.app.journal.state.history if self.app is not None else []
+
+    def _start_outboxes(self) -> None:
+        """A thread per receiver of events and commit statuses (syncd.outbox)."""
+        assert self.app is not None and self.follower is not None
+        journal = self.app.journal
+        lineage = lineage_of(journal.directory).id
+        self.app.outboxes = [
+            Outbox(r, self.follower, journal.state, self.app.config.state_dir, lineage)
+            for r in self._receivers
+        ]
+        for outbox in self.app.outboxes:
+            outbox.start(self.app.stop)
 
     def _start_http(self, listen: str) -> None:
         endpoints = Endpoints(
@@ -316,6 +341,10 @@ class Daemon:
                     self.log.info("daemon.waiting_for_worker", repo=worker.sync.repo.name)
                     self.notifier.watchdog()
         self.workers = []
+        for outbox in self.app.outboxes if self.app is not None else []:
+            # Each wait is left at once on stop; a send under way ends within its timeout.
+            if outbox.thread is not None:
+                outbox.thread.join()
         if self.mirror_thread is not None:  # after the workers: its last cycle sends their records
             while self.mirror_thread.is_alive():
                 self.mirror_thread.join(timeout=5.0)
@@ -328,6 +357,7 @@ class Daemon:
         try:
             config = load_config(self.config_file)
             secrets = read_webhook_secrets(config)
+            receivers = open_receivers(config, lambda: self._history())
         except ConfigError as exc:
             self.log.error("config.reload_refused", problems=exc.problems)
             self.notifier.ready(status=self._status_line())
@@ -353,9 +383,11 @@ class Daemon:
             self.notifier.ready(status=self._status_line())
             return
         self._stop_workers()
+        old.close_sources()
         new._owns_journal = True
         self.app = new
         self._secrets = secrets
+        self._receivers = receivers
         if not config.aws.embedded and old.emulator is not None:
             old.emulator.stop()
         self._start_workers()

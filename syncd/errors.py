@@ -52,6 +52,15 @@ class SourceError(SyncdError):
     """A repository could not be fetched or read; retried with back-off."""
 
 
+class UntrustedCommit(SourceError):
+    """A branch's head is not signed by a key the repo's `verify` trusts: it is not applied."""
+
+    def __init__(self, commit: str, reason: str, kept: str) -> None:
+        super().__init__(f"commit {commit[:12]} is not applied: {reason}; {kept}")
+        self.commit = commit
+        self.reason = reason
+
+
 class BranchMissing(SourceError):
     """The followed branch no longer exists on the remote."""
 

@@ -3,16 +3,17 @@
     GET  /healthz        200 while the process lives
     GET  /readyz         200 once every repo has been read once, else 503
     GET  /metrics        Prometheus text (syncd.metrics)
-    POST /hooks/<repo>   a GitHub-style push webhook: asks for a pass of that repo
+    POST /hooks/<repo>   a push webhook (GitHub, GitLab, Gitea, Forgejo, Bitbucket Cloud): asks
+                         for a pass of that repo
 
-A webhook must carry `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body>` made with the
-repo's `webhook_secret_file`, compared in constant time: 202 when a pass was asked for, 200 for
-a `ping`, a push to another branch or another event (nothing to do), 401 for a missing or wrong
-signature, 404 for a repo that does not exist or takes no webhooks, 413 over 1 MiB (refused
-before the body is read), 429 when one client's refused requests, or one repo's good ones, come
-faster than their share; refused ones never use up the share of good ones, so forgeries cannot
-lock out the real webhook. A webhook never reconciles by itself: it triggers the repo's worker,
-whose mailbox turns any number of them into one pass.
+A webhook must carry its forge's signature of the raw body, or its token, made with the repo's
+`webhook_secret_file` and compared in constant time (syncd.core.forges): 202 when a pass was
+asked for, 200 for a ping, a push to another branch or another event (nothing to do), 401 for a
+missing or wrong signature, 404 for a repo that does not exist or takes no webhooks, 413 over 1
+MiB (refused before the body is read), 429 when one client's refused requests, or one repo's
+good ones, come faster than their share; refused ones never use up the share of good ones, so
+forgeries cannot lock out the real webhook. A webhook never reconciles by itself: it triggers
+the repo's worker, whose mailbox turns any number of them into one pass.
 
 With `http.allowed_hosts`, a request whose Host header names another host gets 421 (a DNS
 rebinding page in a browser cannot reach the listener under its own name).
@@ -25,8 +26,6 @@ Refused and dropped connections are counted (Endpoints.refusals) and logged, bou
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import json
 import socket
@@ -37,10 +36,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs
 
 import structlog
 
+from syncd.core.forges import Unreadable, authenticate, read_push
 from syncd.core.text import printable
 from syncd.listener import Limits, Listener
 from syncd.metrics import CONTENT_TYPE, Metrics
@@ -99,30 +98,6 @@ def _length(header: str | None) -> int | None:
     return value if value >= 0 else None
 
 
-class _Unreadable(ValueError):
-    """A signed payload that is not a JSON object syncd can read (or is nested absurdly)."""
-
-
-def _push_ref(body: bytes, content_type: str) -> str | None:
-    """The `ref` of a push payload, sent as JSON or as GitHub's form-encoded `payload=`;
-    raises _Unreadable when the payload cannot be read (nested JSON deep enough to exhaust
-    Python's recursion is one way: it must be a 400, not a dropped connection)."""
-    try:
-        if content_type.startswith("application/x-www-form-urlencoded"):
-            body = parse_qs(body.decode()).get("payload", [""])[0].encode()
-        ref = json.loads(body or b"{}").get("ref")
-    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
-        raise _Unreadable from None
-    return ref if isinstance(ref, str) else None
-
-
-def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
-    if not header or not header.startswith("sha256="):
-        return False
-    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), header.strip().encode())
-
-
 class RecentIds:
     """The last `size` delivery ids seen: a signed delivery sent again (a replay) is known."""
 
@@ -152,15 +127,6 @@ def host_name(header: str) -> str:
     if text.count(":") == 1:
         text = text.split(":", 1)[0]
     return text.rstrip(".")
-
-
-# Headers forges put a delivery's unique id in (GitHub, Gitea/Forgejo, Gogs, GitLab).
-_DELIVERY_HEADERS = (
-    "X-GitHub-Delivery",
-    "X-Gitea-Delivery",
-    "X-Gogs-Delivery",
-    "X-Gitlab-Event-UUID",
-)
 
 
 class Endpoints:
@@ -306,24 +272,25 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         if hook is None:
             return self._refused(e, client, 404, "no such repo, or it takes no webhooks")
-        if not signature_ok(hook.secret, body, self.headers.get("X-Hub-Signature-256")):
-            return self._refused(e, client, 401, "missing or wrong X-Hub-Signature-256")
-        delivery = next((self.headers[h] for h in _DELIVERY_HEADERS if self.headers.get(h)), None)
-        if delivery is not None and not e.deliveries.add(f"{repo}/{delivery[:100]}"):
+        forge = authenticate(self.headers, body, hook.secret)
+        if forge is None:
+            return self._refused(e, client, 401, "missing or wrong signature or token")
+        try:
+            push = read_push(forge, self.headers, body)
+        except Unreadable:
+            return 400, "the push payload is not a JSON object syncd can read"
+        if push.delivery is not None and not e.deliveries.add(f"{repo}/{push.delivery}"):
             return 200, "ignored: this delivery was received already"
         if not e.limit.allow(repo):
             return 429, "too many deliveries for this repo; a pass is coming anyway"
-        event = self.headers.get("X-GitHub-Event", "push")
-        if event == "ping":
+        if push.event == "ping":
             return 200, "pong"
-        if event != "push":
-            return 200, f"ignored: a {event!r} event does not move the branch"
-        try:
-            ref = _push_ref(body, self.headers.get("Content-Type", ""))
-        except _Unreadable:
-            return 400, "the push payload is not a JSON object syncd can read"
-        if ref and ref != f"refs/heads/{hook.branch}":
-            return 200, f"ignored: a push to {ref}, not refs/heads/{hook.branch}"
+        if push.event != "push":
+            shown = printable(push.event[:60])
+            return 200, f"ignored: a {shown!r} event does not move the branch"
+        if push.branches is not None and hook.branch not in push.branches:
+            moved = ", ".join(f"refs/heads/{printable(b[:100])}" for b in push.branches[:5])
+            return 200, f"ignored: a push to {moved or 'no branch'}, not refs/heads/{hook.branch}"
         hook.trigger()
         return 202, "a pass was asked for"
 

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from syncd.core.journal_state import STALE, DriftResult, StackState, status_rows
 from syncd.journal.mirror import backlog
+from syncd.outbox import oldest_age
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -149,6 +150,16 @@ class _StateCollector(Collector):
             "Shared looks at CloudFormation made for waiting stacks.",
             app.world.looks,
         )
+        yield from _notify_metrics(app.outboxes)
+        untrusted = GaugeMetricFamily(
+            "syncd_repo_untrusted",
+            "1 while the repo's branch head is not signed by a key its verify trusts.",
+            labels=["repo"],
+        )
+        for repo in sorted({r.name for r in app.config.repos}):
+            view = state.repos.get(repo)
+            untrusted.add_metric([repo], 1 if view is not None and view.untrusted else 0)
+        yield untrusted
         mirror = app.mirror
         if mirror is None:
             return
@@ -179,6 +190,45 @@ class _StateCollector(Collector):
                 "When a mirror cycle last succeeded (Unix time).",
                 _unix(cursor.last_success),
             )
+
+
+def _notify_metrics(outboxes: list[Any]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Each receiver of events and commit statuses (syncd.outbox): what it sent, what failed."""
+    sent = CounterMetricFamily(
+        "syncd_notify_sent", "Events and commit statuses delivered.", labels=["receiver"]
+    )
+    failed = CounterMetricFamily(
+        "syncd_notify_failed_sends",
+        "Sends that failed and will be tried again.",
+        labels=["receiver"],
+    )
+    dropped = CounterMetricFamily(
+        "syncd_notify_dropped",
+        "Events the receiver refused for good (400, 404, 410, 422, ...).",
+        labels=["receiver"],
+    )
+    behind = GaugeMetricFamily(
+        "syncd_notify_backlog_records",
+        "Journal records the receiver has not gone through yet.",
+        labels=["receiver"],
+    )
+    failing = GaugeMetricFamily(
+        "syncd_notify_failing", "1 while the receiver's current event fails.", labels=["receiver"]
+    )
+    oldest = GaugeMetricFamily(
+        "syncd_notify_oldest_unsent_age_seconds",
+        "How long the event a failing receiver is on has been due (0: none).",
+        labels=["receiver"],
+    )
+    for outbox in outboxes:
+        p, name = outbox.progress, [outbox.receiver.name]
+        sent.add_metric(name, p.sent)
+        failed.add_metric(name, p.failed_sends)
+        dropped.add_metric(name, p.dropped)
+        behind.add_metric(name, outbox.behind)
+        failing.add_metric(name, 1 if p.error else 0)
+        oldest.add_metric(name, oldest_age(p) or 0.0)
+    yield from (sent, failed, dropped, behind, failing, oldest)
 
 
 def _unix(iso: str) -> float:

@@ -78,7 +78,8 @@ class Planner:
             else:
                 stacks.append(self._delete(repo.name, name))
         stacks = [self._suspended(repo.name, s) for s in stacks]
-        return Plan(repo.name, ref, commit, tuple(sorted(stacks, key=lambda s: s.stack)))
+        ordered = tuple(sorted(stacks, key=lambda s: s.stack))
+        return Plan(repo.name, ref, commit, ordered, untrusted=source.untrusted(commit))
 
     def _known(self, repo: RepoConfig, source: GitSource) -> dict[str, tuple[str, bool]]:
         """The stacks this repo deploys, each with its deployment file and whether it is

@@ -42,6 +42,7 @@ from syncd.core.deployments import (
 )
 from syncd.core.journal_state import (
     Kind,
+    RepoView,
     StackState,
     StackView,
     suspension,
@@ -50,7 +51,14 @@ from syncd.core.order import dependency_cycles, ready
 from syncd.core.schedule import heights
 from syncd.core.text import printable
 from syncd.drift import DriftChecks, drift_holds
-from syncd.errors import AwsError, BranchMissing, SourceError, SyncdError, UsageError
+from syncd.errors import (
+    AwsError,
+    BranchMissing,
+    SourceError,
+    SyncdError,
+    UntrustedCommit,
+    UsageError,
+)
 from syncd.journal.store import Journal
 from syncd.slots import Slots
 from syncd.sources.git import GitSource
@@ -255,6 +263,8 @@ class RepoSync:
         repo_view = self.journal.state.repos.get(self.repo.name)
         try:
             fetched = self.source.fetch()
+        except UntrustedCommit as exc:
+            return self._untrusted(exc, repo_view, report)
         except SourceError as exc:
             message = str(exc)
             report.source_error = message
@@ -286,6 +296,22 @@ class RepoSync:
                 changed_files=len(fetched.changes),
             )
         return fetched.commit
+
+    def _untrusted(
+        self, exc: UntrustedCommit, repo_view: RepoView | None, report: PassReport
+    ) -> str | None:
+        """The branch's head is not signed by a trusted key: say so once (the journal, the log,
+        and so the events and the commit status), and go on with the last commit taken, if
+        there is one and it is not that head (taken before `verify` was set)."""
+        report.source_error = str(exc)
+        said = repo_view.untrusted if repo_view is not None else None
+        if said is None or (said["commit"], said["reason"]) != (exc.commit, exc.reason):
+            self.journal.append(
+                Kind.UNTRUSTED, repo=self.repo.name, commit=exc.commit, reason=exc.reason
+            )
+            self.log.error("commit.untrusted", commit=exc.commit[:12], reason=exc.reason)
+        kept = self.source.current()
+        return kept if kept is not None and kept != exc.commit else None
 
     def _approval_requests(self) -> dict[str, Approval]:
         """The approvals waiting for this repo's stacks."""

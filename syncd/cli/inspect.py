@@ -69,11 +69,23 @@ def _show_status(args: argparse.Namespace, config: Any, journal: Any) -> int:
                 print(printable(f"repo {repo.repo}: its last pass failed: {repo.pass_error}"))
             if repo.suspended:
                 print(printable(f"repo {repo.repo}: {repo.suspended.describe()}"))
+            if repo.untrusted:
+                u = repo.untrusted
+                print(
+                    printable(
+                        f"repo {repo.repo}: blocked since {u['since']}: commit "
+                        f"{u['commit'][:12]} is not applied: {u['reason']}"
+                    )
+                )
         if config.backup.url:
             print(_backup_line(config, journal))
+        for line in _notify_lines(config, journal):
+            print(printable(line))
     bad = {"failed", "blocked", STALE}
     failing = any(
-        journal.state.repos[r].pass_error for r in shown_repos if r in journal.state.repos
+        journal.state.repos[r].pass_error or journal.state.repos[r].untrusted
+        for r in shown_repos
+        if r in journal.state.repos
     )
     return EXIT_FAILED if failing or any(r["state"] in bad for r in rows) else EXIT_OK
 
@@ -90,6 +102,28 @@ def _backup_line(config: Any, journal: Any) -> str:
     if cursor.error:
         line += f"; failing since {cursor.error_since}: {cursor.error}"
     return line
+
+
+def _notify_lines(config: Any, journal: Any) -> list[str]:
+    """A line for each receiver of events or commit statuses that is failing or behind."""
+    from syncd.outbox import Progress, progress_path
+
+    names = [w.name for w in config.receivers()]
+    names += [f"commit-status-{r.name}" for r in config.repos if r.commit_status is not None]
+    lines = []
+    for name in names:
+        progress = Progress.load(progress_path(config.state_dir, name))
+        if progress is None:
+            continue
+        behind = journal.state.last_seq - progress.seq
+        if progress.error:
+            lines.append(
+                f"notify {name}: failing since {progress.failing_since}: {progress.error}; "
+                f"the event it is on is from {progress.waiting_since}, {behind} record(s) behind"
+            )
+        elif progress.dropped:
+            lines.append(f"notify {name}: {progress.dropped} event(s) refused by the receiver")
+    return lines
 
 
 def cmd_history(args: argparse.Namespace) -> int:

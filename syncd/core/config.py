@@ -20,6 +20,7 @@ import yaml
 
 from syncd.core import capabilities
 from syncd.core.cfn_yaml import SafeLoader, located, yaml_error
+from syncd.core.events import EVENT_TYPES
 from syncd.core.targets import (
     Place,
     Target,
@@ -148,6 +149,50 @@ class HttpConfig:
     allowed_hosts: tuple[str, ...] | None = None
 
 
+FORGES = ("github", "gitlab", "gitea", "bitbucket")
+# Each forge's public API, where a commit status is posted (Gitea and Forgejo: the server's own).
+FORGE_APIS = {
+    "github": "https://api.github.com",
+    "gitlab": "https://gitlab.com/api/v4",
+    "bitbucket": "https://api.bitbucket.org/2.0",
+}
+
+
+@dataclass(frozen=True)
+class CommitStatusConfig:
+    """A repo's `notify.commit_status`: where its commits' statuses are posted, and how."""
+
+    forge: str  # one of FORGES
+    repository: str  # owner/name (GitLab: the project's path or id; Bitbucket: workspace/slug)
+    token_file: Path
+    api_url: str
+    per: str = "stack"  # a status per stack (context <context>/<stack>), or one per commit
+    context: str = "syncd"
+    target_url: str | None = None  # a link on each status (Bitbucket needs one)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """An event receiver (`notify.webhooks`): CloudEvents JSON, or a Slack-style `{"text"}`."""
+
+    name: str
+    url: str | None = None
+    url_file: Path | None = None  # a URL that is itself a secret (Slack's): read from a file
+    format: str = "cloudevents"  # or "slack"
+    secret_file: Path | None = None  # HMAC-SHA256 key of X-Syncd-Signature-256
+    events: tuple[str, ...] = EVENT_TYPES
+    repos: tuple[str, ...] | None = None  # None: every repo's events, and the daemon's own
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """A repo's `verify`: only commits signed by these keys are applied."""
+
+    allowed_signers_file: Path | None = None  # SSH signatures (ssh-keygen's allowed_signers)
+    keyring: Path | None = None  # OpenPGP public keys (armored or binary)
+
+
 @dataclass(frozen=True)
 class RepoConfig:
     name: str
@@ -163,6 +208,9 @@ class RepoConfig:
     init_from: Path | None = None  # local url only: create the repo from this folder if missing
     # The default target's place: stack keys name a stack's place relative to it.
     home: Place = field(default_factory=lambda: Place(None, None))
+    commit_status: CommitStatusConfig | None = None
+    webhooks: tuple[WebhookConfig, ...] = ()  # this repo's own receivers
+    verify: VerifyConfig | None = None
 
     def options_for(self, stack: str) -> StackOptions:
         """The options of one stack (by its name or its key). A key of `stacks` names a stack
@@ -203,6 +251,11 @@ class Config:
     defaults: StackOptions
     concurrency: int
     repos: tuple[RepoConfig, ...]
+    webhooks: tuple[WebhookConfig, ...] = ()  # notify.webhooks, beside the repos' own
+
+    def receivers(self) -> tuple[WebhookConfig, ...]:
+        """Every event receiver: the daemon's, then each repo's (for its events only)."""
+        return self.webhooks + tuple(w for repo in self.repos for w in repo.webhooks)
 
     def targets(self) -> dict[Place, Target]:
         """Each place stacks are deployed to, and how it is reached (one way per place)."""
@@ -308,7 +361,7 @@ class _Reader:
         top = self.mapping(
             data,
             "",
-            {"state_dir", "aws", "backup", "http", "defaults", "concurrency", "repos"},
+            {"state_dir", "aws", "backup", "http", "defaults", "concurrency", "repos", "notify"},
         )
         if "state_dir" not in top:
             self.problem("state_dir", "required")
@@ -323,7 +376,11 @@ class _Reader:
             replace(r, home=aws.target.place) for r in self.repos(top.get("repos"), defaults)
         )
         self.check_targets(aws, repos)
+        notify = self.mapping(top.get("notify"), "notify", {"webhooks"})
+        webhooks = self.webhooks(notify.get("webhooks"), "notify.webhooks", None)
+        self.check_webhooks(webhooks, repos)
         return {
+            "webhooks": webhooks,
             "state_dir": state_dir,
             "aws": aws,
             "backup": backup,
@@ -497,6 +554,8 @@ class _Reader:
             "stacks",
             "init_from",
             "aws",
+            "notify",
+            "verify",
         } | option_keys
         d = self.mapping(value, path, keys)
         for key in ("name", "url"):
@@ -541,9 +600,16 @@ class _Reader:
             )
         default_globs: tuple[str, ...] = ("deployments/*.yaml",)
         deployments = self.get(d, "deployments", path, _globs, default_globs)
+        notify = self.mapping(d.get("notify"), f"{path}.notify", {"commit_status", "webhooks"})
+        commit_status = self.commit_status(notify.get("commit_status"), f"{path}.notify")
+        webhooks = self.webhooks(notify.get("webhooks"), f"{path}.notify.webhooks", name)
+        verify = self.verify(d.get("verify"), f"{path}.verify")
         if not name or not url:  # reported above; every other key was still checked
             return None
         return RepoConfig(
+            commit_status=commit_status,
+            webhooks=webhooks,
+            verify=verify,
             name=name,
             url=url,
             branch=branch,
@@ -556,6 +622,138 @@ class _Reader:
             stack_options=stack_options,
             init_from=init_from,
         )
+
+    # --- notify and verify ----------------------------------------------------------------
+
+    def commit_status(self, value: object, parent: str) -> CommitStatusConfig | None:
+        if value is None:
+            return None
+        path = f"{parent}.commit_status"
+        keys = {"forge", "repository", "token_file", "api_url", "per", "context", "target_url"}
+        d = self.mapping(value, path, keys)
+        for key in ("forge", "repository", "token_file"):
+            if d.get(key) is None:
+                self.problem(f"{path}.{key}", "required")
+        forge = self.get(d, "forge", path, _one_of(*FORGES), "")
+        api_url = self.get(d, "api_url", path, _http_url, FORGE_APIS.get(forge, ""))
+        if forge == "gitea" and d.get("api_url") is None:
+            self.problem(f"{path}.api_url", "required for gitea (https://<server>/api/v1)")
+        repository = self.get(d, "repository", path, _repository, "")
+        token_file = self.get(d, "token_file", path, self.path, None)
+        target_url = self.get(d, "target_url", path, _http_url, None)
+        if forge == "bitbucket" and target_url is None and d.get("target_url") is None:
+            self.problem(f"{path}.target_url", "required for bitbucket (its statuses need a link)")
+        if not forge or not repository or token_file is None or not api_url:
+            return None
+        return CommitStatusConfig(
+            forge=forge,
+            repository=repository,
+            token_file=token_file,
+            api_url=api_url.rstrip("/"),
+            per=self.get(d, "per", path, _one_of("stack", "commit"), "stack"),
+            context=self.get(d, "context", path, _context, "syncd"),
+            target_url=target_url,
+        )
+
+    def webhooks(self, value: object, path: str, repo: str | None) -> tuple[WebhookConfig, ...]:
+        """A list of receivers; a repo's (`repo` given) hear only that repo's events."""
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list, not {_kind(value)}")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            keys = {"name", "url", "url_file", "format", "secret_file", "events", "timeout"}
+            d = self.mapping(item, where, keys | ({"repos"} if repo is None else set()))
+            if d.get("name") is None:
+                self.problem(f"{where}.name", "required")
+            if (d.get("url") is None) == (d.get("url_file") is None):
+                self.problem(where, "needs url or url_file (one of them)")
+            fmt = self.get(d, "format", where, _one_of("cloudevents", "slack"), "cloudevents")
+            if fmt == "slack" and d.get("secret_file") is not None:
+                self.problem(
+                    f"{where}.secret_file", "not for format: slack (its URL is the secret)"
+                )
+            webhook = WebhookConfig(
+                name=self.get(d, "name", where, _repo_name, ""),
+                url=self.get(d, "url", where, _receiver_url, None),
+                url_file=self.get(d, "url_file", where, self.path, None),
+                format=fmt,
+                secret_file=self.get(d, "secret_file", where, self.path, None),
+                events=self.get(d, "events", where, _events, EVENT_TYPES),
+                repos=(repo,) if repo is not None else self.get(d, "repos", where, _names, None),
+                timeout=self.get(d, "timeout", where, _duration, 10.0),
+            )
+            if webhook.name:
+                out.append(webhook)
+        return tuple(out)
+
+    def check_webhooks(self, top: tuple[WebhookConfig, ...], repos: tuple[RepoConfig, ...]) -> None:
+        """Receivers have names of their own (their progress is kept by name), and name repos
+        that exist."""
+        known = {r.name for r in repos}
+        seen: set[str] = set()
+        for webhook in top + tuple(w for r in repos for w in r.webhooks):
+            if webhook.name in seen:
+                self.problem("notify.webhooks", f"{webhook.name!r} names two receivers")
+            seen.add(webhook.name)
+        for i, webhook in enumerate(top):
+            for name in sorted(set(webhook.repos or ()) - known):
+                where = f"notify.webhooks[{i}].repos"
+                self.problem(where, f"{name!r} is not a repo" + did_you_mean(name, known))
+
+    def verify(self, value: object, path: str) -> VerifyConfig | None:
+        if value is None:
+            return None
+        d = self.mapping(value, path, {"allowed_signers_file", "keyring"})
+        if not d:
+            self.problem(path, "needs allowed_signers_file, keyring or both")
+            return None
+        return VerifyConfig(
+            allowed_signers_file=self.get(d, "allowed_signers_file", path, self.path, None),
+            keyring=self.get(d, "keyring", path, self.path, None),
+        )
+
+
+def _repository(value: object) -> str:
+    text = _string(value)
+    if not re.match(r"^[\w.-]+(/[\w.-]+)+$|^\d+$", text) or ".." in text.split("/"):
+        raise ValueError(f"must be owner/name (or a GitLab project id), not {quoted(text)}")
+    return text
+
+
+def _context(value: object) -> str:
+    text = _string(value)
+    if len(text) > 40 or not re.match(r"^[\w./ -]+$", text):
+        raise ValueError("must be up to 40 letters, digits, spaces and . / _ -")
+    return text
+
+
+def _receiver_url(value: object) -> str:
+    """A receiver's URL: never quoted back (a Slack URL is itself a secret)."""
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s]+$", value):
+        raise ValueError("must be an http:// or https:// URL (not shown: it may hold a secret)")
+    return value
+
+
+def _events(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a list of event types")
+    for item in value:
+        if item not in EVENT_TYPES:
+            hint = did_you_mean(item, EVENT_TYPES) if isinstance(item, str) else ""
+            raise ValueError(
+                f"{quoted(item)} is not an event type ({', '.join(EVENT_TYPES)}){hint}"
+            )
+    return tuple(dict.fromkeys(value))
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a list of repo names")
+    return tuple(_repo_name(v) for v in value)
 
 
 def _kind(value: object) -> str:

@@ -24,8 +24,8 @@ class Kind(StrEnum):
     #                      digest, action, deployment_file, template_file, parameters, tags,
     #                      dependencies, rollback_of?}: rollback_of, the version whose
     #                      desired state `syncd rollback` applies again
-    CHANGE_SET = "change_set"  # created and described: {stack, version, arn, name, changes,
-    #                            awaiting_approval}
+    CHANGE_SET = "change_set"  # created and described: {stack, repo, commit, version, arn,
+    #                            name, changes, awaiting_approval}
     APPROVED = "approved"  # someone approved the waiting change set: {stack, change_set, by}
     APPROVAL_REFUSED = "approval_refused"  # an approval of a change set that is not the one
     #                                        waiting: {stack, change_set, by, reason}
@@ -34,8 +34,8 @@ class Kind(StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"  # after an execute, CloudFormation's answer about the
     #                                      stack could not be read: the attempt stays open:
     #                                      {stack, reason, tries, look_again_at}
-    RESULT = "result"  # the attempt ended: {stack, version, result, stack_status, message,
-    #                    outputs, retryable}
+    RESULT = "result"  # the attempt ended: {stack, repo, version, commit, result,
+    #                    stack_status, message, outputs, retryable}
     BLOCKED = "blocked"  # cannot apply now: {repo, stack, stack_status, reason}
     RECREATING = "recreating"  # about to delete a ROLLBACK_COMPLETE stack: {stack, stack_status}
     OBSERVED = "observed"  # what CloudFormation showed: {stack, stack_status, outputs, drift}
@@ -66,6 +66,11 @@ class Kind(StrEnum):
     TARGET = "target"  # the account and region a target's credentials reach, as AWS answered
     #                    (GetCallerIdentity): {target, account, region}; target is what stack
     #                    keys put before a stack's name ("" for the default target)
+    UNTRUSTED = "untrusted"  # a repo's new head is not signed by a key its `verify` trusts:
+    #                          {repo, commit, reason}; the repo stays at the last commit taken
+    BACKUP_FAILING = "backup_failing"  # the journal's mirror to S3 stopped working: {error,
+    #                                    since}
+    BACKUP_OK = "backup_ok"  # it works again: {}
     ANSWERED = "answered"  # the daemon did it: {repo, request, error, source_error, invalid,
     #                        outcomes, commit, version?, refused?}: a rollback's new version,
     #                        and whether it was refused before anything was journaled
@@ -109,6 +114,9 @@ REQUIRED: dict[Kind, dict[str, tuple[type, ...]]] = {
     Kind.ASKED: {"repo": _STR, "request": _STR, "action": _STR, "deadline": _STR},
     Kind.ANSWERED: {"repo": _STR, "request": _STR},
     Kind.TARGET: {"target": _STR, "account": _STR, "region": _STR},
+    Kind.UNTRUSTED: {"repo": _STR, "commit": _STR, "reason": _STR},
+    Kind.BACKUP_FAILING: {"error": _STR},
+    Kind.BACKUP_OK: {},
 }
 
 
@@ -482,6 +490,9 @@ class RepoView:
     # What commands asked the daemon for and it has not answered yet: request id -> the
     # ASKED record's data (a daemon that restarts answers them, see syncd.asks).
     asked: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Its branch's head is not signed by a trusted key (verify): {commit, reason, since}; the
+    # repo stays at `commit` above until a trusted one comes.
+    untrusted: dict[str, str] | None = None
 
 
 # The state `status` shows for a stack that looked in sync when its repo's last pass failed:
@@ -499,6 +510,8 @@ class JournalState:
     drift_checks: dict[str, dict[str, int]] = field(default_factory=dict)  # repo -> result -> n
     # target ("" the default) -> {"account", "region"}, as AWS answered (Kind.TARGET)
     targets: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The journal's mirror to S3 is failing (Kind.BACKUP_FAILING): {error, since}; None: not.
+    backup_failing: dict[str, str] | None = None
     _open_rows: dict[str, HistoryRow] = field(default_factory=dict)
 
     def stack(self, name: str, repo: str = "") -> StackView:
@@ -529,6 +542,7 @@ class JournalState:
             "open_rows": {stack: row_index[id(row)] for stack, row in self._open_rows.items()},
             "drift_checks": {repo: dict(n) for repo, n in self.drift_checks.items()},
             "targets": {t: dict(v) for t, v in self.targets.items()},
+            "backup_failing": self.backup_failing,
         }
 
     @classmethod
@@ -561,6 +575,7 @@ class JournalState:
             _open_rows={stack: history[i] for stack, i in data["open_rows"].items()},
             drift_checks={repo: dict(n) for repo, n in data.get("drift_checks", {}).items()},
             targets={t: dict(v) for t, v in data.get("targets", {}).items()},
+            backup_failing=data.get("backup_failing"),
         )
 
 
@@ -575,6 +590,21 @@ def _commit(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     repo = s.repos.setdefault(d["repo"], RepoView(d["repo"]))
     repo.commit = d["commit"]
     repo.error = None
+    repo.untrusted = None
+
+
+def _untrusted(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    repo = s.repos.setdefault(d["repo"], RepoView(d["repo"]))
+    repo.untrusted = {"commit": d["commit"], "reason": d["reason"], "since": r.time}
+    repo.error = None
+
+
+def _backup_failing(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    s.backup_failing = {"error": d["error"], "since": str(d.get("since") or r.time)}
+
+
+def _backup_ok(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
+    s.backup_failing = None
 
 
 def _source_error(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
@@ -883,6 +913,9 @@ _HANDLERS = {
     Kind.ASKED: _asked,
     Kind.ANSWERED: _answered,
     Kind.TARGET: _target,
+    Kind.UNTRUSTED: _untrusted,
+    Kind.BACKUP_FAILING: _backup_failing,
+    Kind.BACKUP_OK: _backup_ok,
 }
 
 

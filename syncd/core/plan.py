@@ -75,6 +75,8 @@ class Plan:
     ref: str
     commit: str
     stacks: tuple[StackPlan, ...] = field(default_factory=tuple)
+    # Why the ref's head would not be applied under the repo's `verify` (None: it would be).
+    untrusted: str | None = None
 
     @property
     def has_changes(self) -> bool:
@@ -89,6 +91,7 @@ class Plan:
             "repo": self.repo,
             "ref": self.ref,
             "commit": self.commit,
+            "untrusted": self.untrusted,
             "stacks": [s.as_dict() for s in self.stacks],
         }
 
@@ -119,6 +122,8 @@ def _value(v: ValueChange) -> dict[str, Any]:
 def as_text(plan: Plan) -> str:
     """The plan for a terminal: one line per fact, every value from the repo or AWS printable."""
     lines = [f"plan for {plan.repo} at {plan.ref} ({plan.commit[:12]})"]
+    if plan.untrusted:
+        lines.append(f"  ! not trusted: {plan.untrusted}; syncd will not apply this commit")
     for s in plan.stacks:
         head = f"  {_sign(s)} {s.stack}: {s.action}"
         if s.changes:
@@ -147,6 +152,11 @@ def as_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
         "",
         _summary(plan),
         "",
+        *(
+            [f"**Not trusted:** {_cell(plan.untrusted)}; syncd will not apply this commit.", ""]
+            if plan.untrusted
+            else []
+        ),
         "| stack | action | resources | note |",
         "|---|---|---|---|",
     ]

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import structlog
 
 from syncd.core.journal_format import GENESIS, Damage, verify
+from syncd.core.journal_state import Kind
 from syncd.errors import AwsError, JournalCorrupt, ObjectExists, SyncdError
 from syncd.journal.auth import BackupKey
 from syncd.journal.store import Journal, Segment, fsync_dir, segments
@@ -215,6 +216,8 @@ class Mirror:
             self._healthy = True
             if self.cursor.error:
                 self.log.info("mirror.recovered", after=self.cursor.error)
+            if self.journal.state.backup_failing is not None:
+                self._journal(Kind.BACKUP_OK)
             self.cursor.error = self.cursor.error_since = None
             self.cursor.last_success = self.clock()
             self._save()
@@ -343,9 +346,36 @@ class Mirror:
         self.cursor.error = message
         self.cursor.error_since = self.cursor.error_since or self.clock()
         self._save()
+        if self.journal.state.backup_failing is None and _older_than(
+            self.cursor.error_since, self.clock(), FAILING_AFTER
+        ):
+            self._journal(Kind.BACKUP_FAILING, error=message, since=self.cursor.error_since)
+
+    def _journal(self, kind: Kind, **data: Any) -> None:
+        """Record that the backup fails, or works again (for `status` and the events of
+        syncd.outbox); a journal that cannot take it (read-only, broken) is only logged."""
+        try:
+            self.journal.append(kind, **data)
+        except Exception as exc:
+            self.log.warning("mirror.health_not_journaled", kind=kind.value, error=str(exc))
 
     def _save(self) -> None:
         write_atomically(self.path, json.dumps(asdict(self.cursor), indent=1).encode())
+
+
+# A backup is reported failing (journaled, so an event) once it has failed this long in a row:
+# one failed upload, retried at the next cycle, is not news.
+FAILING_AFTER = 60.0
+
+
+def _older_than(stamp: str | None, now: str, seconds: float) -> bool:
+    """Whether ISO time `stamp` is at least `seconds` before `now`."""
+    try:
+        since = datetime.fromisoformat((stamp or "").replace("Z", "+00:00"))
+        at = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    except ValueError:
+        return bool(stamp)
+    return (at - since).total_seconds() >= seconds
 
 
 def backlog(journal: Journal, cursor: Cursor) -> tuple[int, str | None]:

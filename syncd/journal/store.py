@@ -238,6 +238,11 @@ class Journal:
         """Call `listener` with every record appended from now on (under the journal's lock)."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[Record], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
     def append(self, kind: Kind, **data: Any) -> Record:
         """Write one record and fsync it; only then is it acknowledged and folded in."""
         if self._lock_file is None:

@@ -44,7 +44,8 @@ from syncd.core.deployments import (
     load_stacks,
 )
 from syncd.core.text import PATH_LIMIT, bounded, quoted
-from syncd.errors import BranchMissing, SourceError
+from syncd.errors import BranchMissing, SourceError, UntrustedCommit
+from syncd.sources.signatures import SignatureCheck
 
 TRACKING_REF = "refs/syncd/head"
 _SYMLINK = "120000"
@@ -178,6 +179,9 @@ def remote(url: str) -> Remote:
     return Remote(bare, env)
 
 
+UNTRUSTED = "untrusted:"  # marks a cached verdict that is about a signature
+
+
 @dataclass(frozen=True)
 class FetchResult:
     commit: str
@@ -194,9 +198,15 @@ class GitSource:
     """One repo's branch, mirrored into `state_dir/repos/<name>.git`."""
 
     def __init__(
-        self, repo: RepoConfig, state_dir: Path, fetch_timeout: float = FETCH_TIMEOUT
+        self,
+        repo: RepoConfig,
+        state_dir: Path,
+        fetch_timeout: float = FETCH_TIMEOUT,
+        signatures: SignatureCheck | None = None,
     ) -> None:
+        """`signatures`: the repo's trusted keys (`verify`); its head is checked at each fetch."""
         self.config = repo
+        self.signatures = signatures
         self.path = state_dir / "repos" / f"{repo.name}.git"
         self.fetch_timeout = fetch_timeout
         self._repo: git.Repo | None = None
@@ -294,20 +304,12 @@ class GitSource:
 
     def _admit(self, commit: str, previous: str | None) -> None:
         """Load `commit` once (the pass takes the load over, see `tree`); one past the limits
-        is refused: the tracking ref goes back to `previous`, so the last commit taken is kept
-        and nothing of this one is applied. Raises SourceError, the same each time."""
+        is refused, and so is one that its repo's `verify` does not trust: the tracking ref goes
+        back to `previous`, so the last commit taken is kept and nothing of this one is applied.
+        Raises SourceError (UntrustedCommit for a signature), the same each time."""
         verdict = self._verdicts.get(commit)
         if verdict is None:
-            try:
-                tree = GitTree(self._git(), commit)
-                load_stacks(self.config, tree)
-                verdict = ""
-                self._admitted = tree
-            except CommitTooLarge as exc:
-                kept = f"keeping commit {previous[:12]}" if previous else "no commit taken yet"
-                verdict = (
-                    f"commit {commit[:12]} is refused, nothing of it is applied: {exc}; {kept}"
-                )
+            verdict = self._judge(commit, previous)
             if len(self._verdicts) >= 16:
                 self._verdicts.pop(next(iter(self._verdicts)))
             self._verdicts[commit] = verdict
@@ -318,7 +320,36 @@ class GitSource:
                     repo.git.update_ref("-d", TRACKING_REF)
                 else:
                     repo.git.update_ref(TRACKING_REF, previous)
+            if verdict.startswith(UNTRUSTED):
+                kept = f"keeping commit {previous[:12]}" if previous else "no commit taken yet"
+                raise UntrustedCommit(commit, verdict[len(UNTRUSTED) :], kept)
             raise SourceError(verdict)
+
+    def _judge(self, commit: str, previous: str | None) -> str:
+        """ "" when `commit` may be applied, else why not (UNTRUSTED + why, for a signature)."""
+        untrusted = self.untrusted(commit)
+        if untrusted is not None:
+            return UNTRUSTED + untrusted
+        try:
+            tree = GitTree(self._git(), commit)
+            load_stacks(self.config, tree)
+        except CommitTooLarge as exc:
+            kept = f"keeping commit {previous[:12]}" if previous else "no commit taken yet"
+            return f"commit {commit[:12]} is refused, nothing of it is applied: {exc}; {kept}"
+        self._admitted = tree
+        return ""
+
+    def untrusted(self, commit: str) -> str | None:
+        """Why `commit` is not to be applied under the repo's `verify` (None: it is, or the
+        repo verifies nothing)."""
+        if self.signatures is None:
+            return None
+        env = {**os.environ, **hermetic_env()}
+        return self.signatures.untrusted(self.path, env, commit)
+
+    def close(self) -> None:
+        if self.signatures is not None:
+            self.signatures.close()
 
     def tree(self, commit: str) -> GitTree:
         admitted, self._admitted = self._admitted, None

@@ -246,3 +246,59 @@ def test_a_refused_path_is_logged_bounded_and_printable(served, capsys) -> None:
         time.sleep(0.2)
     (event,) = [e for e in logs if e.get("event") == "webhook"]
     assert "\x1b" not in event["repo"] and len(event["repo"]) <= 400
+
+
+def hex_hmac(body: bytes, secret: bytes = SECRET) -> str:
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+BITBUCKET_PUSH = json.dumps(
+    {"push": {"changes": [{"new": {"type": "branch", "name": "main", "target": {"hash": "a"}}}]}}
+).encode()
+BITBUCKET_OTHER = json.dumps(
+    {"push": {"changes": [{"new": {"type": "branch", "name": "feature"}}]}}
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("forge", "body", "headers"),
+    [
+        ("gitlab", PUSH, {"X-Gitlab-Token": SECRET.decode(), "X-Gitlab-Event": "Push Hook"}),
+        ("gitea", PUSH, {"X-Gitea-Signature": hex_hmac(PUSH), "X-Gitea-Event": "push"}),
+        ("forgejo", PUSH, {"X-Forgejo-Signature": hex_hmac(PUSH), "X-Forgejo-Event": "push"}),
+        (
+            "bitbucket",
+            BITBUCKET_PUSH,
+            {"X-Hub-Signature": f"sha256={hex_hmac(BITBUCKET_PUSH)}", "X-Event-Key": "repo:push"},
+        ),
+    ],
+)
+def test_pushes_from_each_forge(served, forge: str, body: bytes, headers: dict[str, str]) -> None:
+    address, triggers, _ = served
+    code, answer = request(address, "POST", "/hooks/platform", body, headers)
+    assert (code, triggers.count) == (202, 1), answer
+    # The same request with a wrong secret is refused and triggers nothing.
+    forged = {
+        k: (v.replace(v[-4:], "0000") if k != "X-Gitlab-Token" else "wrong")
+        for k, v in headers.items()
+        if k.startswith(("X-Gitlab-Token", "X-Gitea-Sig", "X-Forgejo-Sig", "X-Hub-Sig"))
+    }
+    events = {k: v for k, v in headers.items() if k not in forged}
+    code, _ = request(address, "POST", "/hooks/platform", body, {**events, **forged})
+    assert (code, triggers.count) == (401, 1)
+
+
+def test_forge_events_that_move_no_followed_branch(served) -> None:
+    address, triggers, _ = served
+    headers = {"X-Hub-Signature": f"sha256={hex_hmac(BITBUCKET_OTHER)}", "X-Event-Key": "repo:push"}
+    code, answer = request(address, "POST", "/hooks/platform", BITBUCKET_OTHER, headers)
+    assert code == 200 and b"refs/heads/feature" in answer
+    mr = {"X-Gitlab-Token": SECRET.decode(), "X-Gitlab-Event": "Merge Request Hook"}
+    code, answer = request(address, "POST", "/hooks/platform", b"{}", mr)
+    assert code == 200 and b"Merge Request Hook" in answer
+    ping = {"X-Hub-Signature": f"sha256={hex_hmac(b'{}')}", "X-Event-Key": "diagnostics:ping"}
+    assert request(address, "POST", "/hooks/platform", b"{}", ping) == (
+        200,
+        b'{"result": "pong"}\n',
+    )
+    assert triggers.count == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,32 @@ def test_while_s3_is_down_the_journal_goes_on_and_the_backlog_is_flushed_in_orde
     assert mirror.cursor.seq == 8 and mirror.cursor.error is None
     records = record_objects(s3)
     assert b"".join(records[k] for k in sorted(records)) == local_bytes(journal)
+
+
+def test_a_backup_failing_for_a_minute_is_journaled_once_and_so_is_its_recovery(
+    journal, store, aws, tmp_path
+) -> None:
+    now = [datetime(2026, 12, 2, 10, 0, tzinfo=UTC)]
+    clock = lambda: now[0].isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+    mirror = Mirror(journal, store, tmp_path / "state", clock=clock)
+    add(journal, 1)
+    aws.proxy.s3_down()
+    for seconds in (0, 30, 59):  # failing, but not for a minute yet: no news
+        now[0] = datetime(2026, 12, 2, 10, 0, seconds, tzinfo=UTC)
+        assert not mirror.flush()
+    assert journal.state.backup_failing is None
+    for seconds in (60, 90):
+        now[0] = datetime(2026, 12, 2, 10, 1, seconds - 60, tzinfo=UTC)
+        assert not mirror.flush()
+    kinds = [r.kind for r in journal.records()]
+    assert kinds.count(Kind.BACKUP_FAILING) == 1
+    assert journal.state.backup_failing is not None
+    assert journal.state.backup_failing["since"] == "2026-12-02T10:00:00.000Z"
+    aws.proxy.s3_up()
+    assert mirror.flush() or mirror.flush()  # the recovery record itself goes in the next one
+    kinds = [r.kind for r in journal.records()]
+    assert kinds.count(Kind.BACKUP_OK) == 1 and journal.state.backup_failing is None
+    assert mirror.flush() and mirror.cursor.seq == journal.state.last_seq
 
 
 def test_another_journal_at_the_same_key_is_never_overwritten(journal, store, s3, tmp_path):

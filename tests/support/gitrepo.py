@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -21,8 +22,8 @@ _ENV = {
 }
 
 
-def git(*args: str, cwd: Path) -> str:
-    env = {**os.environ, **_ENV}
+def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    env = {**os.environ, **_ENV, **(env or {})}
     out = subprocess.run(
         ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
     )
@@ -55,11 +56,22 @@ class GitRepo:
             target.write_text(text)
 
     def commit(
-        self, files: dict[str, str | None], message: str = "change", push: bool = True
+        self,
+        files: dict[str, str | None],
+        message: str = "change",
+        push: bool = True,
+        signed_by: Any = None,
     ) -> str:
+        """`signed_by`: a key of tests.support.signing that signs the commit."""
         self.write(files)
         git("add", "--all", cwd=self.work)
-        git("commit", "--quiet", "--allow-empty", "-m", message, cwd=self.work)
+        args = ["commit", "--quiet", "--allow-empty", "-m", message]
+        if signed_by is not None:
+            options = signed_by.sign_options()
+            env = signed_by.env() if hasattr(signed_by, "env") else None
+            git(*options, *args, "-S", cwd=self.work, env=env)
+        else:
+            git(*args, cwd=self.work)
         if push:
             self.push()
         return self.head()

@@ -7,4 +7,17 @@ measured in `bench/`, as medians against peers. A test may assert that a deliber
 deadline, a back-off) was not cut short: a lower bound cannot fail because the machine is busy.
 """
 
+import time
+from collections.abc import Callable
+
 PATIENCE = 60.0  # seconds
+
+
+def eventually(check: Callable[[], bool], timeout: float = PATIENCE, pause: float = 0.02) -> None:
+    """Wait until `check()` is true (AssertionError after `timeout`): for a state another
+    thread reaches just after the event the test saw."""
+    end = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError(f"not true after {timeout} s")
+        time.sleep(pause)

@@ -1,0 +1,118 @@
+"""Signed commits (`verify`): real repositories, keys made here with ssh-keygen and gpg, and
+syncd's real App against moto's server. Only a head signed by a trusted key is applied."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd.core.journal_state import Kind
+from syncd.errors import ConfigError
+from tests.conftest import TOPIC_TEMPLATE, deployment
+from tests.support.gitrepo import GitRepo
+from tests.support.signing import GpgKey, allowed_signers, gpg_key, ssh_key
+
+
+@pytest.fixture
+def gpg_keys() -> Iterator[tuple[GpgKey, GpgKey]]:
+    trusted, other = gpg_key("trusted"), gpg_key("other")
+    yield trusted, other
+    trusted.close()
+    other.close()
+
+
+def files(name: str) -> dict[str, str | None]:
+    return {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/t.yaml": deployment(Name=name)}
+
+
+@pytest.fixture(params=["ssh", "openpgp"])
+def keys(request: Any, tmp_path: Path, gpg_keys: tuple[GpgKey, GpgKey]) -> dict[str, Any]:
+    """The trusted key, another key, and the `verify` block that trusts the first."""
+    if request.param == "ssh":
+        trusted, other = ssh_key(tmp_path / "keys", "trusted"), ssh_key(tmp_path / "keys", "other")
+        verify = {"allowed_signers_file": str(allowed_signers(tmp_path / "signers", trusted))}
+    else:
+        trusted, other = gpg_keys
+        verify = {"keyring": str(trusted.export(tmp_path / "trusted.asc"))}
+    return {"trusted": trusted, "other": other, "verify": verify}
+
+
+def test_only_commits_signed_by_a_trusted_key_are_applied(
+    syncd: Any, tmp_path: Path, keys: dict[str, Any]
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    first = repo.commit(files("one"), signed_by=keys["trusted"])
+    s = syncd({"r": repo}, repo_options={"r": {"verify": keys["verify"]}})
+    report = s.sync()
+    assert report.ok and report.commit == first
+    assert s.state.stacks["t"].version == 1
+
+    for signer, why in ((None, "it is not signed"), (keys["other"], "not trusted")):
+        head = repo.commit(files(f"by-{why}"), signed_by=signer)
+        before = len(list(s.app.journal.records()))
+        report = s.sync()
+        assert not report.ok and why in (report.source_error or "")
+        assert f"commit {head[:12]} is not applied" in (report.source_error or "")
+        untrusted = s.state.repos["r"].untrusted
+        assert untrusted["commit"] == head and why in untrusted["reason"]
+        # Nothing of it was applied: the stack is as the trusted commit left it.
+        new = [r.kind for r in s.app.journal.records() if r.seq > before]
+        assert Kind.VERSION not in new and Kind.COMMIT not in new
+        assert s.state.stacks["t"].version == 1 and s.state.repos["r"].commit == first
+        # Said once: the same head, passed over again, adds no record.
+        s.sync()
+        assert [r.kind for r in s.app.journal.records() if r.seq > before] == [Kind.UNTRUSTED]
+
+    later = repo.commit(files("two"), signed_by=keys["trusted"])
+    report = s.sync()
+    assert report.ok and report.commit == later
+    assert s.state.stacks["t"].version == 2 and s.state.repos["r"].untrusted is None
+
+
+def test_a_first_commit_that_is_not_trusted_takes_nothing(
+    syncd: Any, tmp_path: Path, keys: dict[str, Any]
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(files("one"), signed_by=keys["other"])
+    s = syncd({"r": repo}, repo_options={"r": {"verify": keys["verify"]}})
+    report = s.sync()
+    assert not report.ok and "no commit taken yet" in (report.source_error or "")
+    assert "t" not in s.state.stacks
+
+
+def test_a_repo_config_cannot_swap_the_programs_that_check(
+    syncd: Any, tmp_path: Path, keys: dict[str, Any]
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(files("one"), signed_by=keys["other"])
+    s = syncd({"r": repo}, repo_options={"r": {"verify": keys["verify"]}})
+    # Someone who can write the mirror's config (it is syncd's own) tries to make every
+    # signature good: the programs and keys are set on git's command line, which wins.
+    mirror = tmp_path / "state" / "repos" / "r.git"
+    s.sync()
+    config = mirror / "config"
+    config.write_text(
+        config.read_text()
+        + '[gpg]\n\tprogram = /bin/true\n[gpg "ssh"]\n\tprogram = /bin/true\n'
+        + "\tallowedSignersFile = /dev/null\n"
+    )
+    source = s.app.syncs["r"].source
+    assert source.untrusted(repo.head()) is not None
+
+
+def test_keys_that_cannot_be_read_are_a_config_error(syncd: Any, tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(files("one"))
+    empty = tmp_path / "empty.asc"
+    empty.write_text("")
+    with pytest.raises(ConfigError) as info:
+        syncd({"r": repo}, repo_options={"r": {"verify": {"keyring": str(empty)}}})
+    assert "verify.keyring" in str(info.value.problems) and "is empty" in str(info.value.problems)
+    garbage = tmp_path / "garbage.asc"
+    garbage.write_text("not a key\n")
+    with pytest.raises(ConfigError) as info:
+        syncd({"r": repo}, repo_options={"r": {"verify": {"keyring": str(garbage)}}})
+    assert "holds no public key" in str(info.value.problems)
