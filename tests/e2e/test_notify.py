@@ -8,7 +8,8 @@ from typing import Any
 
 from tests.conftest import TOPIC_TEMPLATE, deployment, topic_stack, write_config
 from tests.e2e.conftest import run_syncd, running_daemon, wait_for
-from tests.support.gitrepo import GitRepo
+from tests.e2e.test_daemon import http_get
+from tests.support.gitrepo import GitRepo, free_port
 from tests.support.receiver import receiving
 from tests.support.signing import allowed_signers, ssh_key
 
@@ -49,7 +50,14 @@ def test_statuses_events_and_chat_follow_a_push(tmp_path: Path, repo: GitRepo, a
                 "events": ["failed"],
             },
         ]
-        config = write_config(tmp_path, [entry], aws.endpoint, notify={"webhooks": hooks})
+        port = free_port()
+        config = write_config(
+            tmp_path,
+            [entry],
+            aws.endpoint,
+            notify={"webhooks": hooks},
+            http={"listen": f"127.0.0.1:{port}"},
+        )
         with running_daemon("-c", str(config)) as daemon:
             wait_for(lambda: aws.stack("app"), what="the first create")
             # A push: pending, then success, on the pushed commit, for its stack.
@@ -99,6 +107,9 @@ def test_statuses_events_and_chat_follow_a_push(tmp_path: Path, repo: GitRepo, a
             events.wait_attempts(events.attempts + 2, 60)
             status = run_syncd("status", "-c", str(config))
             assert "notify ops: failing since" in status.stdout and "HTTP 503" in status.stdout
+            metrics = http_get(port, "/metrics")
+            assert 'syncd_notify_failing{receiver="ops"} 1.0' in metrics
+            assert 'syncd_notify_sent_total{receiver="commit-status-r"}' in metrics
             events.code = 200
             wait_for(
                 lambda: any(
@@ -109,7 +120,8 @@ def test_statuses_events_and_chat_follow_a_push(tmp_path: Path, repo: GitRepo, a
             )
             ids = [r.json()["id"] for r in events.requests]
             assert len(ids) == len(set(ids))
-            metrics_out = run_syncd("status", "-c", str(config), "--format", "json").stdout
+            metrics_out = http_get(port, "/metrics")
+            metrics_out += run_syncd("status", "-c", str(config), "--format", "json").stdout
         # No secret in any output, log line, journal record or file syncd wrote.
         outputs = daemon.stdout.read() + daemon.stderr_text + status.stdout + metrics_out
         assert secrets_in(outputs) == []
