@@ -119,11 +119,13 @@ def open_app(
     aws = config.aws
     endpoint = aws.endpoint_url
     emulator_file = None
+    started = False  # an emulator started here is stopped here if the wiring fails
     if aws.embedded and emulator_url is not None:
         endpoint = emulator_url  # the running daemon's; not this process's to stop
     elif aws.embedded:
         if emulator is None:
             emulator = start_emulator()
+            started = True
             if not read_only:  # for `syncd plan` while this process runs (see running_emulator)
                 emulator_file = _announce(config.state_dir, emulator.url)
         endpoint = emulator.url
@@ -140,7 +142,7 @@ def open_app(
             check.close()
         if emulator_file is not None:
             emulator_file.unlink(missing_ok=True)
-        if emulator is not None:
+        if emulator is not None and started:  # one handed in (a reload's) goes on
             emulator.stop()
         if owns_journal:
             journal.close()

@@ -258,6 +258,7 @@ class Daemon:
 
     def _start_workers(self) -> None:
         assert self.app is not None
+        self._start_outboxes()  # first: they read the state while nothing else writes it
         self.workers = [
             RepoWorker(s, self.app.stop, self.metrics, self._wake_readers)
             for s in self.app.syncs.values()
@@ -271,7 +272,6 @@ class Daemon:
             for w in self.workers
             if w.sync.repo.name in self._secrets
         }
-        self._start_outboxes()
         if self.app.mirror is not None:
             self.mirror_thread = threading.Thread(
                 target=self.app.mirror.run, args=(self.app.stop,), name="mirror", daemon=True
@@ -343,8 +343,9 @@ class Daemon:
         self.workers = []
         for outbox in self.app.outboxes if self.app is not None else []:
             # Each wait is left at once on stop; a send under way ends within its timeout.
-            if outbox.thread is not None:
-                outbox.thread.join()
+            while outbox.thread is not None and outbox.thread.is_alive():
+                outbox.thread.join(timeout=5.0)
+                self.notifier.watchdog()
         if self.mirror_thread is not None:  # after the workers: its last cycle sends their records
             while self.mirror_thread.is_alive():
                 self.mirror_thread.join(timeout=5.0)

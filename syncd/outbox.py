@@ -27,6 +27,7 @@ import hmac
 import http.client
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -180,6 +181,10 @@ class CommitStatuses:
         return delivered(self.config.forge, code, body)
 
 
+_URL = re.compile(r"https?://[\x21-\x7e]+")  # one URL: printable ASCII, no space
+_TOKEN = re.compile(rb"[\x21-\x7e]+")  # one word of printable ASCII: a header value
+
+
 def open_receivers(config: Config, history: Callable[[], Sequence[HistoryRow]]) -> list[Receiver]:
     """Every receiver the config names, its secrets read now (at start and on SIGHUP). A file
     that cannot be read or is empty is a config error; what it holds is never shown."""
@@ -205,8 +210,11 @@ def open_receivers(config: Config, history: Callable[[], Sequence[HistoryRow]]) 
         url = webhook.url or (read(webhook.url_file, f"{what} url_file") or b"").decode(
             errors="replace"
         )
-        if webhook.url_file is not None and url and not url.startswith(("http://", "https://")):
-            problems.append(f"{what} url_file: {webhook.url_file} holds no http(s) URL")
+        if webhook.url_file is not None and url and not _URL.fullmatch(url):
+            problems.append(
+                f"{what} url_file: {webhook.url_file} holds no single http(s) URL "
+                "(what it holds is not shown: it may be a secret)"
+            )
             continue
         secret = read(webhook.secret_file, f"{what} secret_file")
         if url:
@@ -216,8 +224,13 @@ def open_receivers(config: Config, history: Callable[[], Sequence[HistoryRow]]) 
             continue
         what = f"repo {repo.name!r} commit_status token_file"
         token = read(repo.commit_status.token_file, what)
-        if token is not None:
-            text = token.decode(errors="replace")
+        if token is not None and not _TOKEN.fullmatch(token):
+            problems.append(
+                f"{what}: {repo.commit_status.token_file} holds more than one printable word "
+                "(what it holds is not shown)"
+            )
+        elif token is not None:
+            text = token.decode()
             receivers.append(CommitStatuses(repo.name, repo.commit_status, text, history))
     if problems:
         raise ConfigError(config.source, problems)
@@ -230,25 +243,48 @@ def open_receivers(config: Config, history: Callable[[], Sequence[HistoryRow]]) 
 def post(request: Request, timeout: float) -> tuple[int, bytes, float | None]:
     """Send `request`; its answer's status, the start of its body, and a 429's Retry-After (s).
     Raises OSError (http.client.HTTPException included) when there is no answer."""
-    parts = urlsplit(request.url)
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = kind(parts.hostname or "", parts.port, timeout=timeout)
-    headers = dict(request.headers)
-    if parts.username is not None:
-        user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
     try:
+        parts = urlsplit(request.url)
+        kind = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        conn = kind(parts.hostname or "", parts.port, timeout=timeout)
+        headers = dict(request.headers)
+        if parts.username is not None:
+            user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    except (ValueError, UnicodeError):
+        raise OSError("the request could not be made (its URL is not valid)") from None
+    # The whole exchange within `timeout`: a receiver that answers a byte at a time is cut off.
+    cut = threading.Event()
+    deadline = threading.Timer(timeout, _cut, (conn, cut))
+    deadline.start()
+    try:
         conn.request(request.method, target, body=request.body, headers=headers)
         answer = conn.getresponse()
         body = answer.read(MAX_ANSWER)
-        retry = answer.getheader("Retry-After")
-        after = float(retry) if retry and retry.strip().isdigit() else None
+        retry = (answer.getheader("Retry-After") or "").strip()
+        after = float(retry) if retry.isascii() and retry.isdigit() else None
         return answer.status, body, after
-    except http.client.HTTPException as exc:
-        raise OSError(f"{type(exc).__name__}: {exc}") from None
+    except (OSError, http.client.HTTPException, ValueError, UnicodeError) as exc:
+        if cut.is_set():
+            raise OSError(f"no whole answer within {timeout:g} s") from None
+        if isinstance(exc, OSError) and not isinstance(exc, http.client.HTTPException):
+            raise OSError(f"{type(exc).__name__}: {exc.strerror or exc}") from None
+        # Never the exception's text: a header it quotes may hold the token.
+        raise OSError(f"the exchange failed ({type(exc).__name__})") from None
     finally:
+        deadline.cancel()
         conn.close()
+
+
+def _cut(conn: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """End an exchange that ran past its deadline (a read blocked on it fails at once)."""
+    cut.set()
+    with contextlib.suppress(OSError):
+        if conn.sock is not None:
+            conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass
@@ -267,11 +303,17 @@ class Progress:
 
     @classmethod
     def load(cls, path: Path) -> Progress | None:
+        """The saved progress; None when there is none, or it cannot be read."""
         try:
             data = json.loads(path.read_bytes())
-            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        except (OSError, ValueError, TypeError):
+            progress = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError):
             return None
+        for name, kind in (("lineage", str), ("seq", int), ("sent", int), ("dropped", int)):
+            value = getattr(progress, name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return None
+        return progress
 
 
 def progress_path(state_dir: Path, name: str) -> Path:
@@ -309,6 +351,9 @@ class Outbox:
             saved = Progress(lineage=lineage, seq=follower.last_seq)
         self.progress = saved
         self._fold = EventFold.primed(state)
+        # The event of the record it is on (its seq): a record is folded once, even when its
+        # delivery is interrupted (stop, an error) and the step starts again.
+        self._current: tuple[int, Event | None] | None = None
         self._saved_at = 0.0
         self.thread: threading.Thread | None = None
 
@@ -329,7 +374,9 @@ class Outbox:
             try:
                 self._step(stop)
             except Exception as exc:  # a damaged segment, a bug: say so, try again later
-                self.log.error("notify.error", error=f"{type(exc).__name__}: {exc}")
+                self.log.error(
+                    "notify.error", error=type(exc).__name__, detail=bounded(str(exc), 200)
+                )
                 stop.wait(30.0)
         self._save()
 
@@ -340,7 +387,9 @@ class Outbox:
             self.follower.wait(self.progress.seq, 1.0)
             return
         for record in records:
-            event = self._fold.event(record)
+            if self._current is None or self._current[0] != record.seq:
+                self._current = (record.seq, self._fold.event(record))
+            event = self._current[1]
             if event is not None and self.receiver.wants(event):
                 if not self._deliver(event, stop):
                     return
@@ -358,11 +407,13 @@ class Outbox:
             return True
         tries = 0
         while not stop.is_set():
+            retry_after: float | None = None
             try:
                 code, body, retry_after = self.send(request, self.receiver.timeout)
             except OSError as exc:
                 why = bounded(f"no answer: {exc}", 300)
-                code, body, retry_after = 0, b"", None
+            except Exception as exc:  # a bug: never its text (it may quote the request)
+                why = f"not sent ({type(exc).__name__})"
             else:
                 if self.receiver.delivered(code, body):
                     self._sent(event)

@@ -275,7 +275,9 @@ class RepoSync:
                     error=message,
                 )
             return None
-        if repo_view is not None and repo_view.error is not None and not fetched.moved:
+        if repo_view is not None and (repo_view.error or repo_view.untrusted) and not fetched.moved:
+            # The branch is back at the commit taken (a fetch that failed, or a head that was
+            # not trusted and was pushed over): nothing is wrong any more.
             self.journal.append(Kind.SOURCE_OK, repo=self.repo.name)
             self.log.info("source.recovered")
         if fetched.moved or repo_view is None or repo_view.commit != fetched.commit:
@@ -311,7 +313,9 @@ class RepoSync:
             )
             self.log.error("commit.untrusted", commit=exc.commit[:12], reason=exc.reason)
         kept = self.source.current()
-        return kept if kept is not None and kept != exc.commit else None
+        if kept is None or kept == exc.commit or self.source.untrusted(kept) is not None:
+            return None  # taken before `verify` was set: no pass until a trusted head
+        return kept
 
     def _approval_requests(self) -> dict[str, Approval]:
         """The approvals waiting for this repo's stacks."""

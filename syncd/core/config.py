@@ -631,6 +631,8 @@ class _Reader:
         path = f"{parent}.commit_status"
         keys = {"forge", "repository", "token_file", "api_url", "per", "context", "target_url"}
         d = self.mapping(value, path, keys)
+        if not isinstance(value, dict):
+            return None  # said so, once
         for key in ("forge", "repository", "token_file"):
             if d.get(key) is None:
                 self.problem(f"{path}.{key}", "required")
@@ -667,6 +669,8 @@ class _Reader:
             where = f"{path}[{i}]"
             keys = {"name", "url", "url_file", "format", "secret_file", "events", "timeout"}
             d = self.mapping(item, where, keys | ({"repos"} if repo is None else set()))
+            if not isinstance(item, dict):
+                continue  # said so, once
             if d.get("name") is None:
                 self.problem(f"{where}.name", "required")
             if (d.get("url") is None) == (d.get("url_file") is None):
@@ -698,6 +702,11 @@ class _Reader:
         for webhook in top + tuple(w for r in repos for w in r.webhooks):
             if webhook.name in seen:
                 self.problem("notify.webhooks", f"{webhook.name!r} names two receivers")
+            if webhook.name.startswith("commit-status-"):
+                self.problem(
+                    "notify.webhooks",
+                    f"{webhook.name!r}: names starting commit-status- are the commit statuses'",
+                )
             seen.add(webhook.name)
         for i, webhook in enumerate(top):
             for name in sorted(set(webhook.repos or ()) - known):
@@ -708,6 +717,8 @@ class _Reader:
         if value is None:
             return None
         d = self.mapping(value, path, {"allowed_signers_file", "keyring"})
+        if not isinstance(value, dict):
+            return None  # said so, once
         if not d:
             self.problem(path, "needs allowed_signers_file, keyring or both")
             return None
@@ -733,7 +744,7 @@ def _context(value: object) -> str:
 
 def _receiver_url(value: object) -> str:
     """A receiver's URL: never quoted back (a Slack URL is itself a secret)."""
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s]+$", value):
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[\x21-\x7e]+", value):
         raise ValueError("must be an http:// or https:// URL (not shown: it may hold a secret)")
     return value
 

@@ -90,16 +90,16 @@ class EventFold:
 
     @classmethod
     def primed(cls, state: JournalState) -> EventFold:
-        """A fold that starts where `state` is (a receiver that starts mid-journal)."""
+        """A fold that starts where `state` is (a receiver that starts mid-journal): the open
+        versions (the records that end them say their repo, version and commit anyway)."""
         fold = cls()
         for view in state.stacks.values():
             fold.repos[view.stack] = view.repo
             if view.attempt is not None:
                 a = view.attempt
                 fold.attempts[view.stack] = (view.repo, a.version, a.commit)
-        for repo in state.repos.values():
-            if repo.commit:
-                fold.commits[repo.repo] = repo.commit
+        # Not the repos' commits: a `blocked` record says no commit, and the commit a repo is at
+        # now may be newer than the one a receiver behind is on; such events name none.
         return fold
 
     def event(self, record: Record) -> Event | None:

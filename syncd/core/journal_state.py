@@ -18,7 +18,7 @@ from syncd.core.text import LIST_LIMIT, bounded
 class Kind(StrEnum):
     COMMIT = "commit"  # a repo's branch moved: {repo, commit, previous, forced, changes}
     SOURCE_ERROR = "source_error"  # a repo could not be fetched: {repo, message}
-    SOURCE_OK = "source_ok"  # it can be fetched again: {repo}
+    SOURCE_OK = "source_ok"  # it can be fetched again, its head is the commit taken: {repo}
     INVALID = "invalid"  # a deployment file is bad: {repo, stack, commit, file, reason}
     VERSION = "version"  # a new desired state starts to apply: {repo, stack, version, commit,
     #                      digest, action, deployment_file, template_file, parameters, tags,
@@ -612,7 +612,9 @@ def _source_error(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
 
 
 def _source_ok(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
-    s.repos.setdefault(d["repo"], RepoView(d["repo"])).error = None
+    repo = s.repos.setdefault(d["repo"], RepoView(d["repo"]))
+    repo.error = None
+    repo.untrusted = None
 
 
 def _pass_failed(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:

@@ -22,6 +22,8 @@ class Follower:
         self.journal = journal
         self._recent: deque[Record] = deque(maxlen=keep)
         self._grown = threading.Condition()
+        # The last record handed over: the journal counts one before its listeners hear of it.
+        self._handed = journal.state.last_seq
         journal.subscribe(self._appended)
 
     def close(self) -> None:
@@ -32,11 +34,13 @@ class Follower:
     def _appended(self, record: Record) -> None:
         with self._grown:
             self._recent.append(record)
+            self._handed = record.seq
             self._grown.notify_all()
 
     @property
     def last_seq(self) -> int:
-        return self.journal.state.last_seq
+        """The last record readers may take."""
+        return self._handed
 
     def wait(self, after: int, timeout: float) -> bool:
         """Wait until a record after seq `after` is acknowledged (True), or `timeout` passes."""

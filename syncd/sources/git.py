@@ -45,9 +45,10 @@ from syncd.core.deployments import (
 )
 from syncd.core.text import PATH_LIMIT, bounded, quoted
 from syncd.errors import BranchMissing, SourceError, UntrustedCommit
-from syncd.sources.signatures import SignatureCheck
+from syncd.sources.signatures import UNCHECKED, SignatureCheck
 
-TRACKING_REF = "refs/syncd/head"
+TRACKING_REF = "refs/syncd/head"  # the last commit taken
+FETCHED_REF = "refs/syncd/fetched"  # the branch's head as fetched, before it is taken
 _SYMLINK = "120000"
 MAX_SYMLINK_HOPS = 8
 MAX_SYMLINK_BYTES = 4096  # a symlink's blob is its target path (PATH_MAX on Linux)
@@ -249,7 +250,7 @@ class GitSource:
         previous = self.current()
         branch = self.config.branch
         try:
-            self._fetch(f"+refs/heads/{branch}:{TRACKING_REF}")
+            self._fetch(f"+refs/heads/{branch}:{FETCHED_REF}")
         except git.GitCommandError as exc:
             message = self._redact(f"{exc.stderr or exc}".strip())
             if "couldn't find remote ref" in message or "not our ref" in message:
@@ -258,9 +259,10 @@ class GitSource:
                     f"{(previous or 'none')[:12]} until it returns"
                 ) from None
             raise SourceError(f"cannot fetch {self.display_url}: {_reason(message)}") from None
-        commit = self.current()
-        if commit is None:  # pragma: no cover - fetch succeeded but wrote no ref
-            raise SourceError(f"fetch of {self.display_url} produced no commit")
+        try:
+            commit = str(self._git().git.rev_parse("--verify", f"{FETCHED_REF}^{{commit}}"))
+        except git.GitCommandError:  # pragma: no cover - fetch succeeded but wrote no ref
+            raise SourceError(f"fetch of {self.display_url} produced no commit") from None
         self._admit(commit, previous)
         forced = (
             previous is not None and commit != previous and not self._is_ancestor(previous, commit)
@@ -304,29 +306,28 @@ class GitSource:
 
     def _admit(self, commit: str, previous: str | None) -> None:
         """Load `commit` once (the pass takes the load over, see `tree`); one past the limits
-        is refused, and so is one that its repo's `verify` does not trust: the tracking ref goes
-        back to `previous`, so the last commit taken is kept and nothing of this one is applied.
-        Raises SourceError (UntrustedCommit for a signature), the same each time."""
+        is refused, and so is one that its repo's `verify` does not trust: the fetch went to
+        FETCHED_REF, and only a commit taken moves TRACKING_REF, so the last commit taken is
+        kept (a crash in between takes nothing) and nothing of this one is applied. Raises
+        SourceError (UntrustedCommit for a signature), the same each time."""
         verdict = self._verdicts.get(commit)
         if verdict is None:
             verdict = self._judge(commit, previous)
-            if len(self._verdicts) >= 16:
-                self._verdicts.pop(next(iter(self._verdicts)))
-            self._verdicts[commit] = verdict
-        if verdict:
-            if previous != commit:
-                repo = self._git()
-                if previous is None:
-                    repo.git.update_ref("-d", TRACKING_REF)
-                else:
-                    repo.git.update_ref(TRACKING_REF, previous)
-            if verdict.startswith(UNTRUSTED):
-                kept = f"keeping commit {previous[:12]}" if previous else "no commit taken yet"
-                raise UntrustedCommit(commit, verdict[len(UNTRUSTED) :], kept)
-            raise SourceError(verdict)
+            if not verdict.startswith(UNTRUSTED + UNCHECKED):  # that one is tried again
+                if len(self._verdicts) >= 16:
+                    self._verdicts.pop(next(iter(self._verdicts)))
+                self._verdicts[commit] = verdict
+        if not verdict:
+            if commit != previous:
+                self._git().git.update_ref(TRACKING_REF, commit)
+            return
+        if verdict.startswith(UNTRUSTED):
+            kept = f"keeping commit {previous[:12]}" if previous else "no commit taken yet"
+            raise UntrustedCommit(commit, verdict[len(UNTRUSTED) :], kept)
+        raise SourceError(verdict)
 
     def _judge(self, commit: str, previous: str | None) -> str:
-        """ "" when `commit` may be applied, else why not (UNTRUSTED + why, for a signature)."""
+        """Empty when `commit` may be applied, else why not (UNTRUSTED + why, for a signature)."""
         untrusted = self.untrusted(commit)
         if untrusted is not None:
             return UNTRUSTED + untrusted

@@ -36,6 +36,7 @@ _REASONS = {
     "R": "it is signed by a key that has been revoked",
 }
 TIMEOUT = 30.0
+UNCHECKED = "its signature could not be checked"  # a passing failure: checked again next time
 
 
 class SignatureCheck:
@@ -164,9 +165,9 @@ class SignatureCheck:
                 timeout=TIMEOUT,
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            return f"its signature could not be checked ({type(exc).__name__})"
+            return f"{UNCHECKED} ({type(exc).__name__})"
         letter, _, key = shown.stdout.strip().partition("\0")
         if shown.returncode == 0 and letter == "G" and verified.returncode == 0:
             return None
-        reason = _REASONS.get(letter, f"its signature could not be checked ({letter or '?'})")
+        reason = _REASONS.get(letter, f"{UNCHECKED} ({letter or '?'})")
         return reason + (f" (key {key[:80]})" if key and letter in "UEXYR" else "")

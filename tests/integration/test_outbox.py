@@ -3,21 +3,34 @@ journal on disk, real sends, receivers that fail, hang and come back, and restar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from syncd.core.config import CommitStatusConfig, WebhookConfig
+from syncd.core.config import CommitStatusConfig, WebhookConfig, parse_config
+from syncd.core.forges import Request
 from syncd.core.journal_state import Kind
+from syncd.errors import ConfigError
 from syncd.journal.follow import Follower
 from syncd.journal.mirror import lineage_of
 from syncd.journal.store import Journal
-from syncd.outbox import CommitStatuses, EventWebhook, Outbox, Progress, progress_path
+from syncd.outbox import (
+    CommitStatuses,
+    EventWebhook,
+    Outbox,
+    Progress,
+    open_receivers,
+    post,
+    progress_path,
+)
 from tests.support.receiver import Receiver, receiving
 from tests.support.timing import PATIENCE, eventually
 
@@ -225,5 +238,115 @@ def test_a_receiver_that_never_answers_holds_nothing_else(
         assert len(other.wait_for(40, PATIENCE)) == 40
     receiver.wait_attempts(2, PATIENCE)  # timed out, and tried again
     assert hung.progress.seq == 0 and hung.progress.error is not None
-    assert "timed out" in hung.progress.error
+    assert "no whole answer within 0.5 s" in hung.progress.error
     assert hung.behind == 40
+
+
+def test_a_send_that_fails_oddly_is_tried_again_and_its_event_not_lost(
+    journal: Journal, running: Running, receiver: Receiver, tmp_path: Path
+) -> None:
+    # A drift event is news only once: were its record folded twice, the event would be lost.
+    calls: list[str] = []
+
+    def flaky(request: Any, timeout: float) -> tuple[int, bytes, float | None]:
+        calls.append(request.url)
+        if len(calls) == 1:
+            raise RuntimeError(f"a bug that quotes {request.headers}")
+        return post(request, timeout)
+
+    hook = webhook(receiver, events=("drifted",))
+    outbox = Outbox(
+        hook,
+        running.follower,
+        journal.state,
+        tmp_path / "state",
+        running.lineage,
+        send=flaky,
+        backoff=FAST,
+    )
+    stop = threading.Event()
+    outbox.start(stop)
+    try:
+        journal.append(
+            Kind.DRIFT_CHECKED,
+            repo="app",
+            stack="db",
+            detection="d",
+            result="drifted",
+            resources=[{"logical_id": "Queue"}],
+        )
+        got = receiver.wait_for(1, PATIENCE)
+        assert got[0].json()["type"] == "syncd.drifted" and len(calls) == 2
+    finally:
+        stop.set()
+        assert outbox.thread is not None
+        outbox.thread.join(PATIENCE)
+
+
+def test_a_send_never_quotes_its_request() -> None:
+    token = "ghp_secret_token_value"
+    bad = Request("POST", "http://127.0.0.1:9/x", {"Authorization": f"Bearer {token}\nX: y"}, b"")
+    with pytest.raises(OSError) as info:
+        post(bad, 1.0)
+    assert token not in str(info.value)
+    with pytest.raises(OSError) as info:
+        post(Request("POST", "http://127.0.0.1:9/é x", {}, b""), 1.0)
+    assert "é" not in str(info.value)
+
+
+def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_off_at_the_timeout() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000:
+            if stop.wait(0.2):
+                break
+            with contextlib.suppress(OSError):
+                conn.send(bytes([byte]))
+        conn.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(OSError) as info:
+            post(Request("POST", f"http://127.0.0.1:{port}/", {}, b"{}"), 1.0)
+        assert "no whole answer within 1 s" in str(info.value)
+        assert time.monotonic() - started >= 1.0  # the deadline, not cut short
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_progress_that_cannot_be_read_starts_over(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    for text in ('{"seq": "5", "lineage": "x"}', "[]", "not json", '{"lineage": 3}'):
+        path.write_text(text)
+        assert Progress.load(path) is None
+    path.write_text('{"seq": 5, "lineage": "x", "unknown": 1}')
+    assert Progress.load(path) == Progress(lineage="x", seq=5)
+
+
+def test_secret_files_that_hold_more_than_one_word_are_refused_unshown(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("ghp_first\nghp_second\n")
+    (tmp_path / "url").write_text("https://hooks.example.com/services/SECRETPATH # ours\n")
+    text = f"""
+state_dir: {tmp_path / "state"}
+notify:
+  webhooks: [{{name: chat, url_file: {tmp_path / "url"}, format: slack}}]
+repos:
+  - name: app
+    url: {tmp_path / "repo"}
+    notify:
+      commit_status: {{forge: github, repository: o/r, token_file: {tmp_path / "token"}}}
+"""
+    config = parse_config(text, "syncd.yaml", tmp_path)
+    with pytest.raises(ConfigError) as info:
+        open_receivers(config, list)
+    problems = "\n".join(info.value.problems)
+    assert "url_file" in problems and "token_file" in problems
+    assert "SECRETPATH" not in problems and "ghp_" not in problems

@@ -12,7 +12,7 @@ import pytest
 from syncd.core.journal_state import Kind
 from syncd.errors import ConfigError
 from tests.conftest import TOPIC_TEMPLATE, deployment
-from tests.support.gitrepo import GitRepo
+from tests.support.gitrepo import GitRepo, git
 from tests.support.signing import GpgKey, allowed_signers, gpg_key, ssh_key
 
 
@@ -116,3 +116,42 @@ def test_keys_that_cannot_be_read_are_a_config_error(syncd: Any, tmp_path: Path)
     with pytest.raises(ConfigError) as info:
         syncd({"r": repo}, repo_options={"r": {"verify": {"keyring": str(garbage)}}})
     assert "holds no public key" in str(info.value.problems)
+
+
+def test_the_commit_being_checked_is_never_the_one_taken(
+    syncd: Any, tmp_path: Path, keys: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash while a head is checked must leave the last commit taken as it was: the next
+    # start must not find the unchecked head taken.
+    repo = GitRepo(tmp_path / "repo")
+    first = repo.commit(files("one"), signed_by=keys["trusted"])
+    s = syncd({"r": repo}, repo_options={"r": {"verify": keys["verify"]}})
+    s.sync()
+    repo.commit(files("unsigned"))
+    source = s.app.syncs["r"].source
+    seen: list[str | None] = []
+    check = source.signatures.untrusted
+
+    def spy(git_dir: Path, env: dict[str, str], commit: str) -> str | None:
+        seen.append(source.current())
+        return check(git_dir, env, commit)
+
+    monkeypatch.setattr(source.signatures, "untrusted", spy)
+    s.sync()
+    assert seen and set(seen) == {first} and source.current() == first
+
+
+def test_a_branch_pushed_back_to_the_trusted_commit_is_no_longer_blocked(
+    syncd: Any, tmp_path: Path, keys: dict[str, Any]
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    first = repo.commit(files("one"), signed_by=keys["trusted"])
+    s = syncd({"r": repo}, repo_options={"r": {"verify": keys["verify"]}})
+    s.sync()
+    repo.commit(files("unsigned"))
+    assert not s.sync().ok and s.state.repos["r"].untrusted is not None
+    git("reset", "--quiet", "--hard", first, cwd=repo.work)
+    repo.push(force=True)
+    report = s.sync()
+    assert report.ok and report.commit == first
+    assert s.state.repos["r"].untrusted is None

@@ -156,3 +156,21 @@ def test_a_repo_receiver_takes_no_repos_key() -> None:
     )
     assert any("repos[0].notify.webhooks[0].repos: unknown key" in p for p in found)
     assert any("commit_statuses: unknown key (did you mean 'commit_status'?)" in p for p in found)
+
+
+def test_receiver_names_and_urls_that_cannot_be() -> None:
+    found = problems(
+        """
+        notify:
+          webhooks:
+            - {name: commit-status-app, url: "https://x"}
+            - {name: spaced, url: "https://x/a b"}
+            - {name: newline, url: "https://x/\\n"}
+        repos:
+          - {name: app, url: "https://git.example.com/app.git"}
+        """
+    )
+    text = "\n".join(found)
+    assert "names starting commit-status- are the commit statuses'" in text
+    assert "notify.webhooks[1].url: must be an http" in text
+    assert "notify.webhooks[2].url: must be an http" in text
