@@ -130,8 +130,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     from syncd import render
 
     config, journal = read_journal(args)
-    stack = stack_name(config, journal.state, args.stack) if args.stack else None
-    rows = [h.as_dict() for h in journal.state.history if stack in (None, h.stack)]
+    try:
+        stack = stack_name(config, journal.state, args.stack) if args.stack else None
+        history = journal.full_history()
+    finally:
+        journal.close()
+    rows = [h.as_dict() for h in history if stack in (None, h.stack)]
     if args.format == "json":
         print(render.as_json(rows))
     else:

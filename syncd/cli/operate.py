@@ -314,13 +314,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from syncd.journal.store import lock_holder
 
     config, journal = read_journal(args)
-    state = journal.state
-    journal.close()
-    stack = stack_name(config, state, args.stack)
+    try:
+        state = journal.state
+        stack = stack_name(config, state, args.stack)
+        history = journal.full_history()
+    finally:
+        journal.close()
     repo = state.stacks[stack].repo
     if repo not in {r.name for r in config.repos}:
         raise UsageError(printable(f"{stack} is a stack of repo {repo!r}, not in the config"))
-    target = _rollback_target(state, stack, args.version)
+    target = _rollback_target(history, stack, args.version)
     holder = lock_holder(config.state_dir)
     if holder.held:
         outcome, result = _rollback_by_daemon(args, config, state, stack, repo, target, holder.pid)
@@ -418,7 +421,7 @@ def _rollback_result(
     }
 
 
-def _rollback_target(state: Any, stack: str, version: int) -> Any:
+def _rollback_target(history: Any, stack: str, version: int) -> Any:
     """The history row of `stack`'s `version` that a rollback applies again (the latest, when
     a retry repeated it). Only versions since syncd last deleted the stack count (version
     numbers start again after a delete); a delete, or a version never applied successfully,
@@ -426,7 +429,7 @@ def _rollback_target(state: Any, stack: str, version: int) -> Any:
     from syncd.core.journal_state import Result
 
     done = (Result.SUCCEEDED, Result.NO_CHANGES)
-    rows = [h for h in state.history if h.stack == stack]
+    rows = [h for h in history if h.stack == stack]
     deletes = [i for i, h in enumerate(rows) if h.action == "delete" and h.result in done]
     current = rows[deletes[-1] + 1 :] if deletes else rows
     applied = sorted({h.version for h in current if h.action != "delete" and h.result in done})

@@ -495,6 +495,11 @@ class RepoView:
     untrusted: dict[str, str] | None = None
 
 
+# History rows of each stack kept in memory (and in snapshots): the daemon needs only the latest
+# (asks, commit statuses); `syncd history`, `show` and `rollback` read the rest from the journal
+# (Journal.full_history). Without a bound, every version ever applied would stay in memory.
+HISTORY_KEPT = 20
+
 # The state `status` shows for a stack that looked in sync when its repo's last pass failed:
 # the commit that pass was reading may change it, and nothing has applied it.
 STALE = "stale"
@@ -512,7 +517,9 @@ class JournalState:
     targets: dict[str, dict[str, str]] = field(default_factory=dict)
     # The journal's mirror to S3 is failing (Kind.BACKUP_FAILING): {error, since}; None: not.
     backup_failing: dict[str, str] | None = None
+    history_limit: int | None = HISTORY_KEPT  # rows per stack; None: every row
     _open_rows: dict[str, HistoryRow] = field(default_factory=dict)
+    _history_trimmed_at: int = 0  # len(history) after the last trim
 
     def stack(self, name: str, repo: str = "") -> StackView:
         view = self.stacks.get(name)
@@ -529,6 +536,24 @@ class JournalState:
         d = record.data
         handler = _HANDLERS[record.kind]
         handler(self, record, d)
+
+    def trim_history(self) -> None:
+        """Keep the last `history_limit` rows of each stack (an open one is always the last of
+        its stack). Done when the history has doubled since the last trim: amortised, the cost
+        of a row does not grow with the history."""
+        limit = self.history_limit
+        if limit is None or len(self.history) <= max(1000, 2 * self._history_trimmed_at):
+            return
+        counts: dict[str, int] = {}
+        kept: list[HistoryRow] = []
+        for row in reversed(self.history):
+            n = counts.get(row.stack, 0)
+            if n < limit:
+                kept.append(row)
+                counts[row.stack] = n + 1
+        kept.reverse()
+        self.history = kept
+        self._history_trimmed_at = len(kept)
 
     def to_snapshot(self) -> dict[str, Any]:
         """The folded state as plain JSON data (a snapshot spares replaying all records)."""
@@ -579,8 +604,8 @@ class JournalState:
         )
 
 
-def fold(records: Iterable[Record]) -> JournalState:
-    state = JournalState()
+def fold(records: Iterable[Record], history_limit: int | None = HISTORY_KEPT) -> JournalState:
+    state = JournalState(history_limit=history_limit)
     for record in records:
         state.apply(record)
     return state
@@ -662,6 +687,7 @@ def _version(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:
     )
     s.history.append(row)
     s._open_rows[d["stack"]] = row
+    s.trim_history()
 
 
 def _change_set(s: JournalState, r: Record, d: Mapping[str, Any]) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from syncd.core.journal_format import GENESIS, Damage, encode, verify
-from syncd.core.journal_state import JournalState, Kind, Record
+from syncd.core.journal_state import HistoryRow, JournalState, Kind, Record, fold
 from syncd.errors import JournalCorrupt, StateLocked
 
 SEGMENT_BYTES = 4 * 1024 * 1024
@@ -331,6 +331,10 @@ class Journal:
         older = sorted(p for p in self.directory.glob("snapshot-*.json") if p != path)
         for old in older[: max(0, len(older) - (SNAPSHOTS_KEPT - 1))]:
             old.unlink(missing_ok=True)
+
+    def full_history(self) -> list[HistoryRow]:
+        """Every history row, from every record on disk (the state keeps the latest few)."""
+        return fold(self.records(), history_limit=None).history
 
     def records(self, after: int = 0) -> Iterator[Record]:
         """Every record on disk after seq `after`, in order (reads and checks every file)."""

@@ -840,3 +840,30 @@ def test_a_rollback_version_says_which_version_it_applies_again(journal: Journal
     for row in snapshot["history"]:
         del row["rollback_of"]
     assert [r.rollback_of for r in JournalState.from_snapshot(snapshot).history] == [None] * 3
+
+
+def test_the_history_in_memory_keeps_the_latest_rows_of_each_stack() -> None:
+    from syncd.core.journal_state import JournalState
+
+    records = []
+    seq = 0
+    for n in range(1, 701):
+        for stack in ("a", "b"):
+            seq += 1
+            data = {"repo": "r", "stack": stack, "version": n, "commit": "c", "digest": "d"}
+            records.append(Record(seq, "t", Kind.VERSION, {**data, "action": "update"}))
+            if not (stack == "b" and n == 700):  # b's last version stays open
+                seq += 1
+                records.append(
+                    Record(seq, "t", Kind.RESULT, {"stack": stack, "result": "succeeded"})
+                )
+    state = fold(records, history_limit=5)
+    assert len(state.history) <= 1000  # trimmed as it grew, not left at 1,400
+    latest = {s: [h.version for h in state.history if h.stack == s][-5:] for s in ("a", "b")}
+    assert latest == {"a": [696, 697, 698, 699, 700], "b": [696, 697, 698, 699, 700]}
+    assert state.stacks["b"].attempt is not None and state._open_rows["b"].version == 700
+    again = JournalState.from_snapshot(state.to_snapshot())
+    assert [h.version for h in again.history] == [h.version for h in state.history]
+    again.apply(Record(seq + 1, "t", Kind.RESULT, {"stack": "b", "result": "failed"}))
+    assert again.history[-1].result.value == "failed"  # the open row survived the trim
+    assert len(fold(records, history_limit=None).history) == 1400
