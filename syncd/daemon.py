@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -38,6 +39,7 @@ from syncd.outbox import Outbox, Receiver, open_receivers
 from syncd.reconcile import RepoSync, jittered, observe_world
 from syncd.requests import deliver
 from syncd.sources.watch import RefWatcher
+from syncd.web.dashboard import Access, Dashboard, read_access
 
 MAX_BACKOFF = 900.0
 DRIFT_LOOK = 30.0  # while a drift detection of a repo's stack runs, its repo passes this often
@@ -124,6 +126,18 @@ class RepoWorker:
         return delay
 
 
+def dashboard_access(config: Any) -> Access:
+    """Who may read the dashboard (http.token_file, http.users_file), read now."""
+    http = config.http
+    try:
+        return read_access(http.token_file, http.users_file)
+    except OSError as exc:
+        problem = f"http: cannot read {exc.filename}: {exc.strerror}"
+        raise ConfigError(config.source, [problem]) from None
+    except ValueError as exc:
+        raise ConfigError(config.source, [f"http: {exc}"]) from None
+
+
 class Daemon:
     def __init__(self, config_file: Path, notifier: Notifier | None = None) -> None:
         self.config_file = config_file
@@ -140,6 +154,7 @@ class Daemon:
         self.http: HttpServer | None = None
         self._secrets: dict[str, bytes] = {}
         self._receivers: list[Receiver] = []
+        self._access = Access()
         self.follower: Follower | None = None
         self._hooks: dict[str, Hook] = {}
         self._approvals_seen: set[Approval] = set()
@@ -149,6 +164,7 @@ class Daemon:
         config = load_config(self.config_file)  # ConfigError: nothing has started
         self._secrets = read_webhook_secrets(config)
         self._receivers = open_receivers(config, lambda: self._history())
+        self._access = dashboard_access(config)
         self._install_signals()
         self.app = open_app(config)
         self.follower = Follower(self.app.journal)
@@ -294,11 +310,18 @@ class Daemon:
             outbox.start(self.app.stop)
 
     def _start_http(self, listen: str) -> None:
+        assert self.app is not None
+        dashboard = None
+        if self.app.config.http.dashboard:
+            dashboard = Dashboard(
+                lambda: self.app, self.metrics.last_successes, lambda: self._access
+            )
         endpoints = Endpoints(
             self.metrics,
             hooks=lambda: self._hooks,
             ready=lambda: bool(self.workers) and all(w.read_once for w in self.workers),
             allowed_hosts=lambda: self.app.config.http.allowed_hosts if self.app else None,
+            dashboard=dashboard,
         )
         try:
             self.http = HttpServer(listen, endpoints)
@@ -359,6 +382,7 @@ class Daemon:
             config = load_config(self.config_file)
             secrets = read_webhook_secrets(config)
             receivers = open_receivers(config, lambda: self._history())
+            access = dashboard_access(config)
         except ConfigError as exc:
             self.log.error("config.reload_refused", problems=exc.problems)
             self.notifier.ready(status=self._status_line())
@@ -389,6 +413,7 @@ class Daemon:
         self.app = new
         self._secrets = secrets
         self._receivers = receivers
+        self._access = access
         if not config.aws.embedded and old.emulator is not None:
             old.emulator.stop()
         self._start_workers()

@@ -3,6 +3,7 @@
     GET  /healthz        200 while the process lives
     GET  /readyz         200 once every repo has been read once, else 503
     GET  /metrics        Prometheus text (syncd.metrics)
+    GET  /, /stacks/..., /journal, /live, /static/...   the dashboard (syncd.web.dashboard)
     POST /hooks/<repo>   a push webhook (GitHub, GitLab, Gitea, Forgejo, Bitbucket Cloud): asks
                          for a pass of that repo
 
@@ -32,7 +33,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -141,8 +142,10 @@ class Endpoints:
         limit: RateLimit | None = None,
         refused_limit: RateLimit | None = None,
         allowed_hosts: Callable[[], Collection[str] | None] = lambda: None,
+        dashboard: Any = None,
     ) -> None:
         self.metrics = metrics
+        self.dashboard = dashboard  # syncd.web.dashboard.Dashboard, or None: no pages
         self.hooks = hooks
         self.ready = ready
         self.limit = limit or RateLimit()  # good deliveries, per repo
@@ -242,6 +245,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
         elif self.path == "/metrics":
             self._send(200, e.metrics.render(), CONTENT_TYPE)
+        elif e.dashboard is not None and e.dashboard.serves(self.path):
+            answer = e.dashboard.answer(self.path, self.headers.get("Authorization"))
+            self._send(answer.code, answer.body, answer.content_type, answer.headers)
         else:
             self._send(404, b"not found\n")
 
@@ -302,9 +308,17 @@ class _Handler(BaseHTTPRequestHandler):
             return 429, "too many refused requests from this client"
         return code, message
 
-    def _send(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
+    def _send(
+        self,
+        code: int,
+        body: bytes,
+        content_type: str = "text/plain",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)

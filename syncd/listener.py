@@ -3,9 +3,9 @@ thread is spent on it.
 
 One asyncio loop, on its own thread, reads every connection's request (head and body) at
 whatever pace the client sends it, so a slow client costs a socket and a few bytes, never a
-thread. Only a whole request goes to a thread: a POST (a webhook) to one small pool, anything
-else (health, readiness, metrics) to another, so webhooks waiting for a thread never delay
-`/healthz`.
+thread. Only a whole request goes to a thread: a POST (a webhook) to one small pool, health,
+readiness and metrics to another, and the dashboard's pages to a third, so neither webhooks nor
+pages waiting for a thread ever delay `/healthz`.
 
 - Deadline: a connection has `deadline` seconds in all to send its request and take the
   answer, whatever its pace; then it is closed (with a 408 if it was still sending).
@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_HEAD = 64 * 1024
+# Requests answered by their own threads, never kept waiting behind webhooks or dashboard pages.
+_PROBES = (b"GET /healthz ", b"GET /readyz ", b"GET /metrics ", b"HEAD /healthz ")
 STALLED = 1.0  # seconds a client may leave its answer untaken before a full listener drops it
 
 # The whole request -> the whole answer (called on a pool thread).
@@ -71,6 +73,7 @@ class Listener:
         self._open: dict[_Conn, None] = {}  # oldest first; touched on the loop's thread only
         self._hooks = ThreadPoolExecutor(limits.threads, thread_name_prefix="http-hooks")
         self._probes = ThreadPoolExecutor(limits.threads, thread_name_prefix="http")
+        self._pages = ThreadPoolExecutor(limits.threads, thread_name_prefix="http-pages")
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
@@ -85,7 +88,7 @@ class Listener:
         else:
             self._sock.close()
             self._loop.close()
-        for pool in (self._hooks, self._probes):
+        for pool in (self._hooks, self._probes, self._pages):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
@@ -116,7 +119,13 @@ class Listener:
             async with asyncio.timeout(self.limits.deadline):
                 request = await self._read(conn, reader)
                 conn.reading = False
-                pool = self._hooks if request.startswith(b"POST ") else self._probes
+                pool = (
+                    self._hooks
+                    if request.startswith(b"POST ")
+                    else self._probes
+                    if request.startswith(_PROBES)
+                    else self._pages
+                )
                 loop = asyncio.get_running_loop()
                 writer.write(await loop.run_in_executor(pool, self._answer, request, peer))
                 conn.answered_at = time.monotonic()

@@ -70,6 +70,10 @@ class Metrics:
         else:
             self.failures.labels(repo).inc()
 
+    def last_successes(self) -> dict[str, float]:
+        """When each repo's last pass ended without error (Unix time), since start."""
+        return self._successes()
+
     def _successes(self) -> dict[str, float]:
         with self._lock:
             return dict(self._last_success)

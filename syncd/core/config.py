@@ -147,6 +147,9 @@ class HttpConfig:
     listen: str | None = None
     # The names a request's Host header may give (lower case, no port); None: any.
     allowed_hosts: tuple[str, ...] | None = None
+    dashboard: bool = True  # the read-only pages (syncd.web)
+    token_file: Path | None = None  # the pages need this bearer token ...
+    users_file: Path | None = None  # ... or one of these users' passwords (user:password lines)
 
 
 FORGES = ("github", "gitlab", "gitea", "bitbucket")
@@ -494,10 +497,14 @@ class _Reader:
         )
 
     def http(self, value: object) -> HttpConfig:
-        d = self.mapping(value, "http", {"listen", "allowed_hosts"})
+        keys = {"listen", "allowed_hosts", "dashboard", "token_file", "users_file"}
+        d = self.mapping(value, "http", keys)
         return HttpConfig(
             listen=self.get(d, "listen", "http", _host_port, None),
             allowed_hosts=self.get(d, "allowed_hosts", "http", _hosts, None),
+            dashboard=self.get(d, "dashboard", "http", _bool, True),
+            token_file=self.get(d, "token_file", "http", self.path, None),
+            users_file=self.get(d, "users_file", "http", self.path, None),
         )
 
     def options(self, value: object, path: str, base: StackOptions) -> StackOptions:

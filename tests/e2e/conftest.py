@@ -65,6 +65,15 @@ def running_daemon(*args: str, env: dict[str, str] | None = None) -> Iterator[An
         proc.wait()
 
 
+def own_port(config: Path) -> Path:
+    """The quick start's config with its listener on a free port (two suites may run at once)."""
+    from tests.support.gitrepo import free_port
+
+    text = config.read_text().replace("127.0.0.1:9280", f"127.0.0.1:{free_port()}")
+    config.write_text(text)
+    return config
+
+
 def json_out(result: Any) -> Any:
     assert result.stdout, result.stderr
     return json.loads(result.stdout)

@@ -16,6 +16,7 @@ from tests.e2e.conftest import (
     REPO_ROOT,
     journal_records,
     json_out,
+    own_port,
     run_syncd,
     running_daemon,
     start_syncd,
@@ -283,7 +284,7 @@ def test_the_quick_start_plans_a_branch_while_syncd_run_holds_the_emulator(tmp_p
 
     shutil.copytree(REPO_ROOT / "config", tmp_path / "config")
     shutil.copytree(REPO_ROOT / "examples", tmp_path / "examples")
-    config = str(tmp_path / "config" / "local.yaml")
+    config = str(own_port(tmp_path / "config" / "local.yaml"))
     state = tmp_path / ".local" / "state"
 
     def deployed() -> bool:

@@ -11,7 +11,7 @@ import signal
 import yaml
 
 from tests.conftest import TOPIC_TEMPLATE, write_config
-from tests.e2e.conftest import REPO_ROOT, json_out, run_syncd, running_daemon, wait_for
+from tests.e2e.conftest import REPO_ROOT, json_out, own_port, run_syncd, running_daemon, wait_for
 from tests.support.gitrepo import git
 
 # Version 2 adds a queue to the topic's template.
@@ -298,7 +298,7 @@ def test_show_says_what_it_cannot_read_and_shows_the_rest(tmp_path, repo, aws):
 def test_show_beside_a_running_daemon_on_the_embedded_emulator(tmp_path):
     shutil.copytree(REPO_ROOT / "config", tmp_path / "config")
     shutil.copytree(REPO_ROOT / "examples", tmp_path / "examples")
-    config = str(tmp_path / "config" / "local.yaml")
+    config = str(own_port(tmp_path / "config" / "local.yaml"))
 
     def deployed() -> bool:
         rows = json_out(run_syncd("status", "-c", config, "--format", "json"))
