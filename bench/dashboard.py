@@ -1,0 +1,96 @@
+"""The dashboard's overview: how long the server takes to build it for N stacks.
+
+    python bench/dashboard.py [--stacks 1000 2000] [--runs 30]
+
+A journal state of N stacks (each created once; one in a hundred failed) is folded in memory;
+the overview page is then asked of the dashboard `--runs` times, as the listener asks it (routing,
+access, the page built from the state, rendered and encoded). Prints the median and the 95th
+percentile per size, and the page's size; writes bench/results/dashboard.json. The target: under
+0.5 s for 1,000 stacks. (How fast a pushed change shows on an open page is measured by the
+browser test, tests/e2e/test_dashboard.py, which prints it.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))
+
+from syncd.core.config import RepoConfig  # noqa: E402
+from syncd.core.journal_state import Kind, Record, fold  # noqa: E402
+from syncd.web.dashboard import Dashboard  # noqa: E402
+
+RESULTS = BENCH_DIR / "results" / "dashboard.json"
+
+
+def app_of(stacks: int) -> Any:
+    records = []
+    for n in range(stacks):
+        stack = f"team-{n % 10}-service-{n:05d}"
+        seq = len(records)
+        data = {"repo": f"repo-{n % 10}", "stack": stack, "version": 1, "commit": f"{n:040x}"}
+        records.append(
+            Record(
+                seq + 1,
+                "2026-12-02T10:00:00.000Z",
+                Kind.VERSION,
+                {**data, "digest": "d", "action": "create"},
+            )
+        )
+        result = (
+            {"stack": stack, "result": "failed", "message": "Resource handler returned: no"}
+            if n % 100 == 0
+            else {"stack": stack, "result": "succeeded", "stack_status": "CREATE_COMPLETE"}
+        )
+        records.append(Record(seq + 2, "2026-12-02T10:00:01.000Z", Kind.RESULT, result))
+    state = fold(records)
+    journal = SimpleNamespace(state=state, records=lambda: records, directory=Path("/none"))
+    config = SimpleNamespace(
+        repos=[RepoConfig(name=f"repo-{i}", url="/none") for i in range(10)],
+        backup=SimpleNamespace(url=None),
+        state_dir=Path("/none"),
+    )
+    return SimpleNamespace(
+        journal=journal, config=config, mirror=None, outboxes=[], syncs={}, cfn="none"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stacks", type=int, nargs="+", default=[1000, 2000])
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    out = {}
+    for stacks in args.stacks:
+        app = app_of(stacks)
+        dashboard = Dashboard(lambda app=app: app)
+        dashboard.answer("/", None)  # templates compiled once, as in a running daemon
+        times = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            answer = dashboard.answer("/", None)
+            times.append(time.perf_counter() - start)
+        assert answer.code == 200
+        times.sort()
+        median = statistics.median(times)
+        p95 = times[int(0.95 * (len(times) - 1))]
+        out[str(stacks)] = {"median": median, "p95": p95, "bytes": len(answer.body)}
+        print(
+            f"overview of {stacks} stacks: median {median * 1000:.0f} ms, 95th {p95 * 1000:.0f} ms,"
+            f" {len(answer.body) / 1024:.0f} KiB",
+            flush=True,
+        )
+    RESULTS.write_text(json.dumps({"runs": args.runs, "sizes": out}, indent=1))
+    return 0 if out.get("1000", {"median": 0})["median"] < 0.5 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

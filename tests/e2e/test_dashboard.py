@@ -1,0 +1,191 @@
+"""The dashboard in a real browser: Debian's Chromium, headless, driven by Selenium with Debian's
+chromedriver, against `syncd run` on a sample repo and moto's server. Screenshots are kept in
+tests/artifacts/ (the README's are copies of them)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
+from tests.e2e.conftest import running_daemon, wait_for
+from tests.support.gitrepo import GitRepo, free_port
+from tests.support.timing import PATIENCE
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def browser(width: int = 1280, height: int = 900, javascript: bool = True) -> Any:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument(f"--window-size={width},{height}")
+    options.add_argument("--lang=en-US")
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(PATIENCE)
+    return driver
+
+
+def screenshot(driver: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight") or 900
+    width = driver.get_window_size()["width"]
+    driver.set_window_size(width, min(int(height) + 120, 4000))
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+@pytest.fixture
+def site(tmp_path: Path, repo: GitRepo, aws: Any) -> Iterator[dict[str, Any]]:
+    repo.commit(
+        {
+            "templates/topic.yaml": TOPIC_TEMPLATE,
+            "deployments/app.yaml": deployment(Name="v1"),
+            "deployments/orders.yaml": deployment(Name="o1"),
+        },
+        message="the first two stacks",
+    )
+    port = free_port()
+    entry = {
+        "name": "r",
+        "url": str(repo.bare),
+        "poll_interval": "200ms",
+        "watch": True,
+        "stacks": {"orders": {"approval": "manual"}},
+    }
+    config = write_config(tmp_path, [entry], aws.endpoint, http={"listen": f"127.0.0.1:{port}"})
+    with running_daemon("-c", str(config)) as daemon:
+        wait_for(lambda: aws.stack("app"), what="the first create")
+        yield {"url": f"http://127.0.0.1:{port}", "daemon": daemon, "config": config}
+
+
+# Read in one go by the page itself: the live script may swap the rows between two reads.
+_ROWS = """
+return Array.from(document.querySelectorAll("table.stacks tbody tr")).map((tr) => {
+  const name = tr.querySelector("th a"), state = tr.querySelector("td .state");
+  const cells = tr.querySelectorAll("td");
+  return [name ? name.textContent : "", state ? state.textContent : "",
+          cells.length > 1 ? cells[1].textContent : ""];
+});
+"""
+
+
+def rows(driver: Any) -> dict[str, str]:
+    """Each stack row of the overview: its name -> its state as written."""
+    return {name: state for name, state, _ in driver.execute_script(_ROWS) if name}
+
+
+def _version_of(driver: Any, stack: str) -> str | None:
+    found = {name: version for name, _, version in driver.execute_script(_ROWS)}
+    return found.get(stack)
+
+
+def test_the_overview_a_stack_and_a_change_arriving_live(
+    site: dict[str, Any], repo: GitRepo, aws: Any
+) -> None:
+    driver = browser()
+    try:
+        driver.get(site["url"] + "/")
+        wait = WebDriverWait(driver, PATIENCE, poll_frequency=0.05)
+        wait.until(lambda d: rows(d).get("app") == "in sync" and "orders" in rows(d))
+        assert rows(driver)["orders"] == "awaiting approval"  # written out, not colour alone
+        wait.until(lambda d: d.find_element(By.ID, "live").text == "read-only · live")
+        # Times in the reader's zone, the UTC value on hover.
+        stamp = driver.find_element(By.CSS_SELECTOR, "table.stacks time")
+        assert stamp.get_attribute("title").endswith("(UTC)")
+        assert "UTC" not in stamp.text
+        screenshot(driver, "overview")
+        driver.set_window_size(1280, 900)
+
+        # A push shows on the open page without a reload.
+        marker = driver.execute_script("window.notReloaded = true; return 1")
+        repo.commit({"deployments/app.yaml": deployment(Name="v2")}, message="app: v2")
+        pushed = time.monotonic()
+        wait.until(lambda d: _version_of(d, "app") == "2")
+        seen = time.monotonic() - pushed
+        assert marker == 1 and driver.execute_script("return window.notReloaded") is True
+        print(f"a pushed change showed on the open page after {seen:.2f} s")
+
+        # The waiting stack: its change set, prominently, and the command to run.
+        driver.get(site["url"] + "/stacks/orders")
+        waiting = driver.find_element(By.CSS_SELECTOR, "section.waiting")
+        assert "syncd approve orders --change-set" in waiting.text
+        assert "Add" in _main(driver)
+        screenshot(driver, "awaiting-approval")
+        driver.set_window_size(1280, 900)
+
+        # A failed version, with its reason, its template diff and its events.
+        aws.proxy.fail("app", reason="Resource handler returned message: quota exceeded")
+        repo.commit({"deployments/app.yaml": deployment(Name="v3")}, message="app: v3")
+        driver.get(site["url"] + "/stacks/app")
+        wait.until(lambda d: "UPDATE_ROLLBACK_COMPLETE" in _main(d))
+        text = _main(driver)
+        assert (
+            "quota exceeded" in text and "Version 3: update, failed" in text and "app: v3" in text
+        )  # the commit's subject
+        driver.get(site["url"] + "/stacks/app")  # the events are read once the apply ended
+        text = _main(driver)
+        assert "Stack events of the apply" in text and "UPDATE_FAILED" in text
+        assert "-      Name: v2" in text or "Name" in text
+        screenshot(driver, "failed-version")
+
+        # The keyboard reaches the navigation and the stacks.
+        driver.get(site["url"] + "/")
+        body = driver.find_element(By.TAG_NAME, "body")
+        body.send_keys(Keys.TAB)
+        assert driver.switch_to.active_element.text == "syncd"
+        for _ in range(3):
+            driver.switch_to.active_element.send_keys(Keys.TAB)
+        assert driver.switch_to.active_element.tag_name == "a"
+    finally:
+        driver.quit()
+
+
+def _main(driver: Any) -> str:
+    return str(driver.execute_script("return document.getElementById('main').innerText"))
+
+
+def test_without_javascript_and_on_a_phone(site: dict[str, Any]) -> None:
+    plain = browser(javascript=False)
+    try:
+        plain.get(site["url"] + "/")
+        assert "app" in rows(plain)
+        stamp = plain.find_element(By.CSS_SELECTOR, "table.stacks time")
+        assert stamp.text.endswith("UTC")  # no script: the UTC time itself
+        assert "refresh" in plain.find_element(By.ID, "live").text
+        plain.find_element(By.NAME, "name").send_keys("ord")
+        plain.find_element(By.CSS_SELECTOR, "form.filters button").click()
+        assert list(rows(plain)) == ["orders"]  # the filter works as a plain form
+    finally:
+        plain.quit()
+    phone = browser(390, 844)
+    try:
+        phone.get(site["url"] + "/")
+        WebDriverWait(phone, PATIENCE).until(lambda d: "app" in rows(d))
+        width = phone.execute_script("return document.documentElement.scrollWidth")
+        assert width <= phone.execute_script("return window.innerWidth") + 1
+        screenshot(phone, "overview-phone")
+    finally:
+        phone.quit()
+
+
+def test_screenshots_directory_is_not_committed() -> None:
+    ignored = (Path(__file__).resolve().parents[2] / ".gitignore").read_text()
+    assert "tests/artifacts/" in ignored and os.sep == "/"
