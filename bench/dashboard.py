@@ -1,6 +1,6 @@
 """The dashboard's overview: how long the server takes to build it for N stacks.
 
-    python bench/dashboard.py [--stacks 1000 2000] [--runs 30]
+    python bench/dashboard.py [--stacks 1000 2000] [--runs 30] [--browser]
 
 A journal state of N stacks (each created once; one in a hundred failed) is folded in memory;
 the overview page is then asked of the dashboard `--runs` times, as the listener asks it (routing,
@@ -8,6 +8,11 @@ access, the page built from the state, rendered and encoded). Prints the median 
 percentile per size, and the page's size; writes bench/results/dashboard.json. The target: under
 0.5 s for 1,000 stacks. (How fast a pushed change shows on an open page is measured by the
 browser test, tests/e2e/test_dashboard.py, which prints it.)
+
+With `--browser`, each size is also served by syncd's HTTP listener and opened in Debian's
+headless Chromium (Selenium) `--runs` times: the time to a page the reader can use
+(DOMContentLoaded) and to its load, and, with the page open, the time from the journal moving to
+the new rows in place (the live script's poll, fetch and swap).
 """
 
 from __future__ import annotations
@@ -63,10 +68,69 @@ def app_of(stacks: int) -> Any:
     )
 
 
+def in_browser(app: Any, dashboard: Dashboard, runs: int) -> dict[str, float]:
+    """Medians, in seconds: DOMContentLoaded, load, and a live update of the open page."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from syncd.http import Endpoints, HttpServer
+    from syncd.metrics import Metrics
+
+    endpoints = Endpoints(
+        Metrics(lambda: None), hooks=dict, ready=lambda: True, dashboard=dashboard
+    )
+    server = HttpServer("127.0.0.1:0", endpoints)
+    server.start()
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    timing = (
+        "const t = performance.getEntriesByType('navigation')[0];"
+        "return [t.domContentLoadedEventEnd, t.loadEventEnd];"
+    )
+    ready, loaded, live = [], [], []
+    try:
+        url = f"http://{server.address}/"
+        for _ in range(runs):
+            driver.get(url)
+            dcl, load = driver.execute_script(timing)
+            ready.append(dcl / 1000)
+            loaded.append(load / 1000)
+        for _ in range(min(runs, 10)):
+            seq = app.journal.state.last_seq
+            start = time.perf_counter()
+            app.journal.state.last_seq = seq + 1  # the journal moves: the page follows
+            while driver.execute_script(
+                "return document.getElementById('main').dataset.seq"
+            ) != str(seq + 1):
+                if time.perf_counter() - start > 30:
+                    raise SystemExit("the open page did not follow the journal")
+                time.sleep(0.01)
+            live.append(time.perf_counter() - start)
+    finally:
+        driver.quit()
+        server.stop()
+    figures = {
+        "dom_content_loaded": statistics.median(ready),
+        "load": statistics.median(loaded),
+        "live_update": statistics.median(live),
+    }
+    print(
+        f"  in Chromium: usable after {figures['dom_content_loaded'] * 1000:.0f} ms, loaded after "
+        f"{figures['load'] * 1000:.0f} ms; a live update in place after "
+        f"{figures['live_update'] * 1000:.0f} ms (the poll is every second)",
+        flush=True,
+    )
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stacks", type=int, nargs="+", default=[1000, 2000])
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--browser", action="store_true", help="also open it in Chromium")
     args = parser.parse_args()
     out = {}
     for stacks in args.stacks:
@@ -88,6 +152,8 @@ def main() -> int:
             f" {len(answer.body) / 1024:.0f} KiB",
             flush=True,
         )
+        if args.browser:
+            out[str(stacks)]["browser"] = in_browser(app, dashboard, args.runs)
     RESULTS.write_text(json.dumps({"runs": args.runs, "sizes": out}, indent=1))
     return 0 if out.get("1000", {"median": 0})["median"] < 0.5 else 1
 

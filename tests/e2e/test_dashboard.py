@@ -173,6 +173,10 @@ def test_without_javascript_and_on_a_phone(site: dict[str, Any]) -> None:
         plain.find_element(By.NAME, "name").send_keys("ord")
         plain.find_element(By.CSS_SELECTOR, "form.filters button").click()
         assert list(rows(plain)) == ["orders"]  # the filter works as a plain form
+        plain.get(site["url"] + "/journal")
+        text = _main(plain)
+        assert "verified:" in text and "hash chain and snapshot intact" in text
+        assert "change_set" in text and "result" in text  # the latest records, by kind
     finally:
         plain.quit()
     phone = browser(390, 844)

@@ -177,3 +177,11 @@ def test_access_files_that_cannot_be_used(tmp_path: Path, token: str | None, use
     with pytest.raises(ValueError) as info:
         read_access(*paths)
     assert "two words" not in str(info.value)
+
+
+def test_a_very_long_name_and_message_stay_one_bounded_cell() -> None:
+    stack = "s" + "x" * 5000
+    records = applied(1, stack, message="why " * 5000)
+    _, html = get(Dashboard(lambda: app_of(records)), "/")
+    assert html.count(stack) == 2  # its link and its name, whole (it wraps); the message cut
+    assert "why why" in html and len(html) < 60_000
