@@ -167,7 +167,6 @@ class Daemon:
         self._access = dashboard_access(config)
         self._install_signals()
         self.app = open_app(config)
-        self.follower = Follower(self.app.journal)
         try:
             self._deliver_requests()  # those left while no daemon ran, before any pass
             self._take_asks()
@@ -299,8 +298,13 @@ class Daemon:
 
     def _start_outboxes(self) -> None:
         """A thread per receiver of events and commit statuses (syncd.outbox)."""
-        assert self.app is not None and self.follower is not None
+        assert self.app is not None
         journal = self.app.journal
+        if not self._receivers:
+            self.app.outboxes = []
+            return
+        if self.follower is None:  # kept across reloads: the journal is the same
+            self.follower = Follower(journal)
         lineage = lineage_of(journal.directory).id
         self.app.outboxes = [
             Outbox(r, self.follower, journal.state, self.app.config.state_dir, lineage)

@@ -14,7 +14,7 @@ from collections import deque
 from syncd.core.journal_state import Record
 from syncd.journal.store import Journal, check_segments, segments
 
-RECENT = 5000  # records kept in memory for readers close behind the writer
+RECENT = 1000  # records kept in memory for readers close behind the writer
 
 
 class Follower:
