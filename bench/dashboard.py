@@ -29,7 +29,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-from syncd.core.config import RepoConfig  # noqa: E402
+from syncd.core.config import HttpConfig, RepoConfig  # noqa: E402
 from syncd.core.journal_state import Kind, Record, fold  # noqa: E402
 from syncd.web.dashboard import Dashboard  # noqa: E402
 
@@ -62,6 +62,7 @@ def app_of(stacks: int) -> Any:
         repos=[RepoConfig(name=f"repo-{i}", url="/none") for i in range(10)],
         backup=SimpleNamespace(url=None),
         state_dir=Path("/none"),
+        http=HttpConfig(),
     )
     return SimpleNamespace(
         journal=journal, config=config, mirror=None, outboxes=[], syncs={}, cfn="none"

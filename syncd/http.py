@@ -246,7 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/metrics":
             self._send(200, e.metrics.render(), CONTENT_TYPE)
         elif e.dashboard is not None and e.dashboard.serves(self.path):
-            answer = e.dashboard.answer(self.path, self.headers.get("Authorization"))
+            answer = e.dashboard.answer(
+                self.path, self.headers.get("Authorization"), self.headers.get("Host", "")
+            )
             self._send(answer.code, answer.body, answer.content_type, answer.headers)
         else:
             self._send(404, b"not found\n")

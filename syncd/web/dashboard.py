@@ -58,7 +58,10 @@ STATIC = {"syncd.css": "text/css; charset=utf-8", "syncd.js": "text/javascript; 
 HTML = "text/html; charset=utf-8"
 JOURNAL_ROWS = 100
 VERIFY_EVERY = 60.0  # seconds between two checks of the whole journal
-CACHED = 256  # stacks' records, commit messages and events kept
+CACHED = 256  # template diffs and events kept (commit subjects: 8 times as many)
+STACKS_KEPT = 16  # stacks whose records are kept between two views
+HISTORY_ROWS = 200  # versions listed on a stack's page; older ones: `syncd history`
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True)
@@ -82,20 +85,27 @@ class Access:
         return self.token is None and not self.users
 
     def allows(self, header: str | None) -> bool:
+        """Whether an Authorization header lets its sender read the pages: the bearer token,
+        or Basic credentials of a user (or any user name with the token as its password, so a
+        browser can use the token too)."""
         if self.open:
             return True
         scheme, _, value = (header or "").partition(" ")
         given = value.strip().encode()
         if scheme.lower() == "bearer" and self.token is not None:
             return hmac.compare_digest(given, self.token)
-        if scheme.lower() == "basic" and self.users:
-            try:
-                user, _, password = base64.b64decode(given, validate=True).partition(b":")
-            except ValueError:
-                return False
-            known = self.users.get(user)
-            return known is not None and hmac.compare_digest(password, known)
-        return False
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(given, validate=True).partition(b":")
+        except ValueError:
+            return False
+        if self.token is not None and hmac.compare_digest(password, self.token):
+            return True
+        users = self.users or {}
+        # An unknown user costs the same comparison as a known one.
+        known = users.get(user, b"\0" * 32)
+        return hmac.compare_digest(password, known) and user in users
 
 
 def read_access(token_file: Path | None, users_file: Path | None) -> Access:
@@ -166,6 +176,8 @@ class Dashboard:
         self._commits: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._events: OrderedDict[tuple[str, int, str], show.Events] = OrderedDict()
         self._verdict: tuple[float, dict[str, Any]] | None = None
+        self._verifying = False
+        self._diffs: OrderedDict[tuple[str, int, str, int], show.TemplateDiff] = OrderedDict()
         self._static = {
             name: (resources.files("syncd.web") / "static" / name).read_bytes() for name in STATIC
         }
@@ -173,20 +185,37 @@ class Dashboard:
     # --- routing ------------------------------------------------------------------------------
 
     def serves(self, path: str) -> bool:
+        """Whether `path` is one of the pages (and the pages are on: `http.dashboard`, read
+        again after a reload)."""
+        app = self.app()
+        if app is not None and not app.config.http.dashboard:
+            return False
         route = urlsplit(path).path
         return route in ("/", "/journal", "/live") or route.startswith(("/stacks/", "/static/"))
 
-    def answer(self, path: str, authorization: str | None) -> Answer:
+    def answer(self, path: str, authorization: str | None, host: str = "localhost") -> Answer:
         parts = urlsplit(path)
         route, query = parts.path, parse_qs(parts.query)
-        if not self.access().allows(authorization):
+        app = self.app()
+        access = self.access()
+        from syncd.http import host_name
+
+        hosts = app.config.http.allowed_hosts if app is not None else None
+        if access.open and hosts is None and host_name(host) not in LOOPBACK_NAMES:
+            # No token, no users, no allowed_hosts: only this machine's names. A web page whose
+            # name is pointed at 127.0.0.1 (DNS rebinding) must not read the pages.
+            return self._text(
+                403,
+                "the dashboard answers other names than localhost only with http.allowed_hosts, "
+                "http.token_file or http.users_file set",
+            )
+        if not access.allows(authorization):
             return Answer(
                 401,
                 "text/plain; charset=utf-8",
                 b"this dashboard needs a token or a user's password\n",
                 {**SECURITY_HEADERS, "WWW-Authenticate": 'Basic realm="syncd", charset="UTF-8"'},
             )
-        app = self.app()
         if route.startswith("/static/"):
             name = route[len("/static/") :]
             if name not in STATIC:
@@ -198,18 +227,39 @@ class Dashboard:
             return self._text(200, str(app.journal.state.last_seq))
         seq = app.journal.state.last_seq  # before the page is built: a later record reloads it
         if route == "/":
-            return self._page("overview.html", seq, page="overview", o=self._overview(app, query))
+            o = self._steady(lambda: self._overview(app, query))
+            return self._page("overview.html", seq, page="overview", o=o)
         if route == "/journal":
             return self._page("journal.html", seq, page="journal", j=self._journal(app))
         stack = unquote(route[len("/stacks/") :])
+        if not self._known(app.journal.state, stack):
+            return self._text(404, "no such stack")
         page = self._stack(app, stack, query)
         if page is None:
-            return self._text(404, "no such stack")
+            return self._text(404, "no such version of this stack")
         return self._page("stack.html", seq, page="stack", p=page)
+
+    @staticmethod
+    def _known(state: Any, stack: str) -> bool:
+        """A stack the journal shows, or one syncd deleted that its history still names: the
+        only ones whose records are read."""
+        return stack in state.stacks or any(h.stack == stack for h in list(state.history))
 
     def _page(self, name: str, seq: int, **context: Any) -> Answer:
         body = self.env.get_template(name).render(seq=seq, **context).encode()
         return Answer(200, HTML, body, SECURITY_HEADERS)
+
+    @staticmethod
+    def _steady(build: Callable[[], Any]) -> Any:
+        """`build()` again when the state it walked changed size under it (a worker appended
+        meanwhile): the state is read without the journal's lock."""
+        for _ in range(4):
+            try:
+                return build()
+            except RuntimeError as exc:
+                if "changed size during iteration" not in str(exc):
+                    raise
+        return build()
 
     def _text(self, code: int, text: str) -> Answer:
         return Answer(code, "text/plain; charset=utf-8", (text + "\n").encode(), SECURITY_HEADERS)
@@ -252,44 +302,74 @@ class Dashboard:
     def _stack(
         self, app: Any, stack: str, query: Mapping[str, list[str]]
     ) -> views.StackPage | None:
+        """The stack's page; None for a version it never had."""
         state = app.journal.state
-        records = self._stack_records(app, stack)
-        if stack not in state.stacks and not records:
-            return None
-        found = show.applies(records, stack)
+        found = show.applies(self._stack_records(app, stack), stack)
         wanted = query.get("version", [""])[0]
-        chosen = show.choose(found, int(wanted) if wanted.isdigit() else None)
+        number = int(wanted) if wanted.isascii() and wanted.isdigit() and len(wanted) <= 9 else None
+        if wanted and number is None:
+            return None  # not a version number
+        chosen = show.choose(found, number)
+        if chosen is None and number is not None:
+            return None
         detail = None
         if chosen is not None:
             before = show.replaced(found, chosen)
             view = show.ShowView(
                 chosen,
                 before,
-                versions.template_diff(app.config, chosen, before),
+                self._template_diff(app, chosen, before),
                 self._version_events(app, found, chosen, before),
             )
             detail = show.as_json(view)
-        commits = {a.commit: self._commit(app, a.repo, a.commit) for a in found[-50:]}
-        return views.stack_page(state, stack, found, detail, commits)
+        shown = found[-HISTORY_ROWS:]
+        commits = self._commits_of(app, shown)
+        page: views.StackPage = self._steady(
+            lambda: views.stack_page(state, stack, shown, detail, commits)
+        )
+        page.older = len(found) - len(shown)
+        return page
 
     def _stack_records(self, app: Any, stack: str) -> list[Any]:
-        seq = app.journal.state.last_seq
+        """The stack's records: read whole once, then only what the journal has added since
+        (the segments that hold it); kept for the last STACKS_KEPT stacks viewed."""
+        journal = app.journal
+        seq = journal.state.last_seq
         with self._lock:
             kept = self._records.get(stack)
-            if kept is not None and kept[0] == seq:
-                return kept[1]
-        records = [r for r in app.journal.records() if r.data.get("stack") == stack]
+        if kept is None:
+            records = [r for r in journal.records() if r.data.get("stack") == stack]
+        elif kept[0] < seq:
+            added = [r for r in journal.records_after(kept[0]) if r.data.get("stack") == stack]
+            records = kept[1] + added
+        else:
+            return kept[1]
         with self._lock:
             self._records[stack] = (seq, records)
             self._records.move_to_end(stack)
-            while len(self._records) > 16:
+            while len(self._records) > STACKS_KEPT:
                 self._records.popitem(last=False)
         return records
+
+    def _template_diff(
+        self, app: Any, chosen: show.Apply, before: show.Apply | None
+    ) -> show.TemplateDiff:
+        key = (chosen.stack, chosen.version, chosen.started_at, before.version if before else 0)
+        with self._lock:
+            if key in self._diffs:
+                return self._diffs[key]
+        diff = versions.template_diff(app.config, chosen, before)
+        with self._lock:
+            self._diffs[key] = diff
+            while len(self._diffs) > CACHED:
+                self._diffs.popitem(last=False)
+        return diff
 
     def _version_events(
         self, app: Any, found: list[show.Apply], chosen: show.Apply, before: show.Apply | None
     ) -> show.Events:
-        """The events of an apply that has ended, read once; of one under way, none yet."""
+        """The events of an apply that has ended, read once; of one under way, none yet. A
+        read that failed is tried again at the next view."""
         if chosen.finished_at is None:
             return show.Events(None, None, note="read once the apply has ended")
         key = (chosen.stack, chosen.version, chosen.finished_at)
@@ -297,48 +377,65 @@ class Dashboard:
             if key in self._events:
                 return self._events[key]
         events = versions.events(app.cfn, found, chosen, before)
+        if events.note and events.note.startswith("CloudFormation could not be read"):
+            return events
         with self._lock:
             self._events[key] = events
             while len(self._events) > CACHED:
                 self._events.popitem(last=False)
         return events
 
-    def _commit(self, app: Any, repo: str, commit: str) -> dict[str, str]:
-        """A commit's subject and author, from the repo's mirror (empty when it is gone)."""
+    def _commits_of(self, app: Any, found: list[show.Apply]) -> dict[str, dict[str, str]]:
+        """Each commit's subject and author, from its repo's mirror (none when it is gone).
+        The mirror is opened here, read only: the repo's worker keeps its own handle."""
+        import git
+
+        out: dict[str, dict[str, str]] = {}
+        wanted: dict[str, set[str]] = {}
         with self._lock:
-            if commit in self._commits:
-                return self._commits[commit]
-        info: dict[str, str] = {}
-        sync = app.syncs.get(repo) if hasattr(app, "syncs") else None
-        if sync is not None:
-            try:
-                found = sync.source._git().commit(commit)
-                info = {
-                    "subject": bounded(str(found.summary), 200),
-                    "author": bounded(str(found.author.name), 100),
-                }
-            except Exception:  # gone from the mirror, or not a commit: shown without
-                info = {}
-        with self._lock:
-            self._commits[commit] = info
-            while len(self._commits) > CACHED * 8:
-                self._commits.popitem(last=False)
-        return info
+            for a in found:
+                if a.commit in self._commits:
+                    out[a.commit] = self._commits[a.commit]
+                else:
+                    wanted.setdefault(a.repo, set()).add(a.commit)
+        for repo, commits in wanted.items():
+            path = app.config.state_dir / "repos" / f"{repo}.git"
+            infos: dict[str, dict[str, str]] = {c: {} for c in commits}
+            if (path / "HEAD").exists():
+                mirror = None
+                try:
+                    mirror = git.Repo(path)
+                    for commit in commits:
+                        try:
+                            found_commit = mirror.commit(commit)
+                            infos[commit] = {
+                                "subject": bounded(str(found_commit.summary), 200),
+                                "author": bounded(str(found_commit.author.name), 100),
+                            }
+                        except Exception:  # gone from the mirror, or not a commit
+                            continue
+                except Exception:  # not a repository syncd can read: shown without
+                    pass
+                finally:
+                    if mirror is not None:
+                        mirror.close()
+            out.update(infos)
+            with self._lock:
+                self._commits.update(infos)
+                while len(self._commits) > CACHED * 8:
+                    self._commits.popitem(last=False)
+        return out
 
     def _journal(self, app: Any) -> dict[str, Any]:
-        from syncd.journal.store import check_segments, segments, verify_journal
+        from syncd.errors import JournalCorrupt
 
         journal = app.journal
-        found = segments(journal.directory)
-        tail: list[Any] = []
-        for start in range(len(found) - 1, -1, -1):
-            checked = check_segments(found[start:], keep_after=0, trust_start=True)
-            tail = list(checked.records)
-            if len(tail) >= JOURNAL_ROWS or start == 0:
-                break
         rows = []
+        try:
+            tail = journal.records_after(max(0, journal.state.last_seq - JOURNAL_ROWS))
+        except JournalCorrupt:
+            tail = []  # the verdict says where
         for r in reversed(tail[-JOURNAL_ROWS:]):
-            data = json.dumps(r.data, sort_keys=True)
             rows.append(
                 {
                     "seq": r.seq,
@@ -346,28 +443,41 @@ class Dashboard:
                     "kind": r.kind.value,
                     "stack": r.data.get("stack") or "",
                     "repo": r.data.get("repo") or "",
-                    "data": bounded(data, 400),
+                    "data": bounded(json.dumps(r.data, sort_keys=True), 400),
                 }
             )
-        now = time.monotonic()
-        with self._lock:
-            verdict = self._verdict
-        if verdict is None or now - verdict[0] > VERIFY_EVERY:
-            try:
-                checked = verify_journal(journal.directory.parent, warn=lambda m: None)
-                result = {
-                    "ok": True,
-                    "text": f"{checked.last_seq} records, hash chain and snapshot intact "
-                    f"(checked {_utc(_iso(time.time()))})",
-                }
-            except Exception as exc:
-                result = {"ok": False, "text": bounded(f"damaged: {exc}", 500)}
-            verdict = (now, result)
-            with self._lock:
-                self._verdict = verdict
         return {
             "records": rows,
             "last_seq": journal.state.last_seq,
-            "verdict": verdict[1],
-            "seq": journal.state.last_seq,
+            "verdict": self._checked(journal),
         }
+
+    def _checked(self, journal: Any) -> dict[str, Any]:
+        """`journal verify`'s verdict, at most VERIFY_EVERY seconds old; one check at a time
+        (a page asked while one runs gets the verdict before it)."""
+        from syncd.journal.store import read_snapshots, verify_journal
+
+        now = time.monotonic()
+        with self._lock:
+            verdict = self._verdict
+            due = verdict is None or now - verdict[0] > VERIFY_EVERY
+            if due and self._verifying:
+                due = verdict is None  # the first page waits for the first check
+            if due:
+                self._verifying = True
+        if not due and verdict is not None:
+            return verdict[1]
+        try:
+            checked = verify_journal(journal.directory.parent, warn=lambda m: None)
+            snapshot = bool(read_snapshots(journal.directory, lambda m: None))
+            what = "hash chain and the snapshot intact" if snapshot else "hash chain intact"
+            result = {
+                "ok": True,
+                "text": f"{checked.last_seq} records, {what} (checked {_utc(_iso(time.time()))})",
+            }
+        except Exception as exc:
+            result = {"ok": False, "text": bounded(f"damaged: {exc}", 500)}
+        with self._lock:
+            self._verdict = (now, result)
+            self._verifying = False
+        return result

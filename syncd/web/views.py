@@ -126,6 +126,7 @@ class StackPage:
     version: dict[str, Any] | None  # the version shown in full (syncd.core.show.as_json)
     waiting: dict[str, Any] | None  # the apply that waits for approval, if any
     seq: int = 0
+    older: int = 0  # versions not listed (the page lists the latest few hundred)
 
 
 def stack_page(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from syncd.core.config import RepoConfig
+from syncd.core.config import HttpConfig, RepoConfig
 from syncd.core.journal_state import Kind, Record, fold
 from syncd.web.dashboard import SECURITY_HEADERS, Access, Dashboard, read_access
 
@@ -21,11 +21,17 @@ C1 = "a" * 40
 
 def app_of(records: list[Record], repos: tuple[str, ...] = ("app",)) -> Any:
     state = fold(records)
-    journal = SimpleNamespace(state=state, records=lambda: list(records), directory=Path("/no"))
+    journal = SimpleNamespace(
+        state=state,
+        records=lambda: list(records),
+        records_after=lambda seq: [r for r in records if r.seq > seq],
+        directory=Path("/no"),
+    )
     config = SimpleNamespace(
         repos=[RepoConfig(name=r, url="/nonexistent") for r in repos],
         backup=SimpleNamespace(url=None),
         state_dir=Path("/no"),
+        http=HttpConfig(),
     )
     return SimpleNamespace(
         journal=journal, config=config, mirror=None, outboxes=[], syncs={}, cfn="not read here"
@@ -61,8 +67,10 @@ def applied(seq: int, stack: str, *, message: str = "", params: dict[str, str] |
     ]
 
 
-def get(dashboard: Dashboard, path: str, authorization: str | None = None) -> tuple[int, str]:
-    answer = dashboard.answer(path, authorization)
+def get(
+    dashboard: Dashboard, path: str, authorization: str | None = None, host: str = "localhost"
+) -> tuple[int, str]:
+    answer = dashboard.answer(path, authorization, host)
     for name, value in SECURITY_HEADERS.items():
         assert answer.headers[name] == value
     return answer.code, answer.body.decode()
@@ -135,8 +143,16 @@ def test_a_stack_awaiting_approval_shows_the_command_to_run() -> None:
 
 
 def test_unknown_pages_and_files() -> None:
-    dashboard = Dashboard(lambda: app_of(applied(1, "db")))
+    app = app_of(applied(1, "db"))
+    dashboard = Dashboard(lambda: app)
+    read = []
+    app.journal.records = lambda: read.append(1) or []
     assert get(dashboard, "/stacks/nope")[0] == 404
+    assert read == []  # a stack the journal does not know: nothing read for it
+    fresh = Dashboard(lambda: app_of(applied(1, "db")))
+    assert get(fresh, "/stacks/db?version=1")[0] == 200
+    for version in ("9", "²", "9" * 5000, "-1"):
+        assert get(fresh, f"/stacks/db?version={version}")[0] == 404
     assert get(dashboard, "/static/../../etc/passwd")[0] == 404
     assert get(dashboard, "/static/syncd.css")[0] == 200
     assert get(dashboard, "/live") == (200, "3\n")
@@ -152,14 +168,23 @@ def test_access_by_token_or_password(tmp_path: Path) -> None:
     def basic(user: str, password: str) -> str:
         return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-    answer = dashboard.answer("/", None)
-    assert answer.code == 401 and answer.headers["WWW-Authenticate"].startswith("Basic")
+    for path in ("/", "/live", "/static/syncd.js", "/stacks/db", "/journal"):
+        answer = dashboard.answer(path, None)
+        assert answer.code == 401 and answer.headers["WWW-Authenticate"].startswith("Basic")
     assert get(dashboard, "/", "Bearer t0ken")[0] == 200
     assert get(dashboard, "/", basic("alice", "s3cret"))[0] == 200
     assert get(dashboard, "/", basic("bob", "pa:ss"))[0] == 200
+    assert get(dashboard, "/live", basic("anyone", "t0ken"))[0] == 200  # the token, in a browser
     for wrong in ("Bearer t0ke", basic("alice", "nope"), basic("eve", "s3cret"), "Basic !!!", ""):
         assert get(dashboard, "/", wrong)[0] == 401
     assert Access().allows(None)
+    # With access set, any name may be used (a proxy's); without, only this machine's.
+    assert get(dashboard, "/", "Bearer t0ken", "syncd.example.com")[0] == 200
+    open_one = Dashboard(lambda: app_of(applied(1, "db")))
+    assert get(open_one, "/", None, "127.0.0.1:9280")[0] == 200
+    assert get(open_one, "/", None, "[::1]:9280")[0] == 200
+    code, text = get(open_one, "/", None, "rebound.attacker.example:9280")
+    assert code == 403 and "http.allowed_hosts" in text
 
 
 @pytest.mark.parametrize(
@@ -185,3 +210,11 @@ def test_a_very_long_name_and_message_stay_one_bounded_cell() -> None:
     _, html = get(Dashboard(lambda: app_of(records)), "/")
     assert html.count(stack) == 2  # its link and its name, whole (it wraps); the message cut
     assert "why why" in html and len(html) < 60_000
+
+
+def test_pages_off_after_a_reload() -> None:
+    app = app_of(applied(1, "db"))
+    dashboard = Dashboard(lambda: app)
+    assert dashboard.serves("/")
+    app.config.http = HttpConfig(dashboard=False)
+    assert not dashboard.serves("/") and not dashboard.serves("/static/syncd.css")

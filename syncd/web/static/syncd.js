@@ -14,33 +14,47 @@ function localTimes(root) {
   }
 }
 
+// Whether the reader is working in the page: focus inside <main> (a link, a field, the diff), or
+// a filter changed and not yet sent. The page is not swapped under them then.
+function busy(main) {
+  const active = document.activeElement;
+  if (active && active !== document.body && main.contains(active)) return true;
+  for (const field of main.querySelectorAll("input, textarea")) {
+    if (field.value !== field.defaultValue) return true;
+  }
+  for (const select of main.querySelectorAll("select")) {
+    const initial = Array.from(select.options).findIndex((o) => o.defaultSelected);
+    if (select.selectedIndex !== Math.max(initial, 0)) return true;
+  }
+  return false;
+}
+
 // Every second: has the journal moved? Then fetch this page again and put its <main> in place
-// of ours (focus and the scroll position stay; a form being typed in is left alone).
+// of ours, unless the reader is working in the page (then it waits, and says so).
 async function follow() {
   const main = document.getElementById("main");
   const status = document.getElementById("live");
   if (!main || !main.dataset.live) return;
-  let seq = main.dataset.seq;
   for (;;) {
     await new Promise((done) => setTimeout(done, 1000));
     try {
       const answer = await fetch(main.dataset.live, { cache: "no-store" });
       if (!answer.ok) throw new Error(String(answer.status));
       const now = (await answer.text()).trim();
-      const active = document.activeElement;
-      const typing = main.contains(active) && ["INPUT", "SELECT", "TEXTAREA"].includes(active.tagName);
-      if (now !== seq && !typing) {
+      if (now !== main.dataset.seq && busy(main)) {
+        status.textContent = "read-only · live, paused while you are in the page";
+        continue;
+      }
+      if (now !== main.dataset.seq) {
         const page = await fetch(location.href, { cache: "no-store" });
         if (!page.ok) throw new Error(String(page.status));
         const html = await page.text();
-        const doc = new DOMParser().parseFromString(html, "text/html");
-        const fresh = doc.getElementById("main");
-        if (fresh) {
+        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("main");
+        if (fresh && !busy(main)) {
           main.replaceChildren(...fresh.childNodes);
           main.dataset.seq = fresh.dataset.seq;
           localTimes(main);
         }
-        seq = now;
       }
       status.textContent = "read-only · live";
     } catch (err) {

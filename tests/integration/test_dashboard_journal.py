@@ -1,0 +1,78 @@
+"""The dashboard's journal and stack pages over a real journal on disk: hostile values escaped,
+records added since a view read incrementally, and a damaged journal shown as damaged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from syncd.core.config import HttpConfig
+from syncd.core.journal_state import Kind
+from syncd.journal.store import Journal
+from syncd.web.dashboard import Dashboard
+
+EVIL = "<script>alert(1)</script>"
+
+
+def app_of(journal: Journal, state_dir: Path) -> Any:
+    config = SimpleNamespace(
+        repos=[], backup=SimpleNamespace(url=None), state_dir=state_dir, http=HttpConfig()
+    )
+    return SimpleNamespace(
+        journal=journal, config=config, mirror=None, outboxes=[], syncs={}, cfn="not read"
+    )
+
+
+def version(journal: Journal, stack: str, n: int) -> None:
+    journal.append(
+        Kind.VERSION,
+        repo="r",
+        stack=stack,
+        version=n,
+        commit="c" * 40,
+        digest="d",
+        action="update",
+        parameters={"P": EVIL},
+    )
+    journal.append(Kind.RESULT, stack=stack, result="failed", message=f"no: {EVIL}")
+
+
+def test_the_journal_page_escapes_and_says_when_the_journal_is_damaged(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    journal = Journal.open(state, writer=True)
+    try:
+        version(journal, EVIL, 1)
+        dashboard = Dashboard(lambda: app_of(journal, state))
+        answer = dashboard.answer("/journal", None)
+        html = answer.body.decode()
+        assert answer.code == 200 and "<script>alert" not in html
+        assert "verified</span> 2 records, hash chain intact" in html
+        # Damage a record on disk: the page still answers, and says where.
+        segment = next((state / "journal").glob("segment-*.jsonl"))
+        segment.write_bytes(segment.read_bytes().replace(b'"version":1', b'"version":7'))
+        fresh = Dashboard(lambda: app_of(journal, state))
+        answer = fresh.answer("/journal", None)
+        assert answer.code == 200 and "damaged</span>" in answer.body.decode()
+        assert "does not match its hash" in answer.body.decode()
+    finally:
+        journal.close()
+
+
+def test_a_stack_page_reads_only_what_was_added_since_it_was_last_viewed(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    journal = Journal.open(state, writer=True, segment_bytes=2000)  # many small segments
+    try:
+        for n in range(1, 6):
+            version(journal, "db", n)
+        dashboard = Dashboard(lambda: app_of(journal, state))
+        first = dashboard.answer("/stacks/db", None).body.decode()
+        assert "Version 5: update" in first and "<script>alert" not in first
+        whole = []
+        journal.records = lambda after=0: whole.append(after) or iter(())  # type: ignore[method-assign]
+        version(journal, "db", 6)
+        again = dashboard.answer("/stacks/db", None).body.decode()
+        assert "Version 6: update" in again and whole == []  # the new records only
+        assert again.count('href="/stacks/db?version=') == 6
+    finally:
+        journal.close()
