@@ -421,6 +421,34 @@ _BOILERPLATE = (
 )
 
 
+def commit_summaries(path: Path, commits: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each commit's subject and author in the mirror at `path` ({} for one it does not hold),
+    read through a repo object of its own: the repo's worker keeps its handle to itself."""
+    out: dict[str, dict[str, str]] = {c: {} for c in commits}
+    if not (path / "HEAD").exists():
+        return out
+    isolate_process_environment()
+    mirror = None
+    try:
+        mirror = git.Repo(path)
+        mirror.git.update_environment(**hermetic_env())
+        for commit in out:
+            try:
+                found = mirror.commit(commit)
+                out[commit] = {
+                    "subject": bounded(str(found.summary), 200),
+                    "author": bounded(str(found.author.name), 100),
+                }
+            except Exception:  # gitdb's BadName, ValueError: not there (a force-push), not a commit
+                continue
+    except (git.GitError, OSError):  # not a repository syncd can read: shown without
+        pass
+    finally:
+        if mirror is not None:
+            mirror.close()
+    return out
+
+
 def _reason(text: str) -> str:
     """The informative lines of git's stderr (ssh's "Permission denied (publickey)", curl's
     "The requested URL returned error: 401"), joined; git's generic last line only if alone."""

@@ -42,6 +42,7 @@ import jinja2
 from syncd import versions
 from syncd.core import show
 from syncd.core.text import bounded
+from syncd.sources.git import commit_summaries
 from syncd.web import views
 
 SECURITY_HEADERS = {
@@ -386,10 +387,7 @@ class Dashboard:
         return events
 
     def _commits_of(self, app: Any, found: list[show.Apply]) -> dict[str, dict[str, str]]:
-        """Each commit's subject and author, from its repo's mirror (none when it is gone).
-        The mirror is opened here, read only: the repo's worker keeps its own handle."""
-        import git
-
+        """Each commit's subject and author, from its repo's mirror (none when it is gone)."""
         out: dict[str, dict[str, str]] = {}
         wanted: dict[str, set[str]] = {}
         with self._lock:
@@ -400,25 +398,7 @@ class Dashboard:
                     wanted.setdefault(a.repo, set()).add(a.commit)
         for repo, commits in wanted.items():
             path = app.config.state_dir / "repos" / f"{repo}.git"
-            infos: dict[str, dict[str, str]] = {c: {} for c in commits}
-            if (path / "HEAD").exists():
-                mirror = None
-                try:
-                    mirror = git.Repo(path)
-                    for commit in commits:
-                        try:
-                            found_commit = mirror.commit(commit)
-                            infos[commit] = {
-                                "subject": bounded(str(found_commit.summary), 200),
-                                "author": bounded(str(found_commit.author.name), 100),
-                            }
-                        except Exception:  # gone from the mirror, or not a commit
-                            continue
-                except Exception:  # not a repository syncd can read: shown without
-                    pass
-                finally:
-                    if mirror is not None:
-                        mirror.close()
+            infos = commit_summaries(path, commits)
             out.update(infos)
             with self._lock:
                 self._commits.update(infos)

@@ -76,3 +76,15 @@ def test_a_stack_page_reads_only_what_was_added_since_it_was_last_viewed(tmp_pat
         assert again.count('href="/stacks/db?version=') == 6
     finally:
         journal.close()
+
+
+def test_commit_summaries_from_a_mirror(tmp_path: Path) -> None:
+    from syncd.sources.git import commit_summaries
+    from tests.support.gitrepo import GitRepo
+
+    repo = GitRepo(tmp_path / "repo")
+    sha = repo.commit({"a.txt": "a"}, message=f"a subject {EVIL}\n\nand a body")
+    found = commit_summaries(repo.bare, [sha, "0" * 40, "not-a-sha"])
+    assert found[sha] == {"subject": f"a subject {EVIL}", "author": "test"}
+    assert found["0" * 40] == {} and found["not-a-sha"] == {}
+    assert commit_summaries(tmp_path / "nothing.git", [sha]) == {sha: {}}
