@@ -34,6 +34,7 @@ from syncd.reconcile import RepoSync
 from syncd.slots import Slots
 from syncd.sources.git import GitSource
 from syncd.sources.signatures import SignatureCheck
+from syncd.web.dashboard import Access, read_access
 from syncd.world import World
 
 EMBEDDED_TEMPLATE_BUCKET = "s3://syncd-templates"
@@ -59,6 +60,19 @@ def read_webhook_secrets(config: Config) -> dict[str, bytes]:
     if problems:
         raise ConfigError(config.source, problems)
     return secrets
+
+
+def dashboard_access(config: Config) -> Access:
+    """Who may read the dashboard (http.token_file, http.users_file), read now: at start and
+    on reloads. A file that cannot be used is a config error; what it holds is never shown."""
+    http = config.http
+    try:
+        return read_access(http.token_file, http.users_file)
+    except OSError as exc:
+        problem = f"http: cannot read {exc.filename}: {exc.strerror}"
+        raise ConfigError(config.source, [problem]) from None
+    except ValueError as exc:
+        raise ConfigError(config.source, [f"http: {exc}"]) from None
 
 
 @dataclass

@@ -20,11 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import structlog
 
-from syncd.app import App, open_app, read_webhook_secrets
+from syncd.app import App, dashboard_access, open_app, read_webhook_secrets
 from syncd.approvals import Approval, Approvals
 from syncd.asks import AskBox, serve
 from syncd.configfile import load_config
@@ -39,7 +38,7 @@ from syncd.outbox import Outbox, Receiver, open_receivers
 from syncd.reconcile import RepoSync, jittered, observe_world
 from syncd.requests import deliver
 from syncd.sources.watch import RefWatcher
-from syncd.web.dashboard import Access, Dashboard, read_access
+from syncd.web.dashboard import Access, Dashboard
 
 MAX_BACKOFF = 900.0
 DRIFT_LOOK = 30.0  # while a drift detection of a repo's stack runs, its repo passes this often
@@ -124,18 +123,6 @@ class RepoWorker:
                     at = datetime.fromisoformat(view.attempt.look_again_at)
                     delay = min(delay, max(0.0, (at - now).total_seconds()))
         return delay
-
-
-def dashboard_access(config: Any) -> Access:
-    """Who may read the dashboard (http.token_file, http.users_file), read now."""
-    http = config.http
-    try:
-        return read_access(http.token_file, http.users_file)
-    except OSError as exc:
-        problem = f"http: cannot read {exc.filename}: {exc.strerror}"
-        raise ConfigError(config.source, [problem]) from None
-    except ValueError as exc:
-        raise ConfigError(config.source, [f"http: {exc}"]) from None
 
 
 class Daemon:
@@ -314,12 +301,8 @@ class Daemon:
             outbox.start(self.app.stop)
 
     def _start_http(self, listen: str) -> None:
-        assert self.app is not None
-        dashboard = None
-        if self.app.config.http.dashboard:
-            dashboard = Dashboard(
-                lambda: self.app, self.metrics.last_successes, lambda: self._access
-            )
+        # Always made: whether it serves (http.dashboard) is read per request, as reloads change.
+        dashboard = Dashboard(lambda: self.app, self.metrics.last_successes, lambda: self._access)
         endpoints = Endpoints(
             self.metrics,
             hooks=lambda: self._hooks,
