@@ -256,10 +256,14 @@ def check_config(text: str) -> Config | None:
             # A target's account_id, which a profile of its own needs (in a repo's or a stack's
             # aws block, which may itself be missing).
             lacks_account = re.match(r"repos\[\d+\](\.stacks\.[^ ]+)?\.aws\.account_id: ", problem)
+            # Or a key a section lacks that it needs (`...commit_status.api_url: required ...`):
+            # then the section itself is in the document.
+            lacks = re.match(r"(.+)\.[a-z_]+: required", problem)
             assert (
                 names_a_path(problem, doc)
                 or any(problem.startswith(f"{p}: ") for p in missing)
                 or lacks_account
+                or (lacks and names_a_path(f"{lacks[1]}: ", doc))
             ), problem
         return None
     assert config.repos and len({r.name for r in config.repos}) == len(config.repos)
@@ -335,6 +339,7 @@ def _paths_of(name: str) -> list[str]:
     VALUES,
 )
 @example("local.yaml", "text", 0, 0, "[" * 5000, None)  # RecursionError
+@example("production.example.yaml", "delete", 131072, 10, "x", None)  # lacks api_url
 @example("local.yaml", "set", _paths_of("local.yaml").index("repos[0].url"), 0, "", None)
 def test_a_mutated_example_config_is_a_config_or_located_errors(
     name: str, how: str, where: int, span: int, insert: str, value: Any
