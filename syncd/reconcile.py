@@ -220,8 +220,8 @@ class RepoSync:
         `commit` describes it; `stack-output` values as the stacks' outputs are now), as a new
         version that says so, after suspending the stack so that no pass undoes it. The
         rollback is itself the approval: a stack with `approval: manual` is not held for one.
-        Raises UsageError (the commit is gone, it does not describe the stack) or SyncdError
-        (an output it needs is missing) before anything is journaled."""
+        Raises UsageError (the commit is gone, it does not describe the stack, drift holds it)
+        or SyncdError (an output it needs is missing) before anything is journaled."""
         with self._running:
             self._pass_started = time.monotonic()
             self._read, self._held_by = {}, set()
@@ -249,6 +249,10 @@ class RepoSync:
                 desired = resolve(spec, self._outputs_of)
             except (UnresolvedOutput, AwsError) as exc:
                 raise SyncdError(f"cannot roll {stack} back to version {version}: {exc}") from None
+            # A rollback is an apply like any other: drift that on_drift: block holds, it holds.
+            held = drift_holds(spec, desired.digest, self.journal.state.stacks.get(stack))
+            if held is not None:
+                raise UsageError(printable(f"cannot roll {stack} back now: {held}"))
             reason = f"rolled back to version {version} by {by}"
             self.journal.append(
                 Kind.SUSPENDED, repo=self.repo.name, stack=stack, reason=reason, by=by

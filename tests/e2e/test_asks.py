@@ -117,7 +117,8 @@ def test_rollback_with_a_daemon_is_done_by_the_daemon(tmp_path, repo, aws):
         assert run_syncd("resume", "app", "-c", str(config)).returncode == 0
         wait_for(lambda: aws.parameters("app") == {"Name": "t2"}, what="Git's state again")
 
-        # Refused by the daemon as a standalone rollback refuses: exit 2 with the reason.
+        # A version the journal does not have is refused before the daemon is asked (one the
+        # daemon itself refuses, drift holding it: test_drift.py).
         result = run_syncd("rollback", "app", "--to", "9", "-c", str(config))
         assert result.returncode == 2 and "has no version 9" in result.stderr
         daemon.send_signal(signal.SIGTERM)

@@ -8,6 +8,7 @@ import os
 import pwd
 import signal
 
+from syncd.journal.store import lock_holder
 from tests.conftest import topic_stack, write_config
 from tests.e2e.conftest import journal_records, json_out, run_syncd, running_daemon, wait_for
 from tests.support.cfn_proxy import Drifted
@@ -153,3 +154,41 @@ def test_with_a_daemon_drift_accept_goes_through_a_request(tmp_path, repo, aws):
         assert daemon.wait(timeout=30) == 0
     assert "request.drift_accept" in daemon.stderr_text
     assert "drift.checked" in daemon.stderr_text
+
+
+def test_a_rollback_waits_for_drift_accept_as_any_apply_does(tmp_path, repo, aws):
+    """Standalone, then the same refusal from a running daemon (the rollback is its ask)."""
+    topic_stack(repo, "alpha", "a1")
+    entry = {"name": "r", "url": str(repo.bare), "on_drift": "block", "poll_interval": "1h"}
+    config = write_config(tmp_path, [entry], aws.endpoint)  # no checks while it is built
+    assert sync(config)["alpha"]["outcome"] == "succeeded"
+    topic_stack(repo, "alpha", "a2")
+    assert sync(config)["alpha"]["outcome"] == "succeeded"
+    aws.proxy.drift("alpha", DRIFT)
+    config = write_config(tmp_path, [entry], aws.endpoint, defaults={"drift_interval": "1h"})
+    sync(config)
+    assert status(config)["alpha"]["state"] == "drifted"
+    aws.proxy.reset()
+
+    def refused_rollback() -> str:
+        refused = run_syncd("rollback", "alpha", "--to", "1", "-c", str(config))
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "cannot roll alpha back now: drifted outside syncd" in refused.stderr
+        assert "syncd drift accept alpha -m REASON" in refused.stderr
+        assert change_sets(aws, "alpha") == 0 and aws.parameters("alpha") == {"Name": "a2"}
+        assert status(config)["alpha"]["state"] == "drifted"  # not suspended either
+        return refused.stderr
+
+    assert "asking the running daemon" not in refused_rollback()
+    with running_daemon("-c", str(config)) as daemon:
+        wait_for(lambda: lock_holder(tmp_path / "state").held, what="the daemon's lock")
+        assert "asking the running daemon" in refused_rollback()
+        accept = run_syncd("drift", "accept", "alpha", "-m", "rolling back", "-c", str(config))
+        assert accept.returncode == 0, accept.stderr
+        done = run_syncd("rollback", "alpha", "--to", "1", "-c", str(config))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "asking the running daemon" in done.stderr
+        assert aws.parameters("alpha") == {"Name": "a1"}
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    assert status(config)["alpha"]["state"] == "suspended"
