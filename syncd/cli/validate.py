@@ -293,7 +293,9 @@ def _report(title: str, loaded: Any, region: str, dangling: Mapping[str, str]) -
             linted[spec.template_body] = lint_template(spec.template_body, region)
         findings = linted[spec.template_body]
         errors = [f for f in findings if f.is_error]
-        print(printable(f"  {name}: {'FAIL' if errors else 'ok'} ({spec.template_file})"))
+        verdict = "FAIL" if errors else "ok"
+        where = f"{spec.deployment_file} (template {spec.template_file})"
+        print(printable(f"  {name}: {verdict} {where}"))
         for f in findings:
             where = f"{spec.template_file}:{f.line}"
             print(printable(f"    {where}: {f.severity} {f.rule} {f.message}"))

@@ -97,7 +97,7 @@ def test_path_refuses_what_a_pass_would_in_uncommitted_files_and_commits_nothing
         "(this working tree; no config names other repos or a journal); if it lives in the "
         "account outside syncd, say so with --external elsewhere",
         "  evil: INVALID deployments/x\\x1b[2J\\n  fake row.yaml: ",
-        "  good: ok (templates/topic.yaml)",
+        "  good: ok deployments/good.yaml (template templates/topic.yaml)",
     ):
         assert line in out, (line, out)
     assert "\x1b" not in out and not any(s.startswith("  fake") for s in out.splitlines())
@@ -107,7 +107,7 @@ def test_path_refuses_what_a_pass_would_in_uncommitted_files_and_commits_nothing
         "validate", "--path", str(repo.work), "--external", "elsewhere", env=no_config_env()
     )
     assert result.returncode == 1
-    assert "  reader: ok (templates/topic.yaml)" in result.stdout
+    assert "  reader: ok deployments/reader.yaml (template templates/topic.yaml)" in result.stdout
     assert "INVALID deployments/reader.yaml" not in result.stdout
     assert (commits(repo), git("status", "--porcelain", cwd=repo.work)) == before
     assert (repo.work / ".git" / "index").read_bytes() == index
@@ -153,8 +153,8 @@ def test_path_with_a_config_takes_its_repo_and_knows_the_stacks_syncd_knows(
     assert result.returncode == 1, result.stderr
     out = result.stdout
     assert f"app @ working tree {repo.work}: 3 stack(s), 2 invalid" in out, out
-    for stack in ("team-in-other", "team-in-journal", "team-own"):
-        assert f"  {stack}: ok (templates/topic.yaml)" in out
+    for stack in ("in-other", "in-journal", "own"):
+        assert f"  team-{stack}: ok deployments/{stack}.yaml (template templates/topic.yaml)" in out
     assert (
         "  team-lost: INVALID deployments/lost.yaml: parameters.Name: stack-output "
         "nowhere.TopicName names stack 'nowhere', which nothing syncd can see describes (this "
@@ -193,7 +193,7 @@ def test_ref_checks_one_commit_fetched_or_found_in_the_local_repository(
     result = run_syncd("validate", "--path", str(repo.work), "--ref", "main", env=no_config_env())
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith(f"work @ {local[:12]} (main): 2 stack(s), 0 invalid\n")
-    assert "  local: ok (templates/topic.yaml)" in result.stdout
+    assert "  local: ok deployments/local.yaml (template templates/topic.yaml)" in result.stdout
     assert subprocess.run(["git", "cat-file", "-e", local], cwd=repo.bare).returncode != 0
 
     result = run_syncd("validate", "--ref", "main", env=no_config_env())
