@@ -72,6 +72,9 @@ def test_sync_with_a_daemon_asks_it_and_prints_what_sync_prints(tmp_path, repo, 
         assert result.returncode == 0, result.stderr
         assert result.stdout.split("\n")[0].split() == ["STACK", "REPO", "OUTCOME", "MESSAGE"]
         assert result.stdout.split("\n")[1].split()[:3] == ["app", "r", "in_sync"]
+        result = run_syncd("sync", "--repo", "r", "-c", str(config), "--format", "json")
+        assert result.returncode == 0 and "asking the running daemon" in result.stderr
+        assert [(r["stack"], r["outcome"]) for r in json_out(result)] == [("app", "in_sync")]
 
         # A stack that cannot be applied: exit 1, its row says why.
         repo.commit({"deployments/app.yaml": "template-file-path: [nope\n"})
