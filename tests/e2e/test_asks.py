@@ -81,6 +81,11 @@ def test_sync_with_a_daemon_asks_it_and_prints_what_sync_prints(tmp_path, repo, 
         result = run_syncd("sync", "--stack", "app", "-c", str(config), "--format", "json")
         assert result.returncode == 1, result.stdout + result.stderr
         assert [(r["stack"], r["outcome"]) for r in json_out(result)] == [("app", "invalid")]
+        # The YAML error is one line of the status table (not a parser's several).
+        header, row, *rest = run_syncd("status", "-c", str(config)).stdout.splitlines()
+        assert header.split()[0] == "STACK" and rest == []
+        assert row.split()[:4] == ["app", "r", "2", "failed"]
+        assert "deployments/app.yaml: not valid YAML: line 2, column 1: while parsing" in row
 
         result = run_syncd("sync", "--stack", "nope", "-c", str(config))
         assert result.returncode == 2 and "no such stack: nope" in result.stderr
