@@ -96,6 +96,23 @@ def test_a_suspended_stack_is_left_alone_by_sync_until_resumed(tmp_path, repo, a
         assert result.returncode == 2, (args, result.stderr)
     assert "no stack 'nope'" in run_syncd("resume", "nope", "-c", str(config)).stderr
 
+    # Several stacks in one command, named with or without the prefix.
+    args = ("-c", str(config), "--format", "json")
+    result = run_syncd("suspend", "alpha", "team-beta", "-m", "both", *args)
+    assert result.returncode == 0, result.stderr
+    assert {(r["stack"], r["result"]) for r in json_out(result)} == {
+        ("team-alpha", "suspended"),
+        ("team-beta", "suspended"),
+    }
+    assert {r["state"] for r in status(config).values()} == {"suspended"}
+    result = run_syncd("resume", "alpha", "beta", *args)
+    assert result.returncode == 0, result.stderr
+    assert {(r["stack"], r["result"]) for r in json_out(result)} >= {
+        ("team-alpha", "resumed"),
+        ("team-beta", "resumed"),
+    }
+    assert {r["state"] for r in status(config).values()} == {"in_sync"}
+
 
 def test_with_a_daemon_suspend_and_resume_go_through_requests(tmp_path, repo, aws):
     two_topics(repo)
