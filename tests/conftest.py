@@ -21,6 +21,10 @@ os.environ.update(EMULATOR_CREDENTIALS)
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 for _var in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
     os.environ.pop(_var, None)
+# The `syncd` commands the tests run read syncd's compiled modules rather than compile its
+# source at each start (about 0.1-0.25 s each), even where the machine sets
+# PYTHONDONTWRITEBYTECODE: the first command writes them (git-ignored `__pycache__`).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture(scope="session")
