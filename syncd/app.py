@@ -34,7 +34,7 @@ from syncd.reconcile import RepoSync
 from syncd.slots import Slots
 from syncd.sources.git import GitSource
 from syncd.sources.signatures import SignatureCheck
-from syncd.web.dashboard import Access, read_access
+from syncd.web.access import Access, read_access
 from syncd.world import World
 
 EMBEDDED_TEMPLATE_BUCKET = "s3://syncd-templates"

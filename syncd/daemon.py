@@ -38,7 +38,8 @@ from syncd.outbox import Outbox, Receiver, open_receivers
 from syncd.reconcile import RepoSync, jittered, observe_world
 from syncd.requests import deliver
 from syncd.sources.watch import RefWatcher
-from syncd.web.dashboard import Access, Dashboard
+from syncd.web.access import Access
+from syncd.web.dashboard import Dashboard
 
 MAX_BACKOFF = 900.0
 DRIFT_LOOK = 30.0  # while a drift detection of a repo's stack runs, its repo passes this often

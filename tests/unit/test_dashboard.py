@@ -13,7 +13,8 @@ import pytest
 
 from syncd.core.config import HttpConfig, RepoConfig
 from syncd.core.journal_state import Kind, Record, fold
-from syncd.web.dashboard import SECURITY_HEADERS, Access, Dashboard, read_access
+from syncd.web.access import Access, read_access
+from syncd.web.dashboard import SECURITY_HEADERS, Dashboard
 
 EVIL = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
 C1 = "a" * 40
