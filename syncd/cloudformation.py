@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -150,6 +151,11 @@ class ResourceDrift(NamedTuple):
     differences: tuple[tuple[str, str], ...]  # (property path, NOT_EQUAL | ADD | REMOVE)
 
 
+# Held while a client is made after start-up (from any thread): a botocore session is not
+# safe to make clients from in two threads at once.
+_LAZY_CLIENTS = threading.Lock()
+
+
 def make_session(aws: Target, endpoint_url: str | None = None) -> boto3.Session:
     """A boto3 session for a target (region, profile, and the role to assume, if any, with
     its external id and session name).
@@ -260,10 +266,20 @@ class CloudFormation:
         for client in (self._cfn, self._looks, self._brief):
             client.meta.events.register("before-send.cloudformation", self._before_send)
             client.meta.events.register("needs-retry.cloudformation", self._answered)
-        s3_config = _RETRY_CONFIG.merge(botocore.config.Config(s3={"addressing_style": "path"}))
-        self._s3 = session.client("s3", endpoint_url=endpoint_url, config=s3_config)
+        self._session, self._endpoint_url = session, endpoint_url
+        self._s3_client: Any = None  # made when first needed: most configs never send S3 a call
         self._template_bucket = template_bucket
         self._sts = session.client("sts", endpoint_url=endpoint_url, config=_BRIEF_CONFIG)
+
+    @property
+    def _s3(self) -> Any:
+        with _LAZY_CLIENTS:  # a botocore session makes one client at a time
+            if self._s3_client is None:
+                path_style = botocore.config.Config(s3={"addressing_style": "path"})
+                self._s3_client = self._session.client(
+                    "s3", endpoint_url=self._endpoint_url, config=_RETRY_CONFIG.merge(path_style)
+                )
+            return self._s3_client
 
     def account(self) -> str:
         """The account these credentials reach (GetCallerIdentity)."""
