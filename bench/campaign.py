@@ -287,9 +287,10 @@ def spread(values: list[float]) -> dict[str, Any]:
 def meta(args: argparse.Namespace, started: float) -> dict[str, Any]:
     from pace import _checkout
 
+    script = os.path.relpath(sys.argv[0], BENCH_DIR.parent)  # campaign.py, or soak.py
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python bench/campaign.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python", script, *sys.argv[1:]]),
         "args": {k: v for k, v in vars(args).items() if k != "func"},
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
