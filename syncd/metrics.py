@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from syncd.core.journal_state import STALE, DriftResult, StackState, status_rows
 from syncd.journal.mirror import backlog
+from syncd.journal.store import read_steady
 from syncd.outbox import oldest_age
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -104,7 +105,7 @@ class _StateCollector(Collector):
             "syncd_stacks", "Stacks by repo and state.", labels=["repo", "state"]
         )
         counts: dict[tuple[str, str], int] = {}
-        for row in status_rows(state):  # the states `status` shows: stale, suspended too
+        for row in read_steady(lambda: status_rows(state)):  # as `status` shows them
             key = (row["repo"], row["state"])
             counts[key] = counts.get(key, 0) + 1
         shown = [st.value for st in StackState] + [STALE]

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from syncd.core.journal_format import GENESIS, Damage, encode, verify
 from syncd.core.journal_state import HistoryRow, JournalState, Kind, Record, fold
@@ -359,6 +359,22 @@ class Journal:
             if self._lock_file is not None:
                 self._lock_file.close()
                 self._lock_file = None
+
+
+T = TypeVar("T")
+
+
+def read_steady(build: Callable[[], T]) -> T:
+    """`build()`, again when the journal's state it walked changed size under it: readers on
+    other threads (the listener's /metrics and pages) read the state without the journal's lock,
+    which is held through each append's fsync, and a worker may append meanwhile."""
+    for _ in range(4):
+        try:
+            return build()
+        except RuntimeError as exc:
+            if "changed size during iteration" not in str(exc):
+                raise
+    return build()
 
 
 def _load(

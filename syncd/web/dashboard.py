@@ -39,6 +39,7 @@ import jinja2
 from syncd import versions
 from syncd.core import show
 from syncd.core.text import bounded
+from syncd.journal.store import read_steady
 from syncd.sources.git import commit_summaries
 from syncd.web import views
 from syncd.web.access import Access
@@ -167,7 +168,7 @@ class Dashboard:
             return self._text(200, str(app.journal.state.last_seq))
         seq = app.journal.state.last_seq  # before the page is built: a later record reloads it
         if route == "/":
-            o = self._steady(lambda: self._overview(app, query))
+            o = read_steady(lambda: self._overview(app, query))
             return self._page("overview.html", seq, page="overview", o=o)
         if route == "/journal":
             return self._page("journal.html", seq, page="journal", j=self._journal(app))
@@ -188,18 +189,6 @@ class Dashboard:
     def _page(self, name: str, seq: int, **context: Any) -> Answer:
         body = self.env.get_template(name).render(seq=seq, **context).encode()
         return Answer(200, HTML, body, SECURITY_HEADERS)
-
-    @staticmethod
-    def _steady(build: Callable[[], Any]) -> Any:
-        """`build()` again when the state it walked changed size under it (a worker appended
-        meanwhile): the state is read without the journal's lock."""
-        for _ in range(4):
-            try:
-                return build()
-            except RuntimeError as exc:
-                if "changed size during iteration" not in str(exc):
-                    raise
-        return build()
 
     def _text(self, code: int, text: str) -> Answer:
         return Answer(code, "text/plain; charset=utf-8", (text + "\n").encode(), SECURITY_HEADERS)
@@ -264,7 +253,7 @@ class Dashboard:
             detail = show.as_json(view)
         shown = found[-HISTORY_ROWS:]
         commits = self._commits_of(app, shown)
-        page: views.StackPage = self._steady(
+        page: views.StackPage = read_steady(
             lambda: views.stack_page(state, stack, shown, detail, commits)
         )
         page.older = len(found) - len(shown)

@@ -219,3 +219,28 @@ def test_pages_off_after_a_reload() -> None:
     assert dashboard.serves("/")
     app.config.http = HttpConfig(dashboard=False)
     assert not dashboard.serves("/") and not dashboard.serves("/static/syncd.css")
+
+
+def test_a_read_of_the_state_is_made_again_when_a_worker_changed_it_meanwhile():
+    """The pages and /metrics read the journal's state without its lock (read_steady)."""
+    from syncd.journal.store import read_steady
+
+    state = {"a": 1}
+    tries = []
+
+    def walk() -> list[str]:
+        tries.append(1)
+        out = []
+        for key in state:
+            if len(tries) < 3:
+                state[f"k{len(state)}"] = 0  # a worker appends while it walks
+            out.append(key)
+        return out
+
+    assert read_steady(walk) == list(state) and len(tries) == 3
+
+    def broken() -> None:
+        raise RuntimeError("something else")
+
+    with pytest.raises(RuntimeError, match="something else"):
+        read_steady(broken)
