@@ -76,6 +76,11 @@ class World:
 
     # --- asking -------------------------------------------------------------------------------
 
+    def waiting(self) -> int:
+        """How many stacks callers are waiting to see now."""
+        with self._cond:
+            return len(self._wanted)
+
     def observe(self, name: str, newer_than: float) -> tuple[ObservedStack | None, float]:
         """The stack (None: not there) as the first look started after `newer_than` saw it,
         and that look's start time (pass it as `newer_than` to ask for the next look).
