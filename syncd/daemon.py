@@ -137,6 +137,7 @@ class Daemon:
         self.app: App | None = None
         self.workers: list[RepoWorker] = []
         self.mirror_thread: threading.Thread | None = None
+        self._mirror_stop = threading.Event()
         self.watchers: list[RefWatcher] = []
         self.metrics = Metrics(lambda: self.app)
         self.http: HttpServer | None = None
@@ -276,8 +277,11 @@ class Daemon:
             if w.sync.repo.name in self._secrets
         }
         if self.app.mirror is not None:
+            # Its own stop, set once the workers have ended: its last cycle must come after
+            # their last records, or a clean stop could leave one of them out of S3.
+            self._mirror_stop = threading.Event()
             self.mirror_thread = threading.Thread(
-                target=self.app.mirror.run, args=(self.app.stop,), name="mirror", daemon=True
+                target=self.app.mirror.run, args=(self._mirror_stop,), name="mirror", daemon=True
             )
             self.mirror_thread.start()
 
@@ -358,6 +362,9 @@ class Daemon:
                 outbox.thread.join(timeout=5.0)
                 self.notifier.watchdog()
         if self.mirror_thread is not None:  # after the workers: its last cycle sends their records
+            self._mirror_stop.set()
+            if self.app is not None and self.app.mirror is not None:
+                self.app.mirror.wake()
             while self.mirror_thread.is_alive():
                 self.mirror_thread.join(timeout=5.0)
                 self.notifier.watchdog()

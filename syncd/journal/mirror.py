@@ -176,6 +176,10 @@ class Mirror:
             self._cycle_logged()
         self._cycle_logged()
 
+    def wake(self) -> None:
+        """Cycle now, rather than at the end of the interval (`run` checks its stop then)."""
+        self._wake.set()
+
     def _cycle_logged(self) -> None:
         with contextlib.suppress(Exception):  # recorded in the cursor and logged by cycle()
             self.cycle()
