@@ -268,7 +268,7 @@ def post(request: Request, timeout: float) -> tuple[int, bytes, float | None]:
         after = float(retry) if retry.isascii() and retry.isdigit() else None
         return answer.status, body, after
     except (OSError, http.client.HTTPException, ValueError, UnicodeError) as exc:
-        if cut.is_set():
+        if cut.is_set() or isinstance(exc, TimeoutError):  # the cut, or the socket's own
             raise OSError(f"no whole answer within {timeout:g} s") from None
         if isinstance(exc, OSError) and not isinstance(exc, http.client.HTTPException):
             raise OSError(f"{type(exc).__name__}: {exc.strerror or exc}") from None
