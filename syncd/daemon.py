@@ -32,6 +32,7 @@ from syncd.errors import ConfigError, SyncdError
 from syncd.http import Endpoints, Hook, HttpServer
 from syncd.journal.follow import Follower
 from syncd.journal.mirror import lineage_of
+from syncd.journal.store import read_steady
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.outbox import Outbox, Receiver, open_receivers
@@ -439,7 +440,8 @@ class Daemon:
         if self.app is None:
             return "starting"
         # As `status` shows them: suspended, stale and drifted included.
-        rows = status_rows(self.app.journal.state)
+        state = self.app.journal.state
+        rows = read_steady(lambda: status_rows(state))  # workers append meanwhile
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["state"]] = counts.get(row["state"], 0) + 1

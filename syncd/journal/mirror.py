@@ -173,6 +173,8 @@ class Mirror:
         while not stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()
+            if stop.is_set():
+                break  # woken to stop: one cycle, the last (S3 may be slow to answer)
             self._cycle_logged()
         self._cycle_logged()
 
