@@ -227,6 +227,9 @@ def _leads(text: str, node: object, depth: int, cut: bool, top: bool) -> bool:
     return False
 
 
+# Keys a section needs that a mutation may delete (a forge's, a receiver's).
+REQUIRED_IN_SECTIONS = ("forge", "repository", "token_file", "api_url", "target_url", "name")
+
 # A YAML error says where; only nesting too deep for the parser may say just that.
 _LOCATED = r"not valid YAML: (.*line \d+, column \d+|nested too deeply$)"
 
@@ -258,7 +261,7 @@ def check_config(text: str) -> Config | None:
             lacks_account = re.match(r"repos\[\d+\](\.stacks\.[^ ]+)?\.aws\.account_id: ", problem)
             # Or a key a section lacks that it needs (`...commit_status.api_url: required ...`):
             # then the section itself is in the document.
-            lacks = re.match(r"(.+)\.[a-z_]+: required", problem)
+            lacks = re.match(f"(.+)\\.(?:{'|'.join(REQUIRED_IN_SECTIONS)}): required", problem)
             assert (
                 names_a_path(problem, doc)
                 or any(problem.startswith(f"{p}: ") for p in missing)
