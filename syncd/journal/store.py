@@ -366,8 +366,8 @@ T = TypeVar("T")
 
 def read_steady(build: Callable[[], T]) -> T:
     """`build()`, again when the journal's state it walked changed size under it: readers on
-    other threads (the listener's /metrics and pages) read the state without the journal's lock,
-    which is held through each append's fsync, and a worker may append meanwhile."""
+    other threads (/metrics, the pages, systemd's status line) read the state without the
+    journal's lock, which is held through each append's fsync, and a worker may append meanwhile."""
     for _ in range(4):
         try:
             return build()
