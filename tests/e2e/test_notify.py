@@ -78,8 +78,14 @@ def test_statuses_events_and_chat_follow_a_push(tmp_path: Path, repo: GitRepo, a
             assert [r.json()["state"] for r in got] == ["pending", "success"]
             assert statuses[0]["context"] == "syncd/app"
             assert got[0].headers["Authorization"] == f"Bearer {TOKEN}"
-            # The same push as CloudEvents.
-            about = [r.json() for r in events.requests if r.json()["data"]["commit"] == pushed]
+
+            # The same push as CloudEvents (each receiver has its own outbox: the event may
+            # arrive after the commit status).
+            def about_pushed() -> list[dict[str, Any]] | None:
+                about = [r.json() for r in events.requests if r.json()["data"]["commit"] == pushed]
+                return about if about and about[-1]["type"] == "syncd.succeeded" else None
+
+            about = wait_for(about_pushed, what="the succeeded event")
             assert [e["type"] for e in about][-2:] == ["syncd.version.started", "syncd.succeeded"]
 
             # A failing stack: failure with its reason, and a line in the chat.
