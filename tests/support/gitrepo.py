@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import time
@@ -97,10 +98,30 @@ class GitRepo:
         git("push", "--quiet", "origin", f":refs/heads/{self.branch}", cwd=self.work)
 
 
+# Ports for servers a test starts, below Linux's ephemeral range (32768 and up): a port handed out
+# here and closed until the server binds it is never taken meanwhile by another process's
+# outgoing connection or bind to port 0. Each pytest-xdist worker has its own block, entered at a
+# random place, so workers (and two suites at once) do not pick the same port.
+_PORT_BLOCK = 1500
+_next_port: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port that is free now, for a server the test is about to start."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20000 + (int(worker) % 8 if worker.isdigit() else 0) * _PORT_BLOCK
+    if not _next_port:
+        _next_port.append(random.randrange(_PORT_BLOCK))
+    for _ in range(_PORT_BLOCK):
+        port = base + _next_port[0] % _PORT_BLOCK
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {base}-{base + _PORT_BLOCK - 1}")
 
 
 @contextmanager
