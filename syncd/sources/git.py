@@ -9,10 +9,12 @@ asks for them through a credential helper that reads them from its environment, 
 syncd's own user (and root) can read.
 
 Anyone who can push to a followed branch is untrusted, so what one commit can cost is bounded:
-a blob's size is checked before any of it is read (a symlink's too), the listing of a commit
-stops at MAX_TREE_FILES, and a fetched commit is loaded once before it is taken (`fetch`): one
-past a limit of syncd.core.deployments is refused as a SourceError, the last commit is kept,
-and nothing of it is applied.
+a fetch is stopped by the kernel when one file it writes (a pack, a loose object) passes
+MAX_FETCH_FILE_BYTES (`prlimit --fsize`) and what it left is deleted, a blob's size is checked
+before any of it is read (a symlink's too), the listing of a commit stops at MAX_TREE_FILES, and a
+fetched commit is loaded once before it is taken (`fetch`): one past a limit of
+syncd.core.deployments is refused as a SourceError, the last commit is kept, and nothing of it is
+applied.
 
 Hazards: a force-push is detected (the old commit is not an ancestor of the new one) and
 reported, not refused; a deleted branch raises `BranchMissing` and keeps the last commit, so a
@@ -95,6 +97,11 @@ def isolate_process_environment() -> None:
 # The longest a fetch may take before it is stopped and retried with back-off: a server that
 # accepts and then never answers must not hold the repo's worker (or a reload) forever.
 FETCH_TIMEOUT = 300.0
+# The largest file one fetch may write: a pack (or a loose object) from the remote. A branch that
+# gains a huge blob would otherwise fill state_dir's disk, and the journal with it. Enforced
+# with util-linux's `prlimit`, which every Linux syncd runs on has; without it, no limit.
+MAX_FETCH_FILE_BYTES = 1024**3
+PRLIMIT = shutil.which("prlimit")
 DEFAULT_SSH_COMMAND = (
     "ssh -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
 )
@@ -204,12 +211,14 @@ class GitSource:
         state_dir: Path,
         fetch_timeout: float = FETCH_TIMEOUT,
         signatures: SignatureCheck | None = None,
+        max_fetch_file: int = MAX_FETCH_FILE_BYTES,
     ) -> None:
         """`signatures`: the repo's trusted keys (`verify`); its head is checked at each fetch."""
         self.config = repo
         self.signatures = signatures
         self.path = state_dir / "repos" / f"{repo.name}.git"
         self.fetch_timeout = fetch_timeout
+        self.max_fetch_file = max_fetch_file
         self._repo: git.Repo | None = None
         self._remote = remote(repo.url)
         # Commits checked against the limits: "" taken, else why refused (the latest few).
@@ -293,16 +302,36 @@ class GitSource:
 
     def _fetch(self, refspec: str) -> None:
         """`git fetch` of one refspec from the repo's URL, credentials kept off the command
-        line (see `remote`)."""
-        self._git().git.fetch(
-            "--no-tags",
-            "--quiet",
-            "--",
-            self._remote.url,
-            refspec,
-            kill_after_timeout=self.fetch_timeout,
-            env=self._remote.env or None,
-        )
+        line (see `remote`), no file it writes larger than `max_fetch_file`: past that, the
+        kernel stops git (SIGXFSZ), the partial files are deleted and the fetch is refused."""
+        repo = self._git()
+        command = [repo.git.GIT_PYTHON_GIT_EXECUTABLE or "git", "fetch", "--no-tags", "--quiet"]
+        if PRLIMIT:
+            command = [PRLIMIT, f"--fsize={self.max_fetch_file}", *command]
+        try:
+            repo.git.execute(
+                [*command, "--", self._remote.url, refspec],
+                kill_after_timeout=self.fetch_timeout,
+                env=self._remote.env or None,
+            )
+        except git.GitCommandError:
+            if self._drop_partial_objects() >= self.max_fetch_file:
+                raise SourceError(
+                    f"cannot fetch {self.display_url}: it sent an object or pack of more than "
+                    f"{self.max_fetch_file:,} bytes, the limit for a fetch (the fetch was "
+                    "stopped and what it wrote deleted)"
+                ) from None
+            raise
+
+    def _drop_partial_objects(self) -> int:
+        """Delete what a failed fetch left half-written (git's tmp_pack_* and tmp_obj_* files);
+        return the size of the largest."""
+        largest = 0
+        for path in (self.path / "objects").glob("**/tmp_*"):
+            with contextlib.suppress(OSError):
+                largest = max(largest, path.stat().st_size)
+                path.unlink()
+        return largest
 
     def _admit(self, commit: str, previous: str | None) -> None:
         """Load `commit` once (the pass takes the load over, see `tree`); one past the limits

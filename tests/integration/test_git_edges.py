@@ -238,6 +238,45 @@ def test_a_50_mb_history_of_many_blobs_is_fetched_and_only_the_tip_is_read(
     assert tree.bytes_read < 1024  # the deployment file and its template, nothing else
 
 
+@pytest.mark.parametrize("objects", [3, 150], ids=["loose objects", "a pack"])
+def test_a_fetch_past_the_size_limit_is_stopped_and_leaves_nothing_behind(
+    server: GitRepo, tmp_path: Path, objects: int
+) -> None:
+    # git keeps a fetch of fewer than 100 objects as loose objects, and more as a pack: the
+    # limit is on any file the fetch writes, so both are stopped.
+    server.commit(
+        {
+            "templates/t.yaml": TEMPLATE.decode(),
+            "deployments/app.yaml": deployment("templates/t.yaml").decode(),
+        }
+    )
+    state = tmp_path / "state"
+    source = GitSource(
+        RepoConfig(name="app", url=f"file://{server.bare}"), state, max_fetch_file=200_000
+    )
+    first = source.fetch().commit
+    files = {f"data/{i:03d}.txt": f"{i}\n" for i in range(objects)}
+    server.commit({**files, "data/huge.txt": os.urandom(400_000).hex()})  # 400 KB compressed
+
+    with pytest.raises(SourceError) as refused:
+        source.fetch()
+    assert str(refused.value) == (
+        f"cannot fetch file://{server.bare}: it sent an object or pack of more than 200,000 "
+        "bytes, the limit for a fetch (the fetch was stopped and what it wrote deleted)"
+    )
+    assert source.current() == first
+    left = [
+        p
+        for p in (source.path / "objects").rglob("*")
+        if p.is_file() and p.stat().st_size >= 200_000
+    ]
+    assert left == []
+
+    # Under the limit, the same source fetches as ever.
+    roomy = GitSource(RepoConfig(name="app", url=f"file://{server.bare}"), state)
+    assert roomy.fetch().commit == server.head()
+
+
 def test_a_branch_force_pushed_100_times_while_syncd_fetches_is_always_one_whole_commit(
     server: GitRepo, tmp_path: Path
 ) -> None:
