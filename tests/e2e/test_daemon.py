@@ -138,9 +138,13 @@ def test_an_unreachable_repo_backs_off_while_the_others_deploy(tmp_path, repo, a
     with running_daemon("-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path))) as daemon:
         notify.wait_for("READY=1")
         wait_for(lambda: aws.stack("fine"), what="the healthy repo's stack")
-        records = journal_records(tmp_path / "state")
-        errors = [r for r in records if r["kind"] == "source_error"]
-        assert [e["data"]["repo"] for e in errors] == ["gone"]  # journaled once, not per retry
+
+        def source_errors() -> list[str]:
+            records = journal_records(tmp_path / "state")
+            return [r["data"]["repo"] for r in records if r["kind"] == "source_error"]
+
+        wait_for(source_errors, what="gone's source error")  # its own worker: any order
+        assert source_errors() == ["gone"]  # journaled once, not per retry
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
 
@@ -231,9 +235,12 @@ def test_webhooks_coalesce_into_a_few_passes_and_forgeries_apply_nothing(
             codes = list(pool.map(lambda _: post(push), range(100)))
         assert set(codes) <= {202, 429} and codes.count(202) >= 20
         wait_for(lambda: aws.parameters("app") == {"Name": "v2"}, what="version 2")
+        # A pass is counted once it has ended, after moto shows v2; then any passes still
+        # queued by the 100 deliveries have a second to show.
+        wait_for(lambda: metric("syncd_passes_total") > before, what="version 2's pass counted")
         time.sleep(1.0)
         passes = metric("syncd_passes_total") - before
-        assert 1 <= passes <= 10, passes  # a handful, not a hundred
+        assert passes <= 10, passes  # a handful, not a hundred
         assert 'state="in_sync"' in http_get(port, "/metrics")
         assert metric("syncd_aws_call_rate") > 0  # the call budget, as it stands
         assert metric("syncd_cloudformation_looks_total") >= 1  # v2's wait was a shared look

@@ -4,6 +4,7 @@ tests/artifacts/ (the README's are copies of them)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
-from tests.e2e.conftest import running_daemon, wait_for
+from tests.e2e.conftest import run_syncd, running_daemon, wait_for
 from tests.support.gitrepo import GitRepo, free_port
 from tests.support.timing import PATIENCE
 
@@ -75,7 +76,16 @@ def site(tmp_path: Path, repo: GitRepo, aws: Any) -> Iterator[dict[str, Any]]:
     config = write_config(tmp_path, [entry], aws.endpoint, http={"listen": f"127.0.0.1:{port}"})
     with running_daemon("-c", str(config)) as daemon:
         wait_for(lambda: aws.stack("app"), what="the first create")
+        wait_for(
+            lambda: settled(run_syncd("status", "-c", str(config), "--format", "json").stdout),
+            what="app in sync and orders awaiting approval",
+        )
         yield {"url": f"http://127.0.0.1:{port}", "daemon": daemon, "config": config}
+
+
+def settled(status_json: str) -> bool:
+    states = {row["stack"]: row["state"] for row in json.loads(status_json or "[]")}
+    return states == {"app": "in_sync", "orders": "awaiting_approval"}
 
 
 # Read in one go by the page itself: the live script may swap the rows between two reads.
@@ -106,8 +116,8 @@ def test_the_overview_a_stack_and_a_change_arriving_live(
     try:
         driver.get(site["url"] + "/")
         wait = WebDriverWait(driver, PATIENCE, poll_frequency=0.05)
-        wait.until(lambda d: rows(d).get("app") == "in sync" and "orders" in rows(d))
-        assert rows(driver)["orders"] == "awaiting approval"  # written out, not colour alone
+        # Each state written out, not colour alone.
+        wait.until(lambda d: rows(d) == {"app": "in sync", "orders": "awaiting approval"})
         wait.until(lambda d: d.find_element(By.ID, "live").text == "read-only · live")
         # Times in the reader's zone, the UTC value on hover.
         stamp = driver.find_element(By.CSS_SELECTOR, "table.stacks time")

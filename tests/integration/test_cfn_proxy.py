@@ -17,6 +17,7 @@ from botocore.retries.standard import ExponentialBackoff
 
 from syncd.emulator import Emulator, start_emulator
 from tests.support.cfn_proxy import Call, FaultProxy
+from tests.support.timing import PATIENCE
 
 ONE_TOPIC = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
 TWO_TOPICS = json.dumps(
@@ -335,7 +336,7 @@ def test_s3_passes_through(proxy: FaultProxy) -> None:
 # -- pace: CloudFormation's timing ------------------------------------------------------------
 
 
-def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+def until(check: Callable[[], bool], timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "timed out"
@@ -461,20 +462,25 @@ def test_executing_a_change_set_too_early_is_refused(
     assert status(cf, "alpha") == "CREATE_IN_PROGRESS"
 
 
-def test_a_paced_update_shows_the_old_outputs_until_it_completes(proxy: FaultProxy) -> None:
-    """On the real clock: 0.6 s of UPDATE_IN_PROGRESS."""
+def test_a_paced_update_shows_the_old_outputs_until_it_completes(
+    clocked: tuple[FaultProxy, Clock],
+) -> None:
+    """On the test's clock: 0.6 s of UPDATE_IN_PROGRESS, whatever the machine's speed."""
+    proxy, clock = clocked
     cf = cfn(proxy)
     proxy.pace(change_set=0.1, operation=0.6)
 
     def apply(kind: str, value: str) -> str:
         arn = named(cf, "alpha", kind, value)
-        until(lambda: cf.describe_change_set(ChangeSetName=arn)["Status"] == "CREATE_COMPLETE")
+        assert cf.describe_change_set(ChangeSetName=arn)["Status"] == "CREATE_PENDING"
+        clock.advance(0.1)
+        assert cf.describe_change_set(ChangeSetName=arn)["Status"] == "CREATE_COMPLETE"
         cf.execute_change_set(ChangeSetName=arn, StackName="alpha")
         return arn
 
     apply("CREATE", "v1")
-    until(lambda: shown(cf, "alpha")[0] == "CREATE_COMPLETE")
-    started = time.monotonic()
+    clock.advance(0.6)
+    assert shown(cf, "alpha")[0] == "CREATE_COMPLETE"
     arn = apply("UPDATE", "v2")
     assert shown(cf, "alpha") == ("UPDATE_IN_PROGRESS", "v1", "v1", "v1")
     assert cf.describe_change_set(ChangeSetName=arn)["ExecutionStatus"] == "EXECUTE_IN_PROGRESS"
@@ -484,8 +490,9 @@ def test_a_paced_update_shows_the_old_outputs_until_it_completes(proxy: FaultPro
         "User Initiated",
     )
     assert "UPDATE_COMPLETE" not in history(cf, "alpha")  # moto's, at once: not shown
-    until(lambda: shown(cf, "alpha")[0] != "UPDATE_IN_PROGRESS")
-    assert time.monotonic() - started >= 0.6
+    clock.advance(0.5)
+    assert shown(cf, "alpha")[0] == "UPDATE_IN_PROGRESS"
+    clock.advance(0.1)
     assert shown(cf, "alpha") == ("UPDATE_COMPLETE", "v2", "v2", "v2")
     assert cf.describe_change_set(ChangeSetName=arn)["ExecutionStatus"] == "EXECUTE_COMPLETE"
     assert history(cf, "alpha") == [

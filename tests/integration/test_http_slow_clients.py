@@ -8,6 +8,7 @@ loopback on Linux) where a test needs many addresses. Deadlines are short so tes
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 import structlog
 
 from syncd.http import Endpoints, Hook, HttpServer, RateLimit
-from syncd.listener import Limits, Listener
+from syncd.listener import STALLED, Limits, Listener
 from syncd.metrics import Metrics
 from tests.integration.test_http import PUSH, SECRET, Triggers, signed
 from tests.support.timing import PATIENCE
@@ -304,7 +305,11 @@ def test_clients_that_ask_and_never_read_their_answers_do_not_lock_the_listener(
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
             s.sendall(b"GET /big HTTP/1.0\r\n\r\n")
             stalled.append(s)
-        time.sleep(1.5)  # every one of them stalled, and past STALLED
+        # Each answer has begun to arrive (the listener notes the time it hands one over) ...
+        for s in stalled:
+            readable, _, _ = select.select([s], [], [], PATIENCE)
+            assert readable, "an answer never began"
+        time.sleep(STALLED + 0.5)  # ... and has stayed untaken past STALLED
         assert request(address, "GET", "/healthz") == (200, b"ok\n")
         assert refused == ["full"]
     finally:

@@ -20,6 +20,7 @@ from syncd.core.journal_state import Kind, Record
 from syncd.errors import JournalCorrupt, StateLocked
 from syncd.journal import store
 from syncd.journal.store import Journal, segment_name
+from tests.support.timing import PATIENCE
 
 SEGMENT = segment_name(1)
 
@@ -644,5 +645,5 @@ def test_a_fifo_among_approval_requests_is_skipped_without_blocking(tmp_path):
     result: list[object] = []
     reader = threading.Thread(target=lambda: result.append(approvals.pending()), daemon=True)
     reader.start()
-    reader.join(5)
+    reader.join(PATIENCE)  # a read blocked on the fifo would never end
     assert result == [{"app": Approval("app", "arn:cs", "ops@host")}]

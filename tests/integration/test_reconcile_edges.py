@@ -16,11 +16,12 @@ from syncd.core.journal_state import Kind, StackState
 from tests.conftest import TOPIC_TEMPLATE, deployment, topic_stack
 from tests.integration.conftest import Syncd
 from tests.support.gitrepo import GitRepo
+from tests.support.timing import PATIENCE
 
 
 def wait_until_executing(s: Syncd, stack: str) -> None:
     """Until another thread's pass has journaled the execute of `stack`."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PATIENCE
     while not (a := s.state.stacks[stack].attempt) or not a.executing:
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -229,7 +230,7 @@ def test_a_stack_whose_upstream_another_repo_is_applying_waits_for_it_to_settle(
     )
     s = syncd({"r": repo, "platform": other_repo})
     assert s.sync("platform").ok and s.sync("r").ok
-    aws.proxy.pace(change_set=0.2, operation=1.5)
+    aws.proxy.slow("network", polls=100_000)  # in progress until the proxy is reset
     other_repo.commit({"deployments/network.yaml": deployment(Name="net-v2")})
     platform = threading.Thread(target=s.sync, args=("platform",))
     platform.start()
@@ -244,7 +245,9 @@ def test_a_stack_whose_upstream_another_repo_is_applying_waits_for_it_to_settle(
     assert s.sync("r").outcomes["app"] is Outcome.BLOCKED
     assert "being applied by repo 'platform'" in s.state.stacks["app"].message
     assert not s.app.syncs["r"].waits_on_outputs()
-    platform.join(30)
+    aws.proxy.reset()  # network's update completes
+    platform.join(PATIENCE)
+    assert not platform.is_alive()
     assert s.app.syncs["r"].waits_on_outputs()  # the daemon wakes r at once on this
     assert s.sync("r").outcomes["app"] is Outcome.SUCCEEDED
     assert aws.parameters("app") == {"Name": "net-v2"}
@@ -438,7 +441,7 @@ def test_a_reader_is_woken_when_its_upstream_settles_even_with_the_same_outputs(
     s = syncd({"r": repo, "platform": other_repo})
     assert s.sync("platform").ok and s.sync("r").ok
     outputs = dict(s.state.stacks["network"].outputs)
-    aws.proxy.pace(change_set=0.2, operation=1.5)
+    aws.proxy.slow("network", polls=100_000)  # in progress until the proxy is reset
     # Extra only: network's outputs stay as they are.
     other_repo.commit(
         {"deployments/network.yaml": deployment("templates/network.yaml", Name="n", Extra="2")}
@@ -449,7 +452,9 @@ def test_a_reader_is_woken_when_its_upstream_settles_even_with_the_same_outputs(
     app = deployment(Name={"stack-output": "network.TopicName"})
     repo.commit({"deployments/app.yaml": app + "tags: {t: '3'}\n"})
     assert s.sync("r").outcomes["app"] is Outcome.BLOCKED
-    platform.join(30)
+    aws.proxy.reset()  # network's update completes
+    platform.join(PATIENCE)
+    assert not platform.is_alive()
     assert s.state.stacks["network"].outputs == outputs  # settled, outputs unchanged
     assert s.app.syncs["r"].waits_on_outputs()  # its upstream settled: wake it
     assert s.sync("r").outcomes["app"].ok  # (moto sees a tag-only change set as no changes)

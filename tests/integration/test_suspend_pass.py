@@ -5,6 +5,7 @@ HTTP, real Git repos."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from syncd.apply import Outcome
 from syncd.core.journal_state import Kind, StackState, status_rows
@@ -106,15 +107,26 @@ def test_a_stack_suspended_while_its_pass_runs_is_not_started(repo, aws, syncd):
     assert s.sync().ok
     commit("n2", "a2")
     aws.proxy.reset()
-    aws.proxy.slow("net", polls=3)  # net's update takes a few looks: app is suspended meanwhile
+    aws.proxy.slow("net", polls=100_000)  # net's update runs until app is suspended
     executing = threading.Event()
     s.app.journal.subscribe(lambda r: executing.set() if r.kind is Kind.EXECUTING else None)
-    suspender = threading.Thread(target=lambda: executing.wait(30) and suspend(s, "app"))
+    before_reset: list[Any] = []
+
+    def suspend_app_then_let_net_finish() -> None:
+        try:
+            if executing.wait(PATIENCE):
+                suspend(s, "app")
+        finally:
+            before_reset.extend(aws.proxy.log)
+            aws.proxy.reset()  # net's update completes
+
+    suspender = threading.Thread(target=suspend_app_then_let_net_finish)
     suspender.start()
     report = s.sync()
     suspender.join()
     assert report.outcomes == {"net": Outcome.SUCCEEDED, "app": Outcome.SUSPENDED}
-    assert [c.stack for c in aws.proxy.log if c.action == "CreateChangeSet"] == ["net"]
+    calls = before_reset + list(aws.proxy.log)
+    assert [c.stack for c in calls if c.action == "CreateChangeSet"] == ["net"]
     assert aws.parameters("app") == {"Name": "a1", "Other": "n1"}
 
 
