@@ -716,7 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     PACE_DIR.mkdir(parents=True, exist_ok=True)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     moto, moto_url = servers.start_moto(patched=True, serial=True)
-    proxy = PacedProxy(moto_url).start()
+    proxy = PacedProxy(moto_url)
+    proxy.start()
     print(f"moto at {moto_url} (own process, serial), pacing proxy at {proxy.url}")
     try:
         b = Bench(

@@ -380,9 +380,9 @@ class FaultProxy:
             params = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
             with self._lock:
                 faults = self._faults.get(params.get("Action", ""))
-                fault = faults.pop(0) if faults else None
-            if fault:
-                return _reply(h, fault[0], [("Content-Type", "text/xml")], _error_xml(*fault))
+                refused = faults.pop(0) if faults else None
+            if refused:
+                return _reply(h, refused[0], [("Content-Type", "text/xml")], _error_xml(*refused))
         if not (scope and scope.group(2) == "cloudformation" and form):
             return _reply(h, *self._forward(h, body))
         params = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
