@@ -27,6 +27,7 @@ import contextlib
 import os
 import posixpath
 import re
+import resource
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -307,7 +308,7 @@ class GitSource:
         repo = self._git()
         command = [repo.git.GIT_PYTHON_GIT_EXECUTABLE or "git", "fetch", "--no-tags", "--quiet"]
         if PRLIMIT:
-            command = [PRLIMIT, f"--fsize={self.max_fetch_file}", *command]
+            command = [PRLIMIT, f"--fsize={_file_size_limit(self.max_fetch_file)}", *command]
         try:
             repo.git.execute(
                 [*command, "--", self._remote.url, refspec],
@@ -476,6 +477,13 @@ def commit_summaries(path: Path, commits: Iterable[str]) -> dict[str, dict[str, 
         if mirror is not None:
             mirror.close()
     return out
+
+
+def _file_size_limit(wanted: int) -> int:
+    """`wanted`, or the hard limit on file size syncd runs under if lower (an unprivileged
+    process cannot raise it, so prlimit would refuse, and every fetch with it)."""
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
 
 
 def _reason(text: str) -> str:

@@ -277,6 +277,19 @@ def test_a_fetch_past_the_size_limit_is_stopped_and_leaves_nothing_behind(
     assert roomy.fetch().commit == server.head()
 
 
+def test_the_fetch_limit_stays_under_a_hard_limit_syncd_cannot_raise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import resource
+
+    from syncd.sources import git as source
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1000, 5000))
+    assert source._file_size_limit(10**9) == 5000  # prlimit would refuse more
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1000, resource.RLIM_INFINITY))
+    assert source._file_size_limit(10**9) == 10**9
+
+
 def test_a_branch_force_pushed_100_times_while_syncd_fetches_is_always_one_whole_commit(
     server: GitRepo, tmp_path: Path
 ) -> None:
