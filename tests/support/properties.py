@@ -4,14 +4,20 @@ settings, strategies for hostile YAML, JSON and bytes, and an in-memory commit (
 The strategies build inputs nobody planned for: text made of YAML's own punctuation, tags
 (CloudFormation's short forms and YAML's `!!int`, `!!timestamp`, ...), anchors and aliases,
 deep nesting, huge numbers, control and bidirectional characters, and bytes that are not
-UTF-8. No example database is kept, so that each run stands on its own: a failure prints its
-minimal example, to be pinned with `@example` beside the test.
+UTF-8.
+
+The suite draws the same examples at every run (derandomized), so that a red run means a change
+broke something, not that this run happened on a new input. `SYNCD_PROPERTIES=explore` draws
+new ones, ten times as many: run it after changing a reader (the README's test section has the
+command), and pin what it finds with `@example` beside the test. No example database is kept:
+a failure prints its minimal example.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,10 +35,14 @@ def dump_yaml(value: Any, **options: Any) -> str:
     return str(yaml.dump(value, Dumper=yaml.CSafeDumper, **options))
 
 
+EXPLORE = os.environ.get("SYNCD_PROPERTIES") == "explore"
+
+
 def bounded_settings(max_examples: int) -> settings:
     """Modest runs without a deadline: the suite's time, not a timing, is what is bounded."""
     return settings(
-        max_examples=max_examples,
+        max_examples=max_examples * (10 if EXPLORE else 1),
+        derandomize=not EXPLORE,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
