@@ -162,7 +162,7 @@ def growth(samples: list[Sample], warmup: float) -> dict[str, Any]:
             "flat": statistics.median(late) <= statistics.median(early) + COUNT_SLACK
             and min(late) <= min(early) + COUNT_SLACK,
         }
-    peak = max(kept, key=lambda s: s.fds)
+    peak = max(samples, key=lambda s: s.fds)  # as the "peak" figures: the warm-up included
     out["fds"]["at_peak"] = {
         "minute": round(peak.at / 60, 1),
         "faulty": peak.faulty,

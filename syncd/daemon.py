@@ -38,6 +38,7 @@ from syncd.notify import Notifier
 from syncd.outbox import Outbox, Receiver, open_receivers
 from syncd.reconcile import RepoSync, jittered, observe_world
 from syncd.requests import deliver
+from syncd.sources.git import fetch_limit_problem
 from syncd.sources.watch import RefWatcher
 from syncd.web.access import Access
 from syncd.web.dashboard import Dashboard
@@ -166,6 +167,8 @@ class Daemon:
                 self._start_http(config.http.listen)
             self.notifier.ready(status=self._status_line())
             self.log.info("daemon.ready", repos=[r.name for r in config.repos])
+            if unbounded := fetch_limit_problem():
+                self.log.warning("git.fetch_size_unbounded", reason=unbounded)
             self._main_loop()
         finally:
             self.notifier.stopping()

@@ -9,8 +9,8 @@ asks for them through a credential helper that reads them from its environment, 
 syncd's own user (and root) can read.
 
 Anyone who can push to a followed branch is untrusted, so what one commit can cost is bounded:
-a fetch is stopped by the kernel when one file it writes (a pack, a loose object) passes
-MAX_FETCH_FILE_BYTES (`prlimit --fsize`) and what it left is deleted, a blob's size is checked
+a fetch writes one pack, which the kernel stops past MAX_FETCH_FILE_BYTES (`prlimit --fsize`;
+what it wrote is then deleted), a blob's size is checked
 before any of it is read (a symlink's too), the listing of a commit stops at MAX_TREE_FILES, and a
 fetched commit is loaded once before it is taken (`fetch`): one past a limit of
 syncd.core.deployments is refused as a SourceError, the last commit is kept, and nothing of it is
@@ -24,13 +24,16 @@ vanished branch never reads as "every deployment file was deleted".
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import os
 import posixpath
 import re
 import resource
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -98,9 +101,10 @@ def isolate_process_environment() -> None:
 # The longest a fetch may take before it is stopped and retried with back-off: a server that
 # accepts and then never answers must not hold the repo's worker (or a reload) forever.
 FETCH_TIMEOUT = 300.0
-# The largest file one fetch may write: a pack (or a loose object) from the remote. A branch that
-# gains a huge blob would otherwise fill state_dir's disk, and the journal with it. Enforced
-# with util-linux's `prlimit`, which every Linux syncd runs on has; without it, no limit.
+# The largest pack one fetch may write (a fetch writes one pack, never loose objects). A branch
+# that gains a huge blob would otherwise fill state_dir's disk, and the journal with it.
+# Enforced with util-linux's `prlimit`; where it is missing or refused, the daemon warns at
+# start (`fetch_limit_problem`) and fetches are bounded in time only.
 MAX_FETCH_FILE_BYTES = 1024**3
 PRLIMIT = shutil.which("prlimit")
 DEFAULT_SSH_COMMAND = (
@@ -303,36 +307,47 @@ class GitSource:
 
     def _fetch(self, refspec: str) -> None:
         """`git fetch` of one refspec from the repo's URL, credentials kept off the command
-        line (see `remote`), no file it writes larger than `max_fetch_file`: past that, the
-        kernel stops git (SIGXFSZ), the partial files are deleted and the fetch is refused."""
+        line (see `remote`), into one pack (never loose objects) that the kernel stops past
+        `max_fetch_file` bytes (SIGXFSZ): what the fetch left is then deleted and the fetch
+        refused. One fetch at a time in a mirror (a `plan` fetches into the daemon's), so a
+        failed one deletes only what it wrote."""
         repo = self._git()
-        command = [repo.git.GIT_PYTHON_GIT_EXECUTABLE or "git", "fetch", "--no-tags", "--quiet"]
-        if PRLIMIT:
-            command = [PRLIMIT, f"--fsize={_file_size_limit(self.max_fetch_file)}", *command]
-        try:
-            repo.git.execute(
-                [*command, "--", self._remote.url, refspec],
-                kill_after_timeout=self.fetch_timeout,
-                env=self._remote.env or None,
-            )
-        except git.GitCommandError:
-            if self._drop_partial_objects() >= self.max_fetch_file:
-                raise SourceError(
-                    f"cannot fetch {self.display_url}: it sent an object or pack of more than "
-                    f"{self.max_fetch_file:,} bytes, the limit for a fetch (the fetch was "
-                    "stopped and what it wrote deleted)"
-                ) from None
-            raise
+        command = [
+            repo.git.GIT_PYTHON_GIT_EXECUTABLE or "git",
+            "-c",
+            "fetch.unpackLimit=1",  # one pack, however few the objects: one file to bound
+            "fetch",
+            "--no-tags",
+            "--quiet",
+        ]
+        limit = _file_size_limit(self.max_fetch_file) if fetch_limit_problem() is None else None
+        if limit is not None:
+            command = [str(PRLIMIT), f"--fsize={limit}", "--core=0", *command]
+        with _fetch_lock(self.path):
+            before = set(self._partial_files())
+            try:
+                repo.git.execute(
+                    [*command, "--", self._remote.url, refspec],
+                    kill_after_timeout=self.fetch_timeout,
+                    env=self._remote.env or None,
+                )
+            except git.GitCommandError:
+                largest = 0
+                for path in set(self._partial_files()) - before:
+                    with contextlib.suppress(OSError):
+                        largest = max(largest, path.stat().st_size)
+                        path.unlink()
+                if limit is not None and largest >= limit:
+                    raise SourceError(
+                        f"cannot fetch {self.display_url}: it sent a pack of more than "
+                        f"{limit:,} bytes, the limit for a fetch (the fetch was stopped and "
+                        "what it wrote deleted)"
+                    ) from None
+                raise
 
-    def _drop_partial_objects(self) -> int:
-        """Delete what a failed fetch left half-written (git's tmp_pack_* and tmp_obj_* files);
-        return the size of the largest."""
-        largest = 0
-        for path in (self.path / "objects").glob("**/tmp_*"):
-            with contextlib.suppress(OSError):
-                largest = max(largest, path.stat().st_size)
-                path.unlink()
-        return largest
+    def _partial_files(self) -> list[Path]:
+        """git's half-written files in the mirror (tmp_pack_*, tmp_obj_*, tmp_idx_*)."""
+        return list((self.path / "objects").glob("**/tmp_*"))
 
     def _admit(self, commit: str, previous: str | None) -> None:
         """Load `commit` once (the pass takes the load over, see `tree`); one past the limits
@@ -477,6 +492,33 @@ def commit_summaries(path: Path, commits: Iterable[str]) -> dict[str, dict[str, 
         if mirror is not None:
             mirror.close()
     return out
+
+
+@contextlib.contextmanager
+def _fetch_lock(mirror: Path) -> Iterator[None]:
+    """Hold the mirror's fetch lock (flock: let go by the kernel if syncd dies)."""
+    with open(mirror / "syncd-fetch.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+@functools.cache
+def fetch_limit_problem() -> str | None:
+    """Why a fetch here cannot be bounded in size (then it is bounded in time only), or None:
+    `prlimit` is missing, or cannot set a limit (a sandbox that refuses the system call)."""
+    if PRLIMIT is None:
+        return "prlimit (util-linux) is not installed"
+    try:
+        subprocess.run(
+            [PRLIMIT, f"--fsize={MAX_FETCH_FILE_BYTES}", "--core=0", "true"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        said = (getattr(exc, "stderr", b"") or b"").decode(errors="replace").strip()
+        return f"prlimit cannot set a file size limit here: {bounded(said or str(exc))}"
+    return None
 
 
 def _file_size_limit(wanted: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -12,7 +13,7 @@ import yaml
 
 from tests.conftest import deployment, topic_stack, write_config
 from tests.e2e.conftest import journal_records, run_syncd, running_daemon, syncd_env, wait_for
-from tests.support.gitrepo import GitRepo
+from tests.support.gitrepo import GitRepo, free_port
 from tests.support.timing import PATIENCE
 
 
@@ -127,6 +128,7 @@ def test_sigterm_while_waiting_on_cloudformation_stops_at_once(tmp_path, repo, a
 
 def test_an_unreachable_repo_backs_off_while_the_others_deploy(tmp_path, repo, aws, notify):
     topic_stack(repo, "fine", "fine")
+    port = free_port()
     config = write_config(
         tmp_path,
         [
@@ -134,19 +136,22 @@ def test_an_unreachable_repo_backs_off_while_the_others_deploy(tmp_path, repo, a
             {"name": "r", "url": str(repo.bare), "poll_interval": "200ms"},
         ],
         aws.endpoint,
+        http={"listen": f"127.0.0.1:{port}"},
     )
+
+    def passes_of_gone() -> float:
+        found = re.search(r'syncd_passes_total\{repo="gone"\} (\S+)', http_get(port, "/metrics"))
+        return float(found.group(1)) if found else 0.0
+
     with running_daemon("-c", str(config), env=syncd_env(NOTIFY_SOCKET=str(notify.path))) as daemon:
         notify.wait_for("READY=1")
         wait_for(lambda: aws.stack("fine"), what="the healthy repo's stack")
-
-        def source_errors() -> list[str]:
-            records = journal_records(tmp_path / "state")
-            return [r["data"]["repo"] for r in records if r["kind"] == "source_error"]
-
-        wait_for(source_errors, what="gone's source error")  # its own worker: any order
-        assert source_errors() == ["gone"]  # journaled once, not per retry
+        wait_for(lambda: passes_of_gone() >= 3, what="gone's third failed fetch")
+        records = journal_records(tmp_path / "state")
+        errors = [r["data"]["repo"] for r in records if r["kind"] == "source_error"]
+        assert errors == ["gone"]  # journaled once, not per retry
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
+        assert daemon.wait(timeout=PATIENCE) == 0
 
 
 def test_a_watched_repo_is_synced_on_push_without_waiting_for_its_poll(tmp_path, repo, aws, notify):
@@ -176,8 +181,6 @@ def test_webhooks_coalesce_into_a_few_passes_and_forgeries_apply_nothing(
     import http.client
     import json
     from concurrent.futures import ThreadPoolExecutor
-
-    from tests.support.gitrepo import free_port
 
     topic_stack(repo, "app", "v1")
     secret = tmp_path / "hook-secret"

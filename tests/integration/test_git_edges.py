@@ -238,12 +238,18 @@ def test_a_50_mb_history_of_many_blobs_is_fetched_and_only_the_tip_is_read(
     assert tree.bytes_read < 1024  # the deployment file and its template, nothing else
 
 
-@pytest.mark.parametrize("objects", [3, 150], ids=["loose objects", "a pack"])
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"data/huge.txt": 400_000},  # git would keep a few objects loose, each its own file
+        {f"data/{i:03d}.txt": 2 for i in range(150)} | {"data/huge.txt": 400_000},
+        {f"data/part-{i}.txt": 100_000 for i in range(5)},  # each under the limit, not all
+    ],
+    ids=["one big object", "many objects", "small objects adding up"],
+)
 def test_a_fetch_past_the_size_limit_is_stopped_and_leaves_nothing_behind(
-    server: GitRepo, tmp_path: Path, objects: int
+    server: GitRepo, tmp_path: Path, files: dict[str, int]
 ) -> None:
-    # git keeps a fetch of fewer than 100 objects as loose objects, and more as a pack: the
-    # limit is on any file the fetch writes, so both are stopped.
     server.commit(
         {
             "templates/t.yaml": TEMPLATE.decode(),
@@ -251,30 +257,71 @@ def test_a_fetch_past_the_size_limit_is_stopped_and_leaves_nothing_behind(
         }
     )
     state = tmp_path / "state"
-    source = GitSource(
-        RepoConfig(name="app", url=f"file://{server.bare}"), state, max_fetch_file=200_000
-    )
+    url = f"file://{server.bare}"
+    source = GitSource(RepoConfig(name="app", url=url), state, max_fetch_file=200_000)
     first = source.fetch().commit
-    files = {f"data/{i:03d}.txt": f"{i}\n" for i in range(objects)}
-    server.commit({**files, "data/huge.txt": os.urandom(400_000).hex()})  # 400 KB compressed
+    objects = source.path / "objects"
+    before = {p for p in objects.rglob("*") if p.is_file()}
+    # Random hex: compressed, each byte of it still takes half a byte.
+    server.commit({path: os.urandom(size // 2).hex() for path, size in files.items()})
 
     with pytest.raises(SourceError) as refused:
         source.fetch()
     assert str(refused.value) == (
-        f"cannot fetch file://{server.bare}: it sent an object or pack of more than 200,000 "
-        "bytes, the limit for a fetch (the fetch was stopped and what it wrote deleted)"
+        f"cannot fetch {url}: it sent a pack of more than 200,000 bytes, the limit for a fetch "
+        "(the fetch was stopped and what it wrote deleted)"
     )
     assert source.current() == first
-    left = [
-        p
-        for p in (source.path / "objects").rglob("*")
-        if p.is_file() and p.stat().st_size >= 200_000
-    ]
-    assert left == []
+    assert {p for p in objects.rglob("*") if p.is_file()} == before  # nothing kept of it
 
     # Under the limit, the same source fetches as ever.
-    roomy = GitSource(RepoConfig(name="app", url=f"file://{server.bare}"), state)
+    roomy = GitSource(RepoConfig(name="app", url=url), state)
     assert roomy.fetch().commit == server.head()
+
+
+def test_a_failed_fetch_deletes_only_what_it_wrote_and_says_the_limit_it_had(
+    server: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncd.sources import git as source_module
+
+    server.commit({"deployments/app.yaml": deployment("templates/t.yaml").decode()})
+    source = source_for(f"file://{server.bare}", tmp_path / "state")
+    source.fetch()
+    # Another git's file in the making (a `syncd plan`'s fetch, a `gc --auto`): not this one's.
+    theirs = source.path / "objects" / "pack" / "tmp_pack_theirs"
+    theirs.write_bytes(b"x" * 1000)
+    with pytest.raises(SourceError, match="couldn't find remote ref"):
+        source.resolve("refs/heads/nothing-here")
+    assert theirs.exists()
+
+    # A host whose hard limit is lower than syncd's: the message names the limit git had.
+    monkeypatch.setattr(source_module, "_file_size_limit", lambda wanted: 100_000)
+    server.commit({"data/big.txt": os.urandom(200_000).hex()})
+    with pytest.raises(SourceError, match=r"a pack of more than 100,000 bytes, the limit"):
+        source.fetch()
+    assert theirs.exists()
+
+
+def test_where_prlimit_is_missing_or_refused_fetches_go_on_unbounded_in_size(
+    server: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncd.sources import git as source_module
+
+    head = server.commit({"deployments/app.yaml": deployment("templates/t.yaml").decode()})
+    for prlimit, problem in [
+        (None, "prlimit (util-linux) is not installed"),
+        ("/bin/false", "prlimit cannot set a file size limit here: Command '['/bin/false'"),
+    ]:
+        monkeypatch.setattr(source_module, "PRLIMIT", prlimit)
+        source_module.fetch_limit_problem.cache_clear()
+        try:
+            assert (source_module.fetch_limit_problem() or "").startswith(problem)
+            source = source_for(f"file://{server.bare}", tmp_path / f"state-{prlimit is None}")
+            assert source.fetch().commit == head
+        finally:
+            source_module.fetch_limit_problem.cache_clear()
+    monkeypatch.undo()
+    assert source_module.fetch_limit_problem() is None  # this machine has a working prlimit
 
 
 def test_the_fetch_limit_stays_under_a_hard_limit_syncd_cannot_raise(

@@ -100,16 +100,29 @@ class GitRepo:
 
 # Ports for servers a test starts, below Linux's ephemeral range (32768 and up): a port handed out
 # here and closed until the server binds it is never taken meanwhile by another process's
-# outgoing connection or bind to port 0. Each pytest-xdist worker has its own block, entered at a
-# random place, so workers (and two suites at once) do not pick the same port.
+# outgoing connection or bind to port 0. Each pytest-xdist worker (up to 8) has its own block, so
+# workers do not pick the same port; it is entered at a random place, so two suites at once
+# seldom do (a port is checked free when picked, so only a pick-to-bind race remains).
 _PORT_BLOCK = 1500
+_FIRST_PORT = 20000
 _next_port: list[int] = []
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def free_port() -> int:
     """A loopback TCP port that is free now, for a server the test is about to start."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    base = 20000 + (int(worker) % 8 if worker.isdigit() else 0) * _PORT_BLOCK
+    base = _FIRST_PORT + (int(worker) % 8 if worker.isdigit() else 0) * _PORT_BLOCK
+    if base + _PORT_BLOCK > _ephemeral_start():  # a host with a wider ephemeral range
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
     if not _next_port:
         _next_port.append(random.randrange(_PORT_BLOCK))
     for _ in range(_PORT_BLOCK):
