@@ -76,3 +76,7 @@ class AwsError(SyncdError):
 
 class ObjectExists(AwsError):
     """A conditional put found the key taken."""
+
+
+class ObjectTooLarge(AwsError):
+    """An object in the backup bucket is larger than any syncd writes: it was not read."""

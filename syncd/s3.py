@@ -16,7 +16,12 @@ import boto3
 import botocore.config
 
 from syncd.cloudformation import call
-from syncd.errors import AwsError, ObjectExists
+from syncd.errors import AwsError, ObjectExists, ObjectTooLarge
+
+# The largest object syncd writes is a whole journal segment: a little over 4 MiB (the segment
+# size, syncd.journal.store.SEGMENT_BYTES, plus its last record). Four times that is read; more
+# is refused unread (a restore downloads 8 objects at a time: at most 128 MiB held).
+MAX_OBJECT_BYTES = 16 * 1024 * 1024
 
 _CONFIG = botocore.config.Config(
     retries={"mode": "standard", "max_attempts": 3},
@@ -77,10 +82,24 @@ class S3Store:
         )
 
     def get(self, key: str) -> bytes | None:
+        """The object at `key`, None if there is none. ObjectTooLarge, unread, past
+        MAX_OBJECT_BYTES: whoever can write to the bucket must not make syncd hold gigabytes."""
+
         def fetch(**kwargs: Any) -> bytes:
             # The body is read inside the translated call: a connection cut mid-body or a
             # checksum mismatch is an AwsError like any other, not a stray botocore exception.
-            return bytes(self._s3.get_object(**kwargs)["Body"].read())
+            answer = self._s3.get_object(**kwargs)
+            body = answer["Body"]
+            size = answer.get("ContentLength") or 0
+            data = b"" if size > MAX_OBJECT_BYTES else bytes(body.read(MAX_OBJECT_BYTES + 1))
+            if size > MAX_OBJECT_BYTES or len(data) > MAX_OBJECT_BYTES:
+                body.close()
+                raise ObjectTooLarge(
+                    f"{self.url}{key}: {max(size, len(data)):,} bytes, more than any object "
+                    f"syncd writes ({MAX_OBJECT_BYTES:,}): not read",
+                    code="TooLarge",
+                )
+            return data
 
         try:
             return self._call(  # type: ignore[no-any-return]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from syncd.core.journal_format import GENESIS, Damage, verify
-from syncd.errors import SyncdError
+from syncd.errors import ObjectTooLarge, SyncdError
 from syncd.journal.auth import BackupKey
 from syncd.journal.mirror import Cursor, Lineage, checkpoint_key, write_atomically
 from syncd.journal.store import Journal, fsync_dir, lock_state_dir, segment_name, segments
@@ -365,7 +365,11 @@ def _read_one(
             for (key, whole), body in zip(plan, bodies, strict=True):
                 if limit is not None and result.last_seq >= limit:
                     break
-                data = body.result() or b""
+                try:
+                    data = body.result() or b""
+                except ObjectTooLarge as exc:  # damage like any other: restore stops before it
+                    result.damage, result.end_of_backup = str(exc), False
+                    break
                 if not _take(key, whole, data, lineage, result, limit, at, marks, marked, store):
                     break
         finally:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -245,6 +246,31 @@ def test_a_damaged_backup_is_refused_or_restored_up_to_the_damage(tmp_path, stor
     read = restore(store, tmp_path / "fresh", partial=True)
     assert read.last_seq == 4  # seq 4 is good; seq 5, in the same object, is not
     assert Journal.open(tmp_path / "fresh", writer=False).state.last_seq == 4
+
+
+def test_an_object_larger_than_syncd_writes_is_not_read_and_stops_a_restore_before_it(
+    tmp_path, store, s3, monkeypatch
+) -> None:
+    import syncd.s3
+
+    monkeypatch.setattr(syncd.s3, "MAX_OBJECT_BYTES", 4096)  # 16 MiB in use: the same path
+    state = tmp_path / "state"
+    journal = Journal.open(state, writer=True, warn=lambda _: None)
+    mirror = Mirror(journal, store, state)
+    for start in (0, 3, 6):
+        add(journal, 3, start=start)
+        mirror.cycle()
+    journal.close()
+    key = f"syncd/{key_for(mirror.lineage.id, 'records', 4)}"
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body + b"\n" * 5000)  # a bucket writer's
+
+    expected = f"{store.url}{key.removeprefix('syncd/')}: 5,"
+    with pytest.raises(RestoreError, match=re.escape(expected)):
+        restore(store, tmp_path / "fresh")
+    read = restore(store, tmp_path / "fresh", partial=True)
+    assert read.last_seq == 3  # the objects before it
+    assert "more than any object syncd writes (4,096): not read" in (read.damage or "")
 
 
 def test_verify_remote_names_a_missing_object_and_a_cut_off_tail(
