@@ -59,7 +59,7 @@ EXAMPLES = {p.name: p.read_text() for p in sorted((ROOT / "config").glob("*.yaml
 
 # --- the config loader ------------------------------------------------------------------------
 
-TOP = ["state_dir", "aws", "backup", "http", "defaults", "concurrency", "repos"]
+TOP = ["state_dir", "aws", "backup", "http", "defaults", "concurrency", "repos", "notify"]
 AWS = [
     "region",
     "profile",
@@ -69,7 +69,14 @@ AWS = [
     "template_bucket",
     "wait_poll",
     "calls_per_second",
+    "external_id",
+    "session_name",
+    "account_id",
 ]
+TARGET = ["region", "profile", "role_arn", "external_id", "session_name", "account_id"]
+COMMIT_STATUS = ["forge", "api_url", "repository", "token_file", "target_url", "per", "context"]
+WEBHOOK = ["name", "url", "url_file", "secret_file", "format", "events", "repos", "timeout"]
+VERIFY = ["allowed_signers_file", "keyring"]
 BACKUP = ["url", "interval", "sse", "kms_key_id", "key_file"]
 HTTP = ["listen", "allowed_hosts"]
 OPTIONS = ["capabilities", "approval", "on_failure", "prune", "adopt", "drift_interval", "on_drift"]
@@ -159,12 +166,26 @@ def section(keys: list[str]) -> st.SearchStrategy[Any]:
     return st.one_of(st.dictionaries(key, VALUES, max_size=len(keys)), VALUES)
 
 
+def webhooks() -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(section(WEBHOOK), max_size=2), VALUES)
+
+
 def repos() -> st.SearchStrategy[Any]:
     stacks = st.dictionaries(
-        st.text(max_size=8) | st.sampled_from(["network", "9x"]), section(OPTIONS)
+        st.text(max_size=8) | st.sampled_from(["network", "9x"]), section([*OPTIONS, "aws"])
     )
-    repo = st.tuples(section(REPO), stacks).map(
-        lambda r: {**r[0], "stacks": r[1]} if isinstance(r[0], dict) and r[1] else r[0]
+    notify = st.fixed_dictionaries(
+        {}, optional={"commit_status": section(COMMIT_STATUS), "webhooks": webhooks()}
+    )
+    nested = st.fixed_dictionaries(
+        {}, optional={"aws": section(TARGET), "notify": notify, "verify": section(VERIFY)}
+    )
+    repo = st.tuples(section(REPO), stacks, nested).map(
+        lambda r: (
+            {**r[0], **({"stacks": r[1]} if r[1] else {}), **r[2]}
+            if isinstance(r[0], dict)
+            else r[0]
+        )
     )
     return st.one_of(st.lists(repo, max_size=3), VALUES)
 
@@ -181,6 +202,7 @@ def config_docs() -> st.SearchStrategy[Any]:
             "defaults": section(OPTIONS),
             "concurrency": VALUES,
             "repos": repos(),
+            "notify": st.fixed_dictionaries({}, optional={"webhooks": webhooks()}),
             "extra": VALUES,
         },
     )
