@@ -1,16 +1,21 @@
 """`syncd run` telling a forge and event receivers what happened, and refusing unsigned commits,
-end to end: local HTTP servers play GitHub's status API and the receivers; keys are made here."""
+end to end: local HTTP servers play each forge's status API and the receivers; keys are made
+here."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import TOPIC_TEMPLATE, deployment, topic_stack, write_config
-from tests.e2e.conftest import run_syncd, running_daemon, wait_for
-from tests.e2e.test_daemon import http_get
+from tests.e2e.conftest import run_syncd, running_daemon, syncd_env, wait_for
+from tests.e2e.test_daemon import NotifySocket, http_get
 from tests.support.gitrepo import GitRepo, free_port
-from tests.support.receiver import receiving
+from tests.support.receiver import Received, receiving
 from tests.support.signing import allowed_signers, ssh_key
 
 TOKEN = "ghp_TOKEN_never_shown_0123456789"
@@ -167,3 +172,158 @@ def test_an_unsigned_commit_is_not_applied(tmp_path: Path, repo: GitRepo, aws: A
     done = run_syncd("sync", "-c", str(config))
     assert done.returncode == 0, done.stdout + done.stderr
     assert aws.parameters("app") == {"Name": "v3"} and signed != first
+
+
+class Forge:
+    """What a forge's status API checks: the path, the method, the token in its header and the
+    body's fields; a request that is wrong is refused as the forge would (404, 401, 422) and
+    kept in `refused`. `down` makes it answer 503. GitLab refuses `running` over `running`."""
+
+    def __init__(self, kind: str, prefix: str, header: str, scheme: str, state: str) -> None:
+        self.kind, self.prefix, self.header, self.scheme, self.state = (
+            kind,
+            prefix,
+            header,
+            scheme,
+            state,
+        )
+        self.token = ""
+        self.down = False
+        self.refused: list[str] = []
+        self.last: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def answer(self, got: Received) -> tuple[int, bytes]:
+        if self.down:
+            return 503, b"unavailable"
+        with self._lock:
+            if got.method != "POST" or not got.path.startswith(self.prefix):
+                self.refused.append(f"404 {got.method} {got.path}")
+                return 404, b"not found"
+            if got.headers.get(self.header) != f"{self.scheme}{self.token}":
+                self.refused.append(f"401 {got.path}: {self.header} is not the token")
+                return 401, b"unauthorized"
+            body = got.json()
+            name = body.get("name") if self.kind in ("gitlab", "bitbucket") else body["context"]
+            state = body.get(self.state)
+            if not name or not state or (self.kind == "bitbucket" and not body.get("key")):
+                self.refused.append(f"422 {got.path}: {body}")
+                return 422, b"unprocessable"
+            commit = got.path.split("/")[-3 if self.kind == "bitbucket" else -1]
+            if self.kind == "gitlab" and state == "running" == self.last.get((commit, name)):
+                return 400, b'{"message": "Cannot transition status via :run from :running"}'
+            self.last[(commit, name)] = state
+            return 201, b"{}"
+
+    def states(self, requests: list[Received], commit: str) -> list[str]:
+        return [r.json()[self.state] for r in requests if commit in r.path]
+
+
+FORGES = {
+    # forge: (config, api path under the server, the path of a status, header, scheme,
+    #         the state field, pending, success, failure)
+    "gitlab": (
+        {"forge": "gitlab", "repository": "acme/templates"},
+        "/api/v4",
+        "/api/v4/projects/acme%2Ftemplates/statuses/{sha}",
+        ("PRIVATE-TOKEN", "", "state"),
+        ("running", "success", "failed"),
+    ),
+    "gitea": (
+        {"forge": "gitea", "repository": "acme/templates"},
+        "/api/v1",
+        "/api/v1/repos/acme/templates/statuses/{sha}",
+        ("Authorization", "token ", "state"),
+        ("pending", "success", "failure"),
+    ),
+    "bitbucket": (
+        {
+            "forge": "bitbucket",
+            "repository": "acme/templates",
+            "target_url": "https://syncd.example/ui",
+        },
+        "/2.0",
+        "/2.0/repositories/acme/templates/commit/{sha}/statuses/build",
+        ("Authorization", "Bearer ", "state"),
+        ("INPROGRESS", "SUCCESSFUL", "FAILED"),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FORGES))
+def test_each_forge_hears_of_a_push_a_failure_an_outage_and_a_new_token(
+    kind: str, tmp_path: Path, repo: GitRepo, aws: Any
+) -> None:
+    """GitHub is the test above; here GitLab, Gitea/Forgejo and Bitbucket Cloud, each through
+    its own API as its documentation has it."""
+    settings, api, status_path, (header, scheme, field), (pending, success, failure) = FORGES[kind]
+    forge = Forge(kind, api, header, scheme, field)
+    tokens = [f"{kind}-token-one-never-shown", f"{kind}-token-two-never-shown"]
+    forge.token = tokens[0]
+    token_file = tmp_path / "token"
+    token_file.write_text(tokens[0] + "\n")
+    topic_stack(repo, "app", "v1")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = syncd_env(NOTIFY_SOCKET=str(notify.path))
+    with receiving() as server:
+        server.answer = forge.answer
+        commit_status = {**settings, "api_url": server.url + api, "token_file": str(token_file)}
+        entry = {
+            "name": "r",
+            "url": str(repo.bare),
+            "poll_interval": "200ms",
+            "notify": {"commit_status": commit_status},
+        }
+        config = write_config(tmp_path, [entry], aws.endpoint)
+
+        def statuses(commit: str, state: str) -> list[Received]:
+            return [r for r in server.requests if commit in r.path and r.json()[field] == state]
+
+        with running_daemon("-c", str(config), env=env) as daemon:
+            wait_for(lambda: aws.stack("app"), what="the first create")
+            # A push: pending, then success, on the pushed commit, at the forge's own path.
+            pushed = repo.commit({"deployments/app.yaml": deployment(Name="v2")})
+            wait_for(lambda: statuses(pushed, success), what=f"{success} on the push")
+            assert forge.states(server.requests, pushed) == [pending, success]
+            assert {r.path for r in server.requests if pushed in r.path} == {
+                status_path.format(sha=pushed)
+            }
+            body = statuses(pushed, success)[0].json()
+            assert (body.get("name") or body.get("context")) == "syncd/app"
+
+            # A failing stack: failure, with CloudFormation's reason.
+            aws.proxy.fail("app", reason="Resource handler returned message: quota exceeded")
+            broken = repo.commit({"deployments/app.yaml": deployment(Name="v3")})
+            failed = wait_for(lambda: statuses(broken, failure), what=f"{failure} on the break")
+            assert "quota exceeded" in failed[0].json()["description"]
+
+            # The forge is down: the apply goes on, and the status arrives once it is back.
+            forge.down = True
+            aws.proxy.reset()
+            attempts = server.attempts
+            mended = repo.commit({"deployments/app.yaml": deployment(Name="v4")})
+            wait_for(lambda: aws.parameters("app") == {"Name": "v4"}, what="version 4")
+            server.wait_attempts(attempts + 2, 60)
+            forge.down = False
+            wait_for(lambda: statuses(mended, success), what=f"{success} after the outage")
+
+            # A new token on disk and SIGHUP: the next status carries it.
+            token_file.write_text(tokens[1] + "\n")
+            forge.token = tokens[1]
+            daemon.send_signal(signal.SIGHUP)
+            notify.wait_for("RELOADING=1")
+            notify.wait_for("READY=1")
+            later = repo.commit({"deployments/app.yaml": deployment(Name="v5")})
+            done = wait_for(lambda: statuses(later, success), what=f"{success} with the new token")
+            assert done[0].headers[header] == scheme + tokens[1]
+            status = run_syncd("status", "-c", str(config))
+            status_json = run_syncd("status", "-c", str(config), "--format", "json")
+        notify.close()
+    assert forge.refused == [], forge.refused
+    # Neither token in any output, log line (the 503s and 401s included) or file syncd wrote.
+    outputs = daemon.stdout.read() + daemon.stderr_text + status.stdout + status_json.stdout
+    assert "notify.send_failed" in daemon.stderr_text or "503" in daemon.stderr_text
+    assert [t for t in tokens if t in outputs] == []
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file():
+            assert [t for t in tokens if t in path.read_text(errors="replace")] == [], path

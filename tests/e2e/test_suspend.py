@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import signal
-import time
 
 import yaml
 
@@ -20,6 +20,12 @@ USER = pwd.getpwuid(os.getuid()).pw_name
 
 def change_sets(aws, stack: str) -> int:
     return sum(1 for c in aws.proxy.log if c.action == "CreateChangeSet" and c.stack == stack)
+
+
+def passes(port: int) -> float:
+    """Passes the daemon has made, from /metrics (summed over repos)."""
+    found = re.findall(r"^syncd_passes_total\{[^}]*\} (\S+)$", http_get(port, "/metrics"), re.M)
+    return sum(float(n) for n in found)
 
 
 def status(config) -> dict[str, dict]:
@@ -124,6 +130,10 @@ def test_with_a_daemon_suspend_and_resume_go_through_requests(tmp_path, repo, aw
     def applied(stack: str, name: str) -> bool:
         return aws.parameters(stack) == {"Name": name}
 
+    def results(stack: str) -> int:
+        records = journal_records(state)
+        return sum(1 for r in records if r["kind"] == "result" and r["data"]["stack"] == stack)
+
     with running_daemon("-c", str(config)) as daemon:
         wait_for(lambda: applied("alpha", "a1") and applied("beta", "b1"), what="first deploy")
         result = run_syncd("suspend", "alpha", "-m", "hold", "-c", str(config), "--format", "json")
@@ -136,14 +146,18 @@ def test_with_a_daemon_suspend_and_resume_go_through_requests(tmp_path, repo, aw
         wait_for(lambda: applied("beta", "b2"), what="beta's change")
         seen = [r for r in journal_records(state) if r["kind"] == "commit"]
         assert seen[-1]["data"]["commit"] == commit
-        time.sleep(0.6)  # a few more polls: still nothing for alpha
-        assert change_sets(aws, "alpha") == 0 and applied("alpha", "a1")
+        before = passes(port)
+        wait_for(lambda: passes(port) >= before + 3, what="three more passes")
+        assert change_sets(aws, "alpha") == 0 and applied("alpha", "a1")  # nothing for alpha
         assert 'syncd_stacks{repo="r",state="suspended"} 1.0' in http_get(port, "/metrics")
 
+        alpha_results = results("alpha")
         result = run_syncd("resume", "alpha", "-c", str(config), "--format", "json")
         assert result.returncode == 0, result.stderr
         assert [r["result"] for r in json_out(result)] == ["resumed"]
         wait_for(lambda: applied("alpha", "a2"), what="alpha applied on resume")
+        # moto has the parameters before the journal has the result: wait for the result.
+        wait_for(lambda: results("alpha") == alpha_results + 1, what="alpha's result")
         assert change_sets(aws, "alpha") == 1
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
