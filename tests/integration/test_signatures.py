@@ -3,6 +3,8 @@ syncd's real App against moto's server. Only a head signed by a trusted key is a
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,30 @@ def test_a_first_commit_that_is_not_trusted_takes_nothing(
     assert "t" not in s.state.stacks
 
 
+# A checker that calls every signature good: ssh-keygen's answers for `-Y find-principals` and
+# `-Y verify`, else gpg's status lines for a good signature by an ultimately trusted key.
+YES_MAN = """#!/bin/sh
+case "$*" in
+  *find-principals*) echo trusted; exit 0 ;;
+  *"-Y verify"*) echo 'Good "git" signature for trusted with ED25519 key SHA256:AAAA'; exit 0 ;;
+esac
+cat >/dev/null
+fpr=0123456789ABCDEF0123456789ABCDEF01234567
+echo "[GNUPG:] NEWSIG"
+echo "[GNUPG:] GOODSIG 89ABCDEF01234567 trusted"
+echo "[GNUPG:] VALIDSIG $fpr 2026-01-01 1767225600 0 4 0 22 10 00 $fpr"
+echo "[GNUPG:] TRUST_ULTIMATE 0 pgp"
+exit 0
+"""
+
+
+def yes_man(folder: Path) -> Path:
+    path = folder / "yes-man"
+    path.write_text(YES_MAN)
+    path.chmod(0o755)
+    return path
+
+
 def test_a_repo_config_cannot_swap_the_programs_that_check(
     syncd: Any, tmp_path: Path, keys: dict[str, Any]
 ) -> None:
@@ -93,14 +119,54 @@ def test_a_repo_config_cannot_swap_the_programs_that_check(
     # signature good: the programs and keys are set on git's command line, which wins.
     mirror = tmp_path / "state" / "repos" / "r.git"
     s.sync()
+    head = repo.head()
+    fake = yes_man(tmp_path)
     config = mirror / "config"
     config.write_text(
         config.read_text()
-        + '[gpg]\n\tprogram = /bin/true\n[gpg "ssh"]\n\tprogram = /bin/true\n'
-        + "\tallowedSignersFile = /dev/null\n"
+        + f'[gpg]\n\tprogram = {fake}\n\tminTrustLevel = undefined\n[gpg "ssh"]\n'
+        + f"\tprogram = {fake}\n\tallowedSignersFile = {fake}\n"
     )
-    source = s.app.syncs["r"].source
-    assert source.untrusted(repo.head()) is not None
+    # The fake does make it good for a git that is not told otherwise (so this test can fail)...
+    plain = git("log", "-1", "--format=%G?", head, cwd=mirror)
+    assert plain == "G", plain
+    # ...but not for syncd.
+    assert s.app.syncs["r"].source.untrusted(head) is not None
+    assert s.sync().ok is False
+
+
+def test_the_users_and_the_machines_keys_are_never_consulted(
+    syncd: Any, tmp_path: Path, keys: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A HOME whose git config trusts every SSH key and a GNUPGHOME that holds the other key
+    (its own, so ultimately trusted) change nothing: only `verify`'s keys count."""
+    home = tmp_path / "home"
+    home.mkdir()
+    everyone = tmp_path / "everyone"
+    other = keys["other"]
+    if isinstance(other, GpgKey):
+        monkeypatch.setenv("GNUPGHOME", str(other.home))
+    else:
+        allowed_signers(everyone, other)
+    (home / ".gitconfig").write_text(f'[gpg "ssh"]\n\tallowedSignersFile = {everyone}\n')
+    monkeypatch.setenv("HOME", str(home))
+    repo = GitRepo(tmp_path / "repo")
+    head = repo.commit(files("one"), signed_by=other)
+    # The user's setup does trust it (so this test can fail)...
+    users_git = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}  # HOME's .gitconfig is read
+    plain = subprocess.run(
+        ["git", "log", "-1", "--format=%G?", head],
+        cwd=repo.bare,
+        env=users_git,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert plain == "G", plain
+    # ...syncd does not.
+    s = syncd({"r": repo}, repo_options={"r": {"verify": keys["verify"]}})
+    report = s.sync()
+    assert not report.ok and "not trusted" in (report.source_error or "")
 
 
 def test_keys_that_cannot_be_read_are_a_config_error(syncd: Any, tmp_path: Path) -> None:
