@@ -4,6 +4,7 @@ here."""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from pathlib import Path
@@ -168,6 +169,7 @@ def test_an_unsigned_commit_is_not_applied(tmp_path: Path, repo: GitRepo, aws: A
     assert "repo r: blocked since" in status.stdout and "it is not signed" in status.stdout
     plan = run_syncd("plan", "-c", str(config), "--repo", "r", "--ref", "main")
     assert "! not trusted: it is not signed; syncd will not apply this commit" in plan.stdout
+
     signed = repo.commit({"deployments/app.yaml": deployment(Name="v3")}, signed_by=key)
     done = run_syncd("sync", "-c", str(config))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -327,3 +329,32 @@ def test_each_forge_hears_of_a_push_a_failure_an_outage_and_a_new_token(
     for path in (tmp_path / "state").rglob("*"):
         if path.is_file():
             assert [t for t in tokens if t in path.read_text(errors="replace")] == [], path
+
+    # With a daemon, the forge hears of it: `failure` on the commit, and /metrics says which
+    # repo is held.
+    (tmp_path / "token").write_text(TOKEN)
+    with receiving() as forge:
+        entry["notify"] = {
+            "commit_status": {
+                "forge": "github",
+                "api_url": forge.url,
+                "repository": "org/templates",
+                "token_file": str(tmp_path / "token"),
+            }
+        }
+        entry["poll_interval"] = "200ms"
+        port = free_port()
+        config = write_config(tmp_path, [entry], aws.endpoint, http={"listen": f"127.0.0.1:{port}"})
+        with running_daemon("-c", str(config)):
+            passes = re.compile(r'^syncd_passes_total\{repo="r"\} [1-9]', re.M)
+            wait_for(lambda: passes.search(http_get(port, "/metrics")), what="a first pass")
+            aws.proxy.reset()
+            again = repo.commit({"deployments/app.yaml": deployment(Name="v4")})
+            [refused] = wait_for(
+                lambda: [r.json() for r in forge.requests if r.path.endswith(again)],
+                what="the status of the unsigned commit",
+            )
+            assert (refused["state"], refused["context"]) == ("failure", "syncd")
+            assert "it is not signed" in refused["description"]
+            assert 'syncd_repo_untrusted{repo="r"} 1.0' in http_get(port, "/metrics")
+        assert aws.proxy.count("CreateChangeSet") == 0

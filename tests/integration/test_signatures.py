@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from syncd.core.journal_state import Kind
 from syncd.errors import ConfigError
+from syncd.metrics import Metrics
 from tests.conftest import TOPIC_TEMPLATE, deployment
 from tests.support.gitrepo import GitRepo, git
 from tests.support.signing import GpgKey, allowed_signers, gpg_key, ssh_key
@@ -55,8 +57,12 @@ def test_only_commits_signed_by_a_trusted_key_are_applied(
     for signer, why in ((None, "it is not signed"), (keys["other"], "not trusted")):
         head = repo.commit(files(f"by-{why}"), signed_by=signer)
         before = len(list(s.app.journal.records()))
-        report = s.sync()
+        with structlog.testing.capture_logs() as logs:
+            report = s.sync()
         assert not report.ok and why in (report.source_error or "")
+        [logged] = [e for e in logs if e["event"] == "commit.untrusted"]
+        assert logged["commit"] == head[:12] and why in logged["reason"], logged
+        assert 'syncd_repo_untrusted{repo="r"} 1.0' in Metrics(lambda: s.app).render().decode()
         assert f"commit {head[:12]} is not applied" in (report.source_error or "")
         untrusted = s.state.repos["r"].untrusted
         assert untrusted["commit"] == head and why in untrusted["reason"]
@@ -72,6 +78,7 @@ def test_only_commits_signed_by_a_trusted_key_are_applied(
     report = s.sync()
     assert report.ok and report.commit == later
     assert s.state.stacks["t"].version == 2 and s.state.repos["r"].untrusted is None
+    assert 'syncd_repo_untrusted{repo="r"} 0.0' in Metrics(lambda: s.app).render().decode()
 
 
 def test_a_first_commit_that_is_not_trusted_takes_nothing(
