@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from syncd.errors import ConfigError
 from syncd.journal.follow import Follower
 from syncd.journal.mirror import lineage_of
 from syncd.journal.store import Journal
+from syncd.metrics import _notify_metrics
 from syncd.outbox import (
     CommitStatuses,
     EventWebhook,
@@ -60,9 +62,14 @@ class Running:
         self.lineage = lineage_of(journal.directory).id
         self.started: list[tuple[Outbox, threading.Event]] = []
 
-    def start(self, receiver: Any) -> Outbox:
+    def start(self, receiver: Any, backoff: tuple[float, float] = FAST) -> Outbox:
         outbox = Outbox(
-            receiver, self.follower, self.journal.state, self.state_dir, self.lineage, backoff=FAST
+            receiver,
+            self.follower,
+            self.journal.state,
+            self.state_dir,
+            self.lineage,
+            backoff=backoff,
         )
         stop = threading.Event()
         outbox.start(stop)
@@ -180,6 +187,51 @@ def test_an_event_refused_for_good_is_dropped_and_the_rest_go_on(
     assert [r.json()["data"]["stack"] for r in got] == ["good"]
     eventually(lambda: outbox.progress.sent == 1)
     assert outbox.progress.dropped == 1
+    samples = {
+        (s.name, s.labels["receiver"]): s.value
+        for family in _notify_metrics([outbox])
+        for s in family.samples
+    }
+    assert samples[("syncd_notify_dropped_total", "ops")] == 1
+    assert samples[("syncd_notify_sent_total", "ops")] == 1
+    assert samples[("syncd_notify_failing", "ops")] == 0
+
+
+def test_a_receiver_failing_again_and_again_is_tried_less_and_less_often(
+    journal: Journal, running: Running, receiver: Receiver
+) -> None:
+    """The back-off doubles from its first pause (with up to 20 % jitter either way); only
+    lower bounds are checked, which a slow machine cannot break."""
+    times: list[float] = []
+    receiver.answer = lambda r: (times.append(time.monotonic()), (503, b""))[1]
+    first = 0.1
+    outbox = running.start(webhook(receiver), backoff=(first, 10.0))
+    apply_one(journal, "db")
+    receiver.wait_attempts(5, PATIENCE)
+    running.stop(outbox)
+    gaps = [b - a for a, b in itertools.pairwise(times)][:4]
+    for n, gap in enumerate(gaps):
+        assert gap >= 0.8 * first * 2**n, gaps
+    assert outbox.progress.failed_sends >= 5
+
+
+def test_a_429_waits_as_long_as_its_retry_after_says(
+    journal: Journal, running: Running, receiver: Receiver
+) -> None:
+    times: list[float] = []
+
+    def answer(r: Any) -> tuple[int, bytes, dict[str, str]]:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            return 429, b"slow down", {"Retry-After": "2"}
+        return 200, b"", {}
+
+    receiver.answer = answer
+    # Without Retry-After the pause would be 0.05 s; the longest pause (10 s) caps it.
+    running.start(webhook(receiver, events=("succeeded",)), backoff=(0.05, 10.0))
+    apply_one(journal, "db")
+    receiver.wait_for(1, PATIENCE)
+    assert times[1] - times[0] >= 2.0
 
 
 def test_filters_by_event_and_repo(journal: Journal, running: Running, receiver: Receiver) -> None:

@@ -1,6 +1,6 @@
 """A local HTTP server on loopback that plays a webhook receiver or a forge's status API: it
-keeps every request (method, path, headers, body) and answers as the test says (a code, or
-no answer at all until it is told to answer again)."""
+keeps every request (method, path, headers, body) and answers as the test says (a code, a
+code with a body and headers, or no answer at all until it is told to answer again)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,15 @@ class Received:
         return json.loads(self.body)
 
 
+Answer = tuple[int, bytes] | tuple[int, bytes, dict[str, str]]  # code, body[, headers]
+
+
 class Receiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []  # those answered 2xx
         self.attempts = 0  # every request, answered or not
         self.code = 201
-        self.answer: Callable[[Received], tuple[int, bytes]] | None = None
+        self.answer: Callable[[Received], Answer] | None = None
         self.hang = threading.Event()  # set: take the request, never answer (until cleared)
         self.released = threading.Event()
         self.arrived = threading.Condition()
@@ -50,12 +53,14 @@ class Receiver:
                 if owner.hang.is_set():
                     owner.released.wait(60)
                     return
-                code, body = owner.answer(got) if owner.answer else (owner.code, b"{}")
+                code, body, *more = owner.answer(got) if owner.answer else (owner.code, b"{}")
                 if 200 <= code < 300:
                     with owner.arrived:
                         owner.requests.append(got)
                         owner.arrived.notify_all()
                 self.send_response(code)
+                for name, value in (more[0] if more else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
