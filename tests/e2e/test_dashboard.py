@@ -8,7 +8,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
-from tests.e2e.conftest import run_syncd, running_daemon, wait_for
+from tests.e2e.conftest import run_syncd, running_daemon, syncd_env, wait_for
+from tests.e2e.test_daemon import NotifySocket
 from tests.support.gitrepo import GitRepo, free_port
 from tests.support.timing import PATIENCE
 
@@ -188,9 +192,19 @@ def test_the_overview_a_stack_and_a_change_arriving_live(
         driver.execute_script("document.activeElement.blur()")
         wait.until(lambda d: d.find_element(By.ID, "main").get_attribute("data-seq") != seq)
 
-        # Nothing the pages did broke their Content-Security-Policy.
+        # Nothing the pages did broke their Content-Security-Policy: the one they are served
+        # with, which the browser enforces (without it, nothing could be refused).
+        with urllib.request.urlopen(site["url"] + "/", timeout=PATIENCE) as answer:
+            policy = answer.headers.get_all("Content-Security-Policy") or []
+        assert len(policy) == 1 and "script-src 'self';" in policy[0], policy
+        assert "unsafe-inline" not in policy[0]
         refused = [e for e in driver.get_log("browser") if "Content Security Policy" in str(e)]
         assert refused == []
+        # And this check sees a refusal: an inline script put in the page is refused, logged.
+        inline = "const s = document.createElement('script'); s.textContent = 'window.ran = 1';"
+        driver.execute_script(inline + "document.body.appendChild(s);")
+        assert driver.execute_script("return window.ran") is None
+        wait.until(lambda d: any("Content Security Policy" in str(e) for e in d.get_log("browser")))
     finally:
         driver.quit()
 
@@ -225,6 +239,59 @@ def test_without_javascript_and_on_a_phone(site: dict[str, Any]) -> None:
         screenshot(phone, "overview-phone")
     finally:
         phone.quit()
+
+
+def status_of(url: str, token: str | None = None) -> int:
+    """The status of a GET of `url`, with the bearer `token` if given."""
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=PATIENCE) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
+
+
+def test_the_token_is_read_again_on_sighup_and_a_bad_one_keeps_the_old(
+    tmp_path: Path, repo: GitRepo, aws: Any
+) -> None:
+    repo.commit({"README.md": "no stacks yet"})
+    token = tmp_path / "token"
+    token.write_text("first-token\n")
+    port = free_port()
+    entry = {"name": "r", "url": str(repo.bare), "poll_interval": "1h"}
+    http = {"listen": f"127.0.0.1:{port}", "token_file": str(token)}
+    config = write_config(tmp_path, [entry], aws.endpoint, http=http)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    page = f"http://127.0.0.1:{port}/"
+
+    def reload() -> None:
+        daemon.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING=1")
+        notify.wait_for("READY=1")
+
+    try:
+        env = syncd_env(NOTIFY_SOCKET=str(notify.path))
+        with running_daemon("-c", str(config), env=env) as daemon:
+            notify.wait_for("READY=1")
+            assert status_of(page) == 401
+            assert status_of(page, "first-token") == 200
+            # A new token, and SIGHUP: only the new one opens the pages.
+            token.write_text("second-token\n")
+            reload()
+            assert status_of(page, "second-token") == 200
+            assert status_of(page, "first-token") == 401
+            # An empty token file is refused: the pages stay closed, with the token they had.
+            token.write_text("")
+            reload()
+            assert status_of(page) == 401
+            assert status_of(page, "second-token") == 200
+            assert daemon.poll() is None
+    finally:
+        notify.close()
+    assert "config.reload_refused" in daemon.stderr_text
+    assert "must hold one word" in daemon.stderr_text
 
 
 def test_screenshots_directory_is_not_committed() -> None:

@@ -88,3 +88,44 @@ def test_commit_summaries_from_a_mirror(tmp_path: Path) -> None:
     assert found[sha] == {"subject": f"a subject {EVIL}", "author": "test"}
     assert found["0" * 40] == {} and found["not-a-sha"] == {}
     assert commit_summaries(tmp_path / "nothing.git", [sha]) == {sha: {}}
+
+
+def test_the_overview_shows_the_backups_backlog_and_since_when_it_fails(tmp_path: Path) -> None:
+    from syncd.journal.mirror import Cursor
+
+    state = tmp_path / "state"
+    journal = Journal.open(state, writer=True)
+    try:
+        for stack in ("db", "web"):
+            version(journal, stack, 1)
+        times = [r.time for r in journal.records()]
+        mirror = SimpleNamespace(cursor=Cursor(seq=1))  # only the first record is in S3
+        app = app_of(journal, state)
+        app.config.backup = SimpleNamespace(url="s3://backups/syncd/")
+        app.mirror = mirror
+        dashboard = Dashboard(lambda: app)
+
+        def backup_line() -> str:
+            answer = dashboard.answer("/", None)
+            assert answer.code == 200
+            html = answer.body.decode()
+            start = html.index('<p class="backup">Backup to <code>s3://backups/syncd/</code>:')
+            return html[start : html.index("</p>", start)]
+
+        line = backup_line()
+        assert f'3 record(s) not yet there, the oldest from <time datetime="{times[1]}"' in line
+        assert "failing" not in line
+        # Its uploads fail: since when, and why, written out.
+        mirror.cursor = Cursor(
+            seq=3, error="AccessDenied: not allowed", error_since="2026-12-02T09:15:00Z"
+        )
+        line = backup_line()
+        assert f'1 record(s) not yet there, the oldest from <time datetime="{times[3]}"' in line
+        assert '<span class="state failed">failed</span> failing since' in line
+        assert '<time datetime="2026-12-02T09:15:00Z"' in line
+        assert "2026-12-02 09:15:00 UTC</time>: AccessDenied: not allowed" in line
+        # Caught up: every record is there.
+        mirror.cursor = Cursor(seq=4)
+        assert backup_line().endswith("every record is there.")
+    finally:
+        journal.close()

@@ -1,5 +1,6 @@
 """The dashboard's pages rendered from a journal's state, without a server: hostile values,
-thousands of stacks, access and headers (syncd.web)."""
+thousands of stacks, access and headers, a version's details (template diff, parameters, tags,
+commits), the filters and the counts by state (syncd.web)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import Any
 
 import pytest
 
+from syncd import versions
 from syncd.core.config import HttpConfig, RepoConfig
 from syncd.core.journal_state import Kind, Record, fold
+from syncd.web import dashboard as dashboard_module
 from syncd.web.access import Access, read_access
 from syncd.web.dashboard import SECURITY_HEADERS, Dashboard
 
 EVIL = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
 C1 = "a" * 40
+C2 = "b" * 40
 
 
 def app_of(records: list[Record], repos: tuple[str, ...] = ("app",)) -> Any:
@@ -72,6 +76,8 @@ def get(
     dashboard: Dashboard, path: str, authorization: str | None = None, host: str = "localhost"
 ) -> tuple[int, str]:
     answer = dashboard.answer(path, authorization, host)
+    # Every answer has every header (their values, as a browser gets them, are checked in
+    # tests/integration/test_dashboard_access.py).
     for name, value in SECURITY_HEADERS.items():
         assert answer.headers[name] == value
     return answer.code, answer.body.decode()
@@ -244,3 +250,188 @@ def test_a_read_of_the_state_is_made_again_when_a_worker_changed_it_meanwhile():
 
     with pytest.raises(RuntimeError, match="something else"):
         read_steady(broken)
+
+
+def versioned(
+    seq: int,
+    stack: str,
+    number: int,
+    *,
+    repo: str = "app",
+    commit: str = C1,
+    params: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+    result: str = "succeeded",
+) -> list[Record]:
+    """Version `number` of `stack` applied from `commit`, ending in `result`."""
+    version = {
+        "repo": repo,
+        "stack": stack,
+        "version": number,
+        "commit": commit,
+        "digest": f"d{number}",
+        "action": "create" if number == 1 else "update",
+        "template_file": "templates/t.yaml",
+        "parameters": params or {},
+        "tags": tags or {},
+    }
+    end: dict[str, Any] = {"stack": stack, "result": result}
+    if result == "failed":
+        end["message"] = "quota exceeded"
+    else:
+        end["stack_status"] = "UPDATE_COMPLETE"
+    return [
+        Record(seq, f"2026-12-02T10:00:{seq:02d}.000Z", Kind.VERSION, version),
+        Record(seq + 1, f"2026-12-02T10:01:{seq:02d}.000Z", Kind.RESULT, end),
+    ]
+
+
+def section(html: str, title: str, until: str) -> str:
+    """The part of a page from the heading `title` to the next `until`."""
+    start = html.index(title)
+    return html[start : html.index(until, start)]
+
+
+TEMPLATES = {
+    C1: "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName: old\n",
+    C2: "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName: new\n",
+}
+
+
+def test_a_version_whose_template_changed_shows_the_diff(monkeypatch) -> None:
+    """The template's diff against the version before, each line marked added or removed
+    (the two templates as the repo's Git mirror would give them)."""
+    read = []
+
+    def from_mirror(config: Any, repo: str, where: Any) -> tuple[str, None]:
+        read.append((repo, where.version, where.commit, where.file))
+        return TEMPLATES[where.commit], None
+
+    monkeypatch.setattr(versions, "read_template", from_mirror)
+    records = versioned(1, "db", 1, commit=C1) + versioned(3, "db", 2, commit=C2)
+    dashboard = Dashboard(lambda: app_of(records))
+    code, html = get(dashboard, "/stacks/db")
+    assert code == 200
+    assert sorted(read) == [
+        ("app", 1, C1, "templates/t.yaml"),
+        ("app", 2, C2, "templates/t.yaml"),
+    ]
+    template = section(html, "<h3>Template against version 1</h3>", "<h3>Stack events")
+    assert '<span class="hunk">@@ -2,4 +2,4 @@</span>' in template
+    assert (
+        '<span class="">     Properties:</span>'
+        '<span class="del">-      TopicName: old</span>'
+        '<span class="add">+      TopicName: new</span>'
+    ) in template
+    assert "no change" not in template
+    # The first version (a create): its whole template added.
+    _, first = get(dashboard, "/stacks/db?version=1")
+    template = section(first, "<h3>Template</h3>", "<h3>Stack events")
+    assert '<span class="add">+      TopicName: old</span>' in template
+    assert re.findall(r'<span class="del">([^<]*)</span>', template) == ["--- /dev/null"]
+
+
+def test_noecho_parameters_show_as_stars_never_their_value() -> None:
+    """A parameter NoEcho in this version shows `****` before and after, and the value the
+    journal kept from before it was NoEcho is not on the page."""
+    records = versioned(1, "db", 1, params={"DbPassword": "hunter2", "Size": "small"})
+    records += versioned(3, "db", 2, commit=C2, params={"DbPassword": "****", "Size": "large"})
+    _, html = get(Dashboard(lambda: app_of(records)), "/stacks/db")
+    assert "hunter2" not in html
+    parameters = section(html, "<h3>Parameters</h3>", "<h3>Tags</h3>")
+    assert (
+        '<tr class="not_compared"><td>DbPassword</td><td>****</td><td>****</td>'
+        "<td>not compared</td></tr>"
+    ) in parameters
+    assert '<tr class="changed"><td>Size</td><td>small</td><td>large</td>' in parameters
+
+
+def test_tags_before_and_after() -> None:
+    records = versioned(1, "db", 1, tags={"team": "red", "cost": "1", "gone": "x"})
+    records += versioned(3, "db", 2, commit=C2, tags={"team": "blue", "cost": "1", "new": "y"})
+    _, html = get(Dashboard(lambda: app_of(records)), "/stacks/db")
+    tags = section(html, "<h3>Tags</h3>", "<h3>Template")
+    rows = re.findall(
+        r'<tr class="(\w+)"><td>(\w+)</td><td>(\w*)</td><td>(\w*)</td><td>([\w ]+)</td></tr>', tags
+    )
+    assert rows == [
+        ("unchanged", "cost", "1", "1", "unchanged"),
+        ("removed", "gone", "x", "", "removed"),
+        ("added", "new", "", "y", "added"),
+        ("changed", "team", "red", "blue", "changed"),
+    ]
+
+
+def test_the_history_names_each_commits_subject_and_author(monkeypatch) -> None:
+    asked = []
+
+    def summaries(path: Path, commits: Any) -> dict[str, dict[str, str]]:
+        asked.append((path, set(commits)))
+        known = {
+            C1: {"subject": "db: the first version", "author": "Ada Lovelace"},
+            C2: {"subject": "db: bigger", "author": f"Grace {EVIL}"},
+        }
+        return {c: known[c] for c in commits}
+
+    monkeypatch.setattr(dashboard_module, "commit_summaries", summaries)
+    records = versioned(1, "db", 1, commit=C1) + versioned(3, "db", 2, commit=C2)
+    _, html = get(Dashboard(lambda: app_of(records)), "/stacks/db")
+    assert asked == [(Path("/no/repos/app.git"), {C1, C2})]  # the repo's mirror, once
+    history = section(html, '<h2 id="history-h">History</h2>', "</tbody>")
+    rows = {}
+    for row in history.split("<tr>")[2:]:  # after the head's row: a row per version
+        number = re.search(r"\?version=(\d+)", row)
+        assert number is not None, row
+        rows[number[1]] = row
+    assert sorted(rows) == ["1", "2"]
+    assert '<span class="subject">db: the first version</span>' in rows["1"]
+    assert '<span class="author">Ada Lovelace</span>' in rows["1"]
+    assert '<span class="subject">db: bigger</span>' in rows["2"]
+    assert '<span class="author">Grace &#34;&gt;&lt;script&gt;alert(1)' in rows["2"]
+    no_markup_from_data(html)
+
+
+def counts_of(html: str) -> dict[str, int]:
+    """The overview's counts by state, as its links show them (`all` too)."""
+    found = re.findall(r'<li><a href="/(?:\?state=(\w+))?"[^>]*>.*?<strong>(\d+)</strong>', html)
+    return {state or "all": int(n) for state, n in found}
+
+
+def test_the_repo_filter_and_the_counts_by_state() -> None:
+    records = versioned(1, "a-ok", 1) + versioned(3, "a-bad", 1, result="failed")
+    records += versioned(5, "w-ok", 1, repo="web")
+    records += versioned(7, "w-bad", 1, repo="web", result="failed")
+    records += versioned(9, "w-ok2", 1, repo="web")
+    records += [
+        *versioned(11, "w-wait", 1, repo="web")[:1],
+        Record(
+            12,
+            "t",
+            Kind.CHANGE_SET,
+            {
+                "stack": "w-wait",
+                "arn": "arn:aws:cloudformation:us-east-1:1:changeSet/syncd-v1-abc/uuid",
+                "name": "syncd-v1-abc",
+                "changes": [],
+                "awaiting_approval": True,
+            },
+        ),
+    ]
+    dashboard = Dashboard(lambda: app_of(records, repos=("app", "web")))
+    expected = {"failed": 2, "awaiting_approval": 1, "in_sync": 3, "all": 6}
+    _, everything = get(dashboard, "/")
+    assert counts_of(everything) == expected
+    assert "6 of 6 stacks" in everything
+    _, web = get(dashboard, "/?repo=web")
+    assert re.findall(r'<th scope="row"><a href="/stacks/([\w-]+)"', web) == [
+        "w-bad",
+        "w-ok",
+        "w-ok2",
+        "w-wait",
+    ]
+    assert "4 of 6 stacks" in web and "<option selected>web</option>" in web
+    assert counts_of(web) == expected  # the counts are of every stack, whatever the filter
+    _, failed_in_web = get(dashboard, "/?repo=web&state=failed")
+    assert re.findall(r'<th scope="row"><a href="/stacks/([\w-]+)"', failed_in_web) == ["w-bad"]
+    _, nobody = get(dashboard, "/?repo=nope")
+    assert "0 of 6 stacks" in nobody and "no stack matches" in nobody

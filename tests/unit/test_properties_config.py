@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -25,7 +26,7 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from syncd.core.cfn_yaml import SafeLoader
-from syncd.core.config import Config, parse_config
+from syncd.core.config import BackupConfig, Config, HttpConfig, parse_config
 from syncd.core.journal_format import GENESIS, Damage, encode, verify
 from syncd.core.journal_state import REQUIRED, JournalState, Kind, Result
 from syncd.core.text import quoted
@@ -78,7 +79,7 @@ COMMIT_STATUS = ["forge", "api_url", "repository", "token_file", "target_url", "
 WEBHOOK = ["name", "url", "url_file", "secret_file", "format", "events", "repos", "timeout"]
 VERIFY = ["allowed_signers_file", "keyring"]
 BACKUP = ["url", "interval", "sse", "kms_key_id", "key_file"]
-HTTP = ["listen", "allowed_hosts"]
+HTTP = ["listen", "allowed_hosts", "dashboard", "token_file", "users_file"]
 OPTIONS = ["capabilities", "approval", "on_failure", "prune", "adopt", "drift_interval", "on_drift"]
 REPO = [
     "name",
@@ -151,6 +152,8 @@ PLACES = [
     "state_dir: /s\naws: {{wait_poll: {v}}}\nrepos: [{{name: a, url: /r}}]\n",
     "state_dir: /s\nbackup: {{interval: {v}, key_file: {v}}}\nrepos: [{{name: a, url: /r}}]\n",
     "state_dir: /s\nhttp: {{listen: {v}, allowed_hosts: [{v}]}}\nrepos: [{{name: a, url: /r}}]\n",
+    "state_dir: /s\nhttp: {{dashboard: {v}, token_file: {v}, users_file: {v}}}\n"
+    "repos: [{{name: a, url: /r}}]\n",
     "state_dir: /s\ndefaults: {{capabilities: [{v}], prune: {v}}}\nrepos: [{{name: a, url: /r}}]\n",
     "state_dir: /s\nrepos: [{{name: {v}, url: /r}}]\n",
     "state_dir: /s\nrepos: [{{name: a, url: {v}}}]\n",
@@ -397,6 +400,13 @@ def _locate(doc: Any, path: str) -> tuple[Any, Any]:
         key = int(part[1:-1]) if part.startswith("[") else next(k for k in node if str(k) == part)
         node = node[key]
     return holder, key
+
+
+@pytest.mark.parametrize(("keys", "loaded"), [(HTTP, HttpConfig), (BACKUP, BackupConfig)])
+def test_the_documents_drawn_have_every_key_of_http_and_backup(keys: list[str], loaded: Any):
+    """A key the loader reads that these lists leave out is never drawn, and its reader never
+    tried (`http.dashboard`, `token_file` and `users_file` were left out once)."""
+    assert sorted(keys) == sorted(f.name for f in dataclasses.fields(loaded))
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
