@@ -25,7 +25,7 @@ from syncd.core.journal_state import (
     drift_fields,
     suspension,
 )
-from syncd.core.text import LIST_LIMIT, bounded
+from syncd.core.text import LIST_LIMIT, VALUE_LIMIT, bounded
 from syncd.errors import AwsError
 from syncd.journal.store import Journal
 
@@ -179,14 +179,40 @@ class DriftChecks:
         )
         log = self.log.info if result is DriftResult.IN_SYNC else self.log.warning
         names = [r["logical_id"] for r in fields["resources"]]
+        properties, more_properties = _logged_paths(fields["resources"][:LIST_LIMIT])
         log(
             "drift.checked",
             stack=stack,
             result=result.value,
             resources=names[:LIST_LIMIT] or None,
             more_resources=max(0, len(names) - LIST_LIMIT) + fields["more_resources"] or None,
+            properties=properties or None,
+            more_properties=more_properties or None,
             reason=bounded(reason) if reason else None,
         )
+
+
+# The drift.checked log line names the property paths that differ in the resources it names:
+# at most this many per resource, and this many in all (a stack can hold hundreds of drifted
+# resources, each with many paths); the rest are counted. The journal, `status` and `show`
+# have them all (up to DRIFT_PROPERTIES per resource).
+LOG_PATHS_PER_RESOURCE = 5
+LOG_PATHS = 15
+
+
+def _logged_paths(resources: list[dict[str, Any]]) -> tuple[dict[str, list[str]], int]:
+    """{logical id: [property path, ...]} of the resources with properties that differ, bounded
+    as above, and how many of their paths were left out."""
+    shown: dict[str, list[str]] = {}
+    left_out, room = 0, LOG_PATHS
+    for r in resources:
+        paths = [str(p.get("path", "")) for p in r.get("properties") or []]
+        kept = paths[: min(LOG_PATHS_PER_RESOURCE, room)]
+        if kept:
+            shown[str(r.get("logical_id", ""))] = [bounded(p, VALUE_LIMIT) for p in kept]
+        room -= len(kept)
+        left_out += len(paths) - len(kept) + int(r.get("more_properties") or 0)
+    return shown, left_out
 
 
 def _drift_due(view: StackView, options: StackOptions, now: datetime) -> bool:

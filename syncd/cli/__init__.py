@@ -51,6 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(usage_of=p)  # a bad option is reported with this command's usage
         return p
 
+    def action(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        path: str,
+        help_text: str,
+        description: str,
+    ) -> argparse.ArgumentParser:
+        """A command's action (`syncd drift accept`): `path` is the whole command."""
+        p = group.add_parser(
+            path.split()[-1],
+            parents=[common],
+            help=help_text,
+            description=description,
+            epilog=_EPILOGS.get(path),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(usage_of=p)
+        return p
+
     command("run", "run the daemon in the foreground (SIGTERM stops, SIGHUP reloads)")
     p = command("sync", "one pass now: fetch, plan, apply, wait; then exit")
     p.add_argument("--stack", action="append", metavar="NAME", help="only this stack (repeatable)")
@@ -126,20 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     _format(p)
     drift = command("drift", "drift checks: accept the drift found, so Git's state goes on")
     drift_sub = drift.add_subparsers(dest="drift_command", metavar="ACTION", required=True)
-    p = drift_sub.add_parser(
-        "accept",
-        parents=[common],
-        help="let the next pass apply Git's state over the drift found (on_drift: block)",
-        description="let the next pass apply Git's state over the drift a check found "
+    p = action(
+        drift_sub,
+        "drift accept",
+        "let the next pass apply Git's state over the drift found (on_drift: block)",
+        "let the next pass apply Git's state over the drift a check found "
         "(on_drift: block holds the stack's changes until then)",
-        epilog=_EPILOGS["drift"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("stacks", nargs="+", metavar="STACK", help=_STACK_HELP)
     p.add_argument(
         "-m", "--message", dest="reason", required=True, metavar="REASON", help="why (journaled)"
     )
-    p.set_defaults(usage_of=p, repo=None)
+    p.set_defaults(repo=None)
     _format(p)
     _format(command("backup", "mirror the journal to S3 now (backup.url)"))
     p = command("restore", "rebuild the journal from S3 (backup.url)")
@@ -157,20 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     _format(p)
     journal = command("journal", "the journal itself")
     journal_sub = journal.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
-    p = journal_sub.add_parser(
-        "verify",
-        parents=[common],
-        help="check every record; name the first bad one",
-        description="check every record, locally (and in S3 with --remote); name the first bad one",
+    p = action(
+        journal_sub,
+        "journal verify",
+        "check every record; name the first bad one",
+        "check every record, locally (and in S3 with --remote); name the first bad one",
     )
     p.add_argument("--remote", action="store_true", help="check the S3 backup too")
-    p.set_defaults(usage_of=p)
     _format(p)
     return parser
 
 
-# Each command's exit codes and an example, at the end of its --help (docs/commands.md has
-# the same, in full).
+# Each command's exit codes and an example, at the end of its --help, by the whole command
+# (`drift accept` for an action); docs/commands.md has the same, in full.
 _EPILOGS = {
     "run": "exit: 0 on SIGTERM; 2 on a config error\nexample: syncd run -c /etc/syncd/syncd.yaml",
     "sync": "exit: 0 all in sync; 1 a stack failed or is blocked, or a repo could not be read"
@@ -198,19 +213,31 @@ _EPILOGS = {
     "resume": "exit: 0 when recorded and, with no daemon running, the pass it runs succeeded;"
     " 1 a resumed stack failed or is blocked; 2 usage, or aws.embedded with no daemon\n"
     "example: syncd resume --repo platform",
-    "rollback": "exit: 0 when the earlier version is applied (the stack stays suspended until"
-    " `syncd resume`); 1 the apply failed or is blocked, or the running daemon did not answer;"
-    " 2 an unknown version, a delete, or a commit gone from the mirror\n"
+    "rollback": "exit: 0 when the earlier version is applied, or already was (the stack stays"
+    " suspended until `syncd resume`); 1 the apply failed or is blocked, an upstream output it"
+    " needs is gone, or the running daemon did not answer; 2 refused, with nothing journaled:"
+    " a stack or version the journal does not know, a version that deleted the stack, never"
+    " applied successfully or came before syncd deleted it, a commit the mirror no longer holds"
+    " or that no longer describes the stack, drift that on_drift: block holds (`syncd drift"
+    " accept` first), or aws.embedded with no daemon running\n"
     "With a daemon running, the daemon rolls back and this waits for its answer.\n"
     "example: syncd rollback app-prod --to 3",
-    "drift": "exit: 0 when recorded (or queued for a daemon that has not answered yet); 2 for"
-    " a stack the journal does not know or in which no drift was found\n"
+    "drift": "actions: accept (see `syncd drift accept --help`)\n"
+    "exit: that of the action; 2 with no action\n"
+    'example: syncd drift accept app-prod -m "the hotfix is in Git now"',
+    "drift accept": "exit: 0 when recorded (or queued for a daemon that has not answered yet);"
+    " 2 for a stack the journal does not know or in which no drift was found, or no -m\n"
     'example: syncd drift accept app-prod -m "the hotfix is in Git now"',
     "backup": "exit: 0; 1 if S3 refused\nexample: syncd backup",
     "restore": "exit: 0; 1 if the backup is damaged or cannot be authenticated; 2 usage\n"
     "example: syncd restore --at 2026-11-30T12:00:00Z",
-    "journal": "exit: 0; 1 on any damage; 2 with no journal to check\n"
+    "journal": "actions: verify (see `syncd journal verify --help`)\n"
+    "exit: that of the action; 2 with no action\n"
     "example: syncd journal verify --remote",
+    "journal verify": "exit: 0 every record checked is sound; 1 on any damage, or if S3 could"
+    " not be read; 2 with no journal to check, or --remote without backup.url (or with"
+    " aws.embedded)\n"
+    "example: syncd journal verify --remote --format json",
 }
 
 

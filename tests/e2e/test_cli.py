@@ -467,17 +467,32 @@ def test_names_with_or_without_prefix_and_usage_errors_that_say_which_command(tm
 
 
 def test_every_commands_help_ends_with_its_exit_codes_and_an_example(capsys):
+    import argparse
+
     import pytest
 
     from syncd.cli import _EPILOGS, build_parser
 
-    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    assert commands == set(_EPILOGS)
-    for command in sorted(commands):
-        with pytest.raises(SystemExit):
-            build_parser().parse_args([command, "--help"])
+    def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[str]:
+        """Every command and every action of one (`drift accept`), as typed."""
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += [" ".join((*path, name)), *commands(sub, (*path, name))]
+        return found
+
+    every = commands(build_parser())
+    assert {"journal verify", "drift accept"} <= set(every)
+    assert set(every) == set(_EPILOGS)
+    for command in every:
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args([*command.split(), "--help"])
+        assert exited.value.code == 0, command
         text = capsys.readouterr().out
-        assert "\nexit: " in text and "\nexample: syncd " in text, command
+        assert text.startswith(f"usage: syncd {command} "), command
+        assert "\nexit: " in text, command
+        assert re.search(rf"\nexample: syncd {command}[ \n]", text), command
 
 
 def test_output_cut_short_by_its_reader_is_not_a_traceback(tmp_path, repo, aws):

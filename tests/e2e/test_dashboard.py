@@ -151,7 +151,14 @@ def test_the_overview_a_stack_and_a_change_arriving_live(
 
         # A failed version, with its reason, its template diff and its events.
         aws.proxy.fail("app", reason="Resource handler returned message: quota exceeded")
-        repo.commit({"deployments/app.yaml": deployment(Name="v3")}, message="app: v3")
+        owned = TOPIC_TEMPLATE + "  Owner:\n    Value: team-app\n"  # an output more
+        repo.commit(
+            {
+                "templates/app.yaml": owned,
+                "deployments/app.yaml": deployment("templates/app.yaml", Name="v3"),
+            },
+            message="app: v3",
+        )
         driver.get(site["url"] + "/stacks/app")
         wait.until(lambda d: "Version 3: update, failed" in _main(d))
         text = _main(driver)
@@ -162,6 +169,9 @@ def test_the_overview_a_stack_and_a_change_arriving_live(
         text = _main(driver)
         assert "Stack events of the apply" in text and "UPDATE_FAILED" in text
         assert re.search(r"Name\s+v2\s+v3\s+changed", text)  # the parameter, before and after
+        assert "Template against version 2" in text and "the template is the same" not in text
+        added = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".diff .add")]
+        assert any("team-app" in line for line in added), added
         screenshot(driver, "failed-version")
 
         # The keyboard reaches every link of the page, in order, with a visible focus.

@@ -8,6 +8,9 @@ import os
 import pwd
 import shutil
 
+import yaml
+
+from syncd.core.ownership import OWNER_TAG
 from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
 from tests.e2e.conftest import json_out, run_syncd
 from tests.e2e.test_suspend import READER_TEMPLATE
@@ -18,12 +21,18 @@ USER = pwd.getpwuid(os.getuid()).pw_name
 TOPIC_WITH_EXTRA = TOPIC_TEMPLATE + "  Extra:\n    Value: extra\n"
 
 
-def commit(repo, name: str, template: str = TOPIC_TEMPLATE) -> str:
+def commit(repo, name: str, template: str = TOPIC_TEMPLATE, tags: dict | None = None) -> str:
+    app = yaml.safe_load(deployment(Name=name)) | ({"tags": tags} if tags else {})
     return str(
-        repo.commit(
-            {"templates/topic.yaml": template, "deployments/app.yaml": deployment(Name=name)}
-        )
+        repo.commit({"templates/topic.yaml": template, "deployments/app.yaml": yaml.safe_dump(app)})
     )
+
+
+def live_tags(aws, stack: str) -> dict[str, str]:
+    """The stack's tags as CloudFormation shows them, syncd's own owner tag left out."""
+    tags = {t["Key"]: t["Value"] for t in (aws.stack(stack) or {}).get("Tags", [])}
+    assert tags.pop(OWNER_TAG) == "r"
+    return tags
 
 
 def sync(config) -> dict[str, str]:
@@ -44,13 +53,14 @@ def rollback(config, *args: str):
 
 def test_rollback_applies_an_earlier_version_and_suspends_the_stack(tmp_path, repo, aws):
     config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
-    first = commit(repo, "t1")
+    first = commit(repo, "t1", tags={"team": "a"})
     assert sync(config) == {"app": "succeeded"}
-    commit(repo, "t2", TOPIC_WITH_EXTRA)
+    commit(repo, "t2", TOPIC_WITH_EXTRA, tags={"team": "b", "extra": "x"})
     assert sync(config) == {"app": "succeeded"}
-    commit(repo, "t3", TOPIC_WITH_EXTRA)
+    commit(repo, "t3", TOPIC_WITH_EXTRA, tags={"team": "b", "extra": "x"})
     assert sync(config) == {"app": "succeeded"}
     assert aws.parameters("app") == {"Name": "t3"} and "Extra" in aws.outputs("app")
+    assert live_tags(aws, "app") == {"team": "b", "extra": "x"}
     assert [h["version"] for h in history(config)] == [1, 2, 3]
 
     result = rollback(config, "app", "--to", "1", "--format", "json")
@@ -58,9 +68,11 @@ def test_rollback_applies_an_earlier_version_and_suspends_the_stack(tmp_path, re
     out = json_out(result)
     assert (out["stack"], out["repo"], out["version"], out["rollback_of"]) == ("app", "r", 4, 1)
     assert (out["outcome"], out["commit"]) == ("succeeded", first)
-    # v1's parameter value and v1's template (without the output v2 added).
+    # v1's parameter value, v1's template (without the output v2 added) and v1's tags: the
+    # tag v2 changed is back, the one v2 added is gone.
     assert aws.parameters("app") == {"Name": "t1"}
     assert "Extra" not in aws.outputs("app")
+    assert live_tags(aws, "app") == {"team": "a"}
 
     rows = history(config)
     assert [(h["version"], h["rollback_of"]) for h in rows] == [
@@ -202,3 +214,34 @@ def test_a_rollback_takes_stack_outputs_as_they_are_now(tmp_path, repo, aws):
     result = rollback(config, "app", "--to", "1", "--format", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert aws.parameters("app") == {"Upstream": "net2", "Env": "a"}
+
+
+# A template moto takes as a change set and refuses at its execute: the version fails.
+REFUSED_TEMPLATE = TOPIC_TEMPLATE.replace("!Ref Name", "!GetAtt Nowhere.TopicName")
+
+
+def test_rollback_refuses_a_failed_version_and_the_embedded_emulator_without_its_daemon(
+    tmp_path, repo, aws
+):
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    commit(repo, "t1")
+    assert sync(config) == {"app": "succeeded"}
+    commit(repo, "t2", REFUSED_TEMPLATE)
+    failed = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert failed.returncode == 1 and json_out(failed)[0]["outcome"] == "failed"
+
+    never = rollback(config, "app", "--to", "2")
+    assert never.returncode == 2, never.stdout + never.stderr
+    assert "version 2 of app was never applied successfully (failed)" in never.stderr
+    assert "the versions it can roll back to: 1" in never.stderr
+
+    # The same state_dir, with the stacks in the embedded emulator that only `syncd run` has.
+    embedded = write_config(
+        tmp_path, [{"name": "r", "url": str(repo.bare)}], aws={"embedded": True}
+    )
+    refused = rollback(embedded, "app", "--to", "1")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "embedded emulator, which lives only inside `syncd run`" in refused.stderr
+    # Neither refusal journaled anything: the stack is not suspended.
+    status = json_out(run_syncd("status", "-c", str(config), "--format", "json"))
+    assert status[0]["state"] == "failed"

@@ -85,12 +85,35 @@ def test_drift_found_shows_the_stack_drifted_with_its_resources(repo, aws, syncd
     assert s.state.stacks["s"].state is StackState.IN_SYNC  # Git's state is still applied
     # Values CloudFormation sent (they can be secrets) are nowhere: journal, status, logs.
     assert SECRET not in journal_text(tmp_path) and SECRET not in str(row) + str(logs)
-    assert [e["result"] for e in logs if e["event"] == "drift.checked"] == ["drifted"]
+    # The log line names the drifted resources and, for each, the property paths that differ.
+    [logged] = [e for e in logs if e["event"] == "drift.checked"]
+    assert (logged["result"], logged["resources"]) == ("drifted", ["Queue", "Topic"])
+    assert logged["properties"] == {"Topic": ["/Tags", "/TopicName"]}
+    assert logged["more_resources"] is None and logged["more_properties"] is None
 
     metrics = Metrics(lambda: s.app).render().decode()
     assert 'syncd_drift_checks_total{repo="r",result="drifted"} 1.0' in metrics
     assert 'syncd_drift_checks_total{repo="r",result="unknown"} 0.0' in metrics
     assert 'syncd_stacks{repo="r",state="drifted"} 1.0' in metrics
+
+
+def test_the_drift_log_line_names_a_few_property_paths_and_counts_the_rest(repo, aws, syncd):
+    """Eight resources with 30 differing paths each: the log line names the first five
+    resources and, within them, at most five paths each and fifteen in all."""
+    s = drifting(syncd, repo)
+    paths = tuple((f"/P{i:02d}", "NOT_EQUAL", "", "") for i in range(30))
+    aws.proxy.drift("s", [Drifted(f"R{n}", differences=paths) for n in range(8)])
+    with structlog.testing.capture_logs() as logs:
+        s.sync()
+    [logged] = [e for e in logs if e["event"] == "drift.checked"]
+    assert logged["resources"] == ["R0", "R1", "R2", "R3", "R4"]
+    assert logged["more_resources"] == 3
+    first = ["/P00", "/P01", "/P02", "/P03", "/P04"]
+    assert logged["properties"] == {"R0": first, "R1": first, "R2": first}
+    assert logged["more_properties"] == 5 * 30 - 15  # of the five resources named
+    # The stack's drift keeps more: status has every resource and 20 paths of each.
+    drift = rows(s)["s"]["drift"]
+    assert len(drift["resources"]) == 8 and len(drift["resources"][0]["properties"]) == 20
 
 
 def test_no_drift_is_in_sync(repo, aws, syncd):
