@@ -66,6 +66,15 @@ def test_sync_with_a_daemon_asks_it_and_prints_what_sync_prints(tmp_path, repo, 
         assert [r["kind"] for r in asked] == ["asked", "answered"]
         assert asked[0]["data"]["action"] == "sync" and asked[0]["data"]["by"]
         assert asked[1]["data"]["outcomes"] == {"app": "succeeded"}
+        # The commands that only read work beside the daemon, as without one.
+        history = run_syncd("history", "app", "-c", str(config), "--format", "json")
+        assert history.returncode == 0, history.stderr
+        assert [(r["version"], r["result"]) for r in json_out(history)][-2:] == [
+            (1, "succeeded"),
+            (2, "succeeded"),
+        ]
+        checked = run_syncd("validate", "-c", str(config))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
         # Nothing to do: the same table a standalone sync prints, in text.
         result = run_syncd("sync", "-c", str(config))

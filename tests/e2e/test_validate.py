@@ -172,7 +172,15 @@ def test_ref_checks_one_commit_fetched_or_found_in_the_local_repository(
         {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/app.yaml": deployment(Name="a")}
     )
     git("checkout", "--quiet", "-b", "broken", cwd=repo.work)
-    repo.commit({"deployments/app.yaml": "template-file-path: templates/gone.yaml\n"}, push=False)
+    repo.commit(
+        {
+            "deployments/app.yaml": "template-file-path: templates/gone.yaml\n",
+            "deployments/ping.yaml": reads("pong"),
+            "deployments/pong.yaml": reads("ping"),
+            "deployments/reader.yaml": reads("elsewhere"),
+        },
+        push=False,
+    )
     git("push", "--quiet", "origin", "broken", cwd=repo.work)
     git("checkout", "--quiet", "main", cwd=repo.work)
     local = repo.commit({"deployments/local.yaml": reads("app")}, push=False)
@@ -188,6 +196,13 @@ def test_ref_checks_one_commit_fetched_or_found_in_the_local_repository(
         "  app: INVALID templates/gone.yaml: template 'templates/gone.yaml' does not exist at "
         "commit"
     ) in result.stdout
+    assert "  ping: INVALID deployments/ping.yaml: dependency cycle: ping -> pong -> ping" in (
+        result.stdout
+    )
+    assert "  reader: INVALID deployments/reader.yaml: parameters.Name: stack-output " in (
+        result.stdout
+    )
+    assert "names stack 'elsewhere', which nothing syncd can see describes" in result.stdout
 
     # With --path, REF is the local repository's: a commit never pushed, and no config.
     result = run_syncd("validate", "--path", str(repo.work), "--ref", "main", env=no_config_env())
