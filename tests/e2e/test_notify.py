@@ -180,6 +180,42 @@ def test_an_unsigned_commit_is_not_applied(tmp_path: Path, repo: GitRepo, aws: A
     assert done.returncode == 0, done.stdout + done.stderr
     assert aws.parameters("app") == {"Name": "v3"} and signed != first
 
+    # With a daemon, the forge hears of it: `failure` on the commit, and /metrics says which
+    # repo is held.
+    (tmp_path / "token").write_text(TOKEN)
+    with receiving() as forge:
+        entry["notify"] = {
+            "commit_status": {
+                "forge": "github",
+                "api_url": forge.url,
+                "repository": "org/templates",
+                "token_file": str(tmp_path / "token"),
+            }
+        }
+        entry["poll_interval"] = "200ms"
+        port = free_port()
+        config = write_config(tmp_path, [entry], aws.endpoint, http={"listen": f"127.0.0.1:{port}"})
+        with running_daemon("-c", str(config)):
+            passes = re.compile(r'^syncd_passes_total\{repo="r"\} [1-9]', re.M)
+
+            def passed() -> bool:
+                try:
+                    return passes.search(http_get(port, "/metrics")) is not None
+                except OSError:  # not listening yet
+                    return False
+
+            wait_for(passed, what="a first pass")
+            aws.proxy.reset()
+            again = repo.commit({"deployments/app.yaml": deployment(Name="v4")})
+            [refused] = wait_for(
+                lambda: [r.json() for r in forge.requests if r.path.endswith(again)],
+                what="the status of the unsigned commit",
+            )
+            assert (refused["state"], refused["context"]) == ("failure", "syncd")
+            assert "it is not signed" in refused["description"]
+            assert 'syncd_repo_untrusted{repo="r"} 1.0' in http_get(port, "/metrics")
+        assert aws.proxy.count("CreateChangeSet") == 0
+
 
 class Forge:
     """What a forge's status API checks: the path, the method, the token in its header and the
@@ -334,32 +370,3 @@ def test_each_forge_hears_of_a_push_a_failure_an_outage_and_a_new_token(
     for path in (tmp_path / "state").rglob("*"):
         if path.is_file():
             assert [t for t in tokens if t in path.read_text(errors="replace")] == [], path
-
-    # With a daemon, the forge hears of it: `failure` on the commit, and /metrics says which
-    # repo is held.
-    (tmp_path / "token").write_text(TOKEN)
-    with receiving() as forge:
-        entry["notify"] = {
-            "commit_status": {
-                "forge": "github",
-                "api_url": forge.url,
-                "repository": "org/templates",
-                "token_file": str(tmp_path / "token"),
-            }
-        }
-        entry["poll_interval"] = "200ms"
-        port = free_port()
-        config = write_config(tmp_path, [entry], aws.endpoint, http={"listen": f"127.0.0.1:{port}"})
-        with running_daemon("-c", str(config)):
-            passes = re.compile(r'^syncd_passes_total\{repo="r"\} [1-9]', re.M)
-            wait_for(lambda: passes.search(http_get(port, "/metrics")), what="a first pass")
-            aws.proxy.reset()
-            again = repo.commit({"deployments/app.yaml": deployment(Name="v4")})
-            [refused] = wait_for(
-                lambda: [r.json() for r in forge.requests if r.path.endswith(again)],
-                what="the status of the unsigned commit",
-            )
-            assert (refused["state"], refused["context"]) == ("failure", "syncd")
-            assert "it is not signed" in refused["description"]
-            assert 'syncd_repo_untrusted{repo="r"} 1.0' in http_get(port, "/metrics")
-        assert aws.proxy.count("CreateChangeSet") == 0
