@@ -47,7 +47,7 @@ from syncd.cloudformation import (
 )
 from syncd.clouds import Gateways, Worlds
 from syncd.core.config import Approval, OnFailure
-from syncd.core.deployments import DesiredState, StackSpec
+from syncd.core.deployments import DesiredState
 from syncd.core.journal_state import Attempt, Kind, Result, StackState, StackView
 from syncd.core.ownership import delete_refused, owner_tags, refused_for
 from syncd.core.stack_status import (
@@ -416,7 +416,7 @@ class Applier:
                 raise
             # moto checks a template only when its change set is executed (CloudFormation
             # when it is made): refused, and it did not run.
-            raise NotExecuted(_refused(spec, exc), code=exc.code, retryable=exc.retryable) from exc
+            raise NotExecuted(spec.refused(exc), code=exc.code, retryable=exc.retryable) from exc
 
     def _start_version(
         self,
@@ -493,7 +493,7 @@ class Applier:
             except AwsError as exc:
                 if exc.code != "ValidationError":  # a busy stack has a code of its own
                     raise
-                raise AwsError(_refused(spec, exc), code=exc.code, retryable=exc.retryable) from exc
+                raise AwsError(spec.refused(exc), code=exc.code, retryable=exc.retryable) from exc
             log.info("change_set.created", change_set=name, change_set_type=action.upper())
         if arn is None:
             raise AwsError(f"change set {name} exists and could not be replaced", retryable=True)
@@ -503,7 +503,7 @@ class Applier:
             if means_no_changes(info.reason):
                 log.info("apply.no_changes")
                 return None
-            reason = _refused(spec, f"change set failed: {info.reason}")
+            reason = spec.refused(f"change set failed: {info.reason}")
             raise AwsError(reason, code="ChangeSetFailed")
         self.journal.append(
             Kind.CHANGE_SET,
@@ -913,14 +913,6 @@ class Applier:
             log,
             stack_status=observed.status,
         )
-
-
-def _refused(spec: StackSpec, why: object) -> str:
-    """What CloudFormation said when it refused the stack's desired state (a template error, a
-    parameter the template does not declare), naming the files that say it, for every view of
-    the failure (sync, status, show, history, the log): `templates/app.yaml (from
-    deployments/app.yaml): CreateChangeSet app: ValidationError: Template error: ...`."""
-    return f"{spec.template_file} (from {spec.deployment_file}): {why}"
 
 
 def _manual(desired: DesiredState) -> bool:

@@ -184,11 +184,16 @@ class Planner:
                 )
             except NoChanges:
                 return StackPlan(spec.name, "none", message="no changes")
+            except AwsError as exc:
+                if exc.code != "ValidationError":  # a busy stack has a code of its own
+                    raise
+                return StackPlan(spec.name, action, message=spec.refused(exc), error=True)
             info = self._wait(arn, spec.name)
             if info.status == CHANGE_SET_FAILED:
                 if means_no_changes(info.reason):
                     return StackPlan(spec.name, "none", message="no changes")
-                return StackPlan(spec.name, action, message=info.reason or "FAILED", error=True)
+                why = spec.refused(f"change set failed: {info.reason or 'FAILED'}")
+                return StackPlan(spec.name, action, message=why, error=True)
             changes = tuple(
                 ResourceChange(
                     c.get("action") or "",

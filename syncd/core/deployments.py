@@ -137,6 +137,12 @@ class StackSpec:
     def dependencies(self) -> frozenset[str]:
         return frozenset(v.stack for _, v in self.parameters if isinstance(v, OutputRef))
 
+    def refused(self, why: object) -> str:
+        """What CloudFormation said when it refused this stack's desired state (a template
+        error, a parameter the template does not declare), naming the files that say it:
+        `templates/app.yaml (from deployments/app.yaml): CreateChangeSet app: ...`."""
+        return f"{self.template_file} (from {self.deployment_file}): {why}"
+
 
 @dataclass(frozen=True)
 class InvalidStack:

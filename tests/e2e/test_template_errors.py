@@ -71,3 +71,17 @@ def test_a_template_refused_by_create_change_set_names_both_files(tmp_path, repo
     assert aws.parameters("web") == {"Name": "n1"}
 
     assert_named_everywhere(config, f"CreateChangeSet web: ValidationError: {AWS_SAYS}")
+
+
+def test_a_plan_of_a_refused_template_names_both_files(tmp_path, repo, aws):
+    """The pull request's preview says it first: `plan` gives the refusal as `sync` would."""
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    push(repo, TOPIC_TEMPLATE)
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    push(repo, TOPIC_TEMPLATE, name="n2")
+    aws.proxy.error("CreateChangeSet", 400, "ValidationError", 1, AWS_SAYS)
+    plan = run_syncd("plan", "-c", str(config), "--format", "json")
+    assert plan.returncode == 1, plan.stdout + plan.stderr
+    [stack] = json_out(plan)["stacks"]
+    assert stack["error"] is True
+    assert stack["message"] == f"{FILES}CreateChangeSet web: ValidationError: {AWS_SAYS}"
