@@ -222,14 +222,8 @@ class Forge:
     body's fields; a request that is wrong is refused as the forge would (404, 401, 422) and
     kept in `refused`. `down` makes it answer 503. GitLab refuses `running` over `running`."""
 
-    def __init__(self, kind: str, prefix: str, header: str, scheme: str, state: str) -> None:
-        self.kind, self.prefix, self.header, self.scheme, self.state = (
-            kind,
-            prefix,
-            header,
-            scheme,
-            state,
-        )
+    def __init__(self, kind: str, prefix: str, header: str, scheme: str) -> None:
+        self.kind, self.prefix, self.header, self.scheme = kind, prefix, header, scheme
         self.token = ""
         self.down = False
         self.refused: list[str] = []
@@ -248,7 +242,7 @@ class Forge:
                 return 401, b"unauthorized"
             body = got.json()
             name = body.get("name") if self.kind in ("gitlab", "bitbucket") else body["context"]
-            state = body.get(self.state)
+            state = body.get("state")
             if not name or not state or (self.kind == "bitbucket" and not body.get("key")):
                 self.refused.append(f"422 {got.path}: {body}")
                 return 422, b"unprocessable"
@@ -259,24 +253,24 @@ class Forge:
             return 201, b"{}"
 
     def states(self, requests: list[Received], commit: str) -> list[str]:
-        return [r.json()[self.state] for r in requests if commit in r.path]
+        return [r.json()["state"] for r in requests if commit in r.path]
 
 
 FORGES = {
-    # forge: (config, api path under the server, the path of a status, header, scheme,
-    #         the state field, pending, success, failure)
+    # forge: (config, api path under the server, the path of a status, (token header, its
+    #         scheme), (pending, success, failure) as the forge names them)
     "gitlab": (
         {"forge": "gitlab", "repository": "acme/templates"},
         "/api/v4",
         "/api/v4/projects/acme%2Ftemplates/statuses/{sha}",
-        ("PRIVATE-TOKEN", "", "state"),
+        ("PRIVATE-TOKEN", ""),
         ("running", "success", "failed"),
     ),
     "gitea": (
         {"forge": "gitea", "repository": "acme/templates"},
         "/api/v1",
         "/api/v1/repos/acme/templates/statuses/{sha}",
-        ("Authorization", "token ", "state"),
+        ("Authorization", "token "),
         ("pending", "success", "failure"),
     ),
     "bitbucket": (
@@ -287,7 +281,7 @@ FORGES = {
         },
         "/2.0",
         "/2.0/repositories/acme/templates/commit/{sha}/statuses/build",
-        ("Authorization", "Bearer ", "state"),
+        ("Authorization", "Bearer "),
         ("INPROGRESS", "SUCCESSFUL", "FAILED"),
     ),
 }
@@ -299,8 +293,8 @@ def test_each_forge_hears_of_a_push_a_failure_an_outage_and_a_new_token(
 ) -> None:
     """GitHub is the test above; here GitLab, Gitea/Forgejo and Bitbucket Cloud, each through
     its own API as its documentation has it."""
-    settings, api, status_path, (header, scheme, field), (pending, success, failure) = FORGES[kind]
-    forge = Forge(kind, api, header, scheme, field)
+    settings, api, status_path, (header, scheme), (pending, success, failure) = FORGES[kind]
+    forge = Forge(kind, api, header, scheme)
     tokens = [f"{kind}-token-one-never-shown", f"{kind}-token-two-never-shown"]
     forge.token = tokens[0]
     token_file = tmp_path / "token"
@@ -320,7 +314,7 @@ def test_each_forge_hears_of_a_push_a_failure_an_outage_and_a_new_token(
         config = write_config(tmp_path, [entry], aws.endpoint)
 
         def statuses(commit: str, state: str) -> list[Received]:
-            return [r for r in server.requests if commit in r.path and r.json()[field] == state]
+            return [r for r in server.requests if commit in r.path and r.json()["state"] == state]
 
         with running_daemon("-c", str(config), env=env) as daemon:
             wait_for(lambda: aws.stack("app"), what="the first create")

@@ -44,6 +44,18 @@ def assert_named_everywhere(config, refusal: str) -> None:
     assert "\n" not in row["message"]
 
 
+def refused_next(tmp_path, repo, aws):
+    """A config whose stack `web` is deployed, then a commit whose next CreateChangeSet
+    CloudFormation answers with a ValidationError (the proxy answers for it: moto would take
+    the change set)."""
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    push(repo, TOPIC_TEMPLATE)
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    push(repo, TOPIC_TEMPLATE, name="n2")
+    aws.proxy.error("CreateChangeSet", 400, "ValidationError", 1, AWS_SAYS)
+    return config
+
+
 def test_a_template_refused_at_its_execute_names_both_files(tmp_path, repo, aws):
     config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
     push(repo, UNDEFINED)
@@ -58,11 +70,7 @@ def test_a_template_refused_at_its_execute_names_both_files(tmp_path, repo, aws)
 def test_a_template_refused_by_create_change_set_names_both_files(tmp_path, repo, aws):
     """What CloudFormation does with a template it cannot use: CreateChangeSet answers
     ValidationError (the proxy answers for it: moto would take the change set)."""
-    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
-    push(repo, TOPIC_TEMPLATE)
-    assert run_syncd("sync", "-c", str(config)).returncode == 0
-    push(repo, TOPIC_TEMPLATE, name="n2")
-    aws.proxy.error("CreateChangeSet", 400, "ValidationError", 1, AWS_SAYS)
+    config = refused_next(tmp_path, repo, aws)
     result = run_syncd("sync", "-c", str(config), "--format", "json")
     assert result.returncode == 1, result.stdout + result.stderr
     [row] = json_out(result)
@@ -75,11 +83,7 @@ def test_a_template_refused_by_create_change_set_names_both_files(tmp_path, repo
 
 def test_a_plan_of_a_refused_template_names_both_files(tmp_path, repo, aws):
     """The pull request's preview says it first: `plan` gives the refusal as `sync` would."""
-    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
-    push(repo, TOPIC_TEMPLATE)
-    assert run_syncd("sync", "-c", str(config)).returncode == 0
-    push(repo, TOPIC_TEMPLATE, name="n2")
-    aws.proxy.error("CreateChangeSet", 400, "ValidationError", 1, AWS_SAYS)
+    config = refused_next(tmp_path, repo, aws)
     plan = run_syncd("plan", "-c", str(config), "--format", "json")
     assert plan.returncode == 1, plan.stdout + plan.stderr
     [stack] = json_out(plan)["stacks"]

@@ -203,7 +203,12 @@ def test_a_receiver_failing_again_and_again_is_tried_less_and_less_often(
     """The back-off doubles from its first pause (with up to 20 % jitter either way); only
     lower bounds are checked, which a slow machine cannot break."""
     times: list[float] = []
-    receiver.answer = lambda r: (times.append(time.monotonic()), (503, b""))[1]
+
+    def down(r: Any) -> tuple[int, bytes]:
+        times.append(time.monotonic())
+        return 503, b""
+
+    receiver.answer = down
     first = 0.1
     outbox = running.start(webhook(receiver), backoff=(first, 10.0))
     apply_one(journal, "db")
