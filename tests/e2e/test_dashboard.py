@@ -21,6 +21,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import TOPIC_TEMPLATE, deployment, write_config
@@ -232,7 +233,10 @@ def test_without_javascript_and_on_a_phone(site: dict[str, Any]) -> None:
         assert stamp.text.endswith("UTC")  # no script: the UTC time itself
         assert "refresh" in plain.find_element(By.ID, "live").text
         plain.find_element(By.NAME, "name").send_keys("ord")
+        before = plain.find_element(By.ID, "main")
         plain.find_element(By.CSS_SELECTOR, "form.filters button").click()
+        # The click submits the form: wait for the new page before reading it.
+        WebDriverWait(plain, PATIENCE).until(staleness_of(before))
         assert list(rows(plain)) == ["orders"]  # the filter works as a plain form
         plain.get(site["url"] + "/journal")
         text = _main(plain)
