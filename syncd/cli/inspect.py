@@ -7,6 +7,8 @@ import signal
 import sys
 from typing import Any
 
+import structlog
+
 from syncd.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -56,27 +58,18 @@ def _show_status(args: argparse.Namespace, config: Any, journal: Any) -> int:
         wanted = {stack_name(config, journal.state, name) for name in args.stack}
         rows = [r for r in rows if r["stack"] in wanted]
     shown_repos = {r["repo"] for r in rows} if args.stack else set(journal.state.repos)
+    problems = _repo_problems(journal, shown_repos)
     if args.format == "json":
         print(render.as_json(rows))
+        # stdout stays the documented list of stacks; what is wrong with a repo (the reason
+        # `status` exits 1 with every stack fine) goes to the log, on stderr.
+        log = structlog.get_logger("syncd.status")
+        for repo, problem in problems:
+            log.warning("status.repo_problem", repo=repo, problem=problem)
     else:
         print(render.status_table(rows) if rows else "no stacks yet")
-        for repo in sorted(journal.state.repos.values(), key=lambda r: r.repo):
-            if repo.repo not in shown_repos:
-                continue
-            if repo.error:
-                print(printable(f"repo {repo.repo}: {repo.error}"))
-            if repo.pass_error:
-                print(printable(f"repo {repo.repo}: its last pass failed: {repo.pass_error}"))
-            if repo.suspended:
-                print(printable(f"repo {repo.repo}: {repo.suspended.describe()}"))
-            if repo.untrusted:
-                u = repo.untrusted
-                print(
-                    printable(
-                        f"repo {repo.repo}: blocked since {u['since']}: commit "
-                        f"{u['commit'][:12]} is not applied: {u['reason']}"
-                    )
-                )
+        for repo, problem in problems:
+            print(printable(f"repo {repo}: {problem}"))
         if config.backup.url:
             print(_backup_line(config, journal))
         for line in _notify_lines(config, journal):
@@ -88,6 +81,30 @@ def _show_status(args: argparse.Namespace, config: Any, journal: Any) -> int:
         if r in journal.state.repos
     )
     return EXIT_FAILED if failing or any(r["state"] in bad for r in rows) else EXIT_OK
+
+
+def _repo_problems(journal: Any, shown_repos: set[str]) -> list[tuple[str, str]]:
+    """What is wrong with each repo shown, beside its stacks: (repo, problem), sorted."""
+    found = []
+    for repo in sorted(journal.state.repos.values(), key=lambda r: r.repo):
+        if repo.repo not in shown_repos:
+            continue
+        if repo.error:
+            found.append((repo.repo, repo.error))
+        if repo.pass_error:
+            found.append((repo.repo, f"its last pass failed: {repo.pass_error}"))
+        if repo.suspended:
+            found.append((repo.repo, repo.suspended.describe()))
+        if repo.untrusted:
+            u = repo.untrusted
+            found.append(
+                (
+                    repo.repo,
+                    f"blocked since {u['since']}: commit {u['commit'][:12]} is not applied: "
+                    f"{u['reason']}",
+                )
+            )
+    return found
 
 
 def _backup_line(config: Any, journal: Any) -> str:

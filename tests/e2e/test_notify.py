@@ -4,6 +4,7 @@ here."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
@@ -172,6 +173,10 @@ def test_an_unsigned_commit_is_not_applied(tmp_path: Path, repo: GitRepo, aws: A
     status = run_syncd("status", "-c", str(config))
     assert status.returncode == 1
     assert "repo r: blocked since" in status.stdout and "it is not signed" in status.stdout
+    # With --format json, stdout is the list of stacks, and the repo's problem is logged.
+    status = run_syncd("status", "-c", str(config), "--format", "json")
+    assert status.returncode == 1 and json.loads(status.stdout)[0]["state"] == "in_sync"
+    assert "status.repo_problem" in status.stderr and "it is not signed" in status.stderr
     plan = run_syncd("plan", "-c", str(config), "--repo", "r", "--ref", "main")
     assert "! not trusted: it is not signed; syncd will not apply this commit" in plan.stdout
 
