@@ -11,6 +11,7 @@ import json
 import math
 import os
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,14 @@ from syncd.approvals import Approvals
 from syncd.cloudformation import DEFAULT_CALLS_PER_SECOND, CloudFormation, make_session
 from syncd.clouds import Gateways, Worlds
 from syncd.core.config import Config
+from syncd.core.journal_state import HistoryRow
 from syncd.core.targets import Place, Target
 from syncd.emulator import Emulator, start_emulator
 from syncd.errors import ConfigError
 from syncd.journal.auth import BackupKey
 from syncd.journal.mirror import Mirror
 from syncd.journal.store import Journal, lock_holder
+from syncd.outbox import Receiver, open_receivers
 from syncd.ratelimit import RateLimiter
 from syncd.reconcile import RepoSync
 from syncd.slots import Slots
@@ -73,6 +76,41 @@ def dashboard_access(config: Config) -> Access:
         raise ConfigError(config.source, [problem]) from None
     except ValueError as exc:
         raise ConfigError(config.source, [f"http: {exc}"]) from None
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What a config's secret files hold, read together: each repo's webhook secret, the
+    notification receivers (with their tokens and secrets) and the dashboard's access."""
+
+    webhooks: dict[str, bytes]
+    receivers: list[Receiver]
+    access: Access
+
+
+def read_secrets(config: Config, history: Callable[[], Sequence[HistoryRow]]) -> Secrets:
+    """Every secret file of `config`, read now (the daemon's start, each reload, and `validate
+    --secrets`). Raises one ConfigError naming every file that cannot be used, never what any
+    file holds."""
+    problems: list[str] = []
+    webhooks: dict[str, bytes] = {}
+    receivers: list[Receiver] = []
+    access = Access()
+    try:
+        webhooks = read_webhook_secrets(config)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        receivers = open_receivers(config, history)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        access = dashboard_access(config)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(config.source, problems)
+    return Secrets(webhooks, receivers, access)
 
 
 @dataclass

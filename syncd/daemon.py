@@ -23,7 +23,7 @@ from types import FrameType
 
 import structlog
 
-from syncd.app import App, dashboard_access, open_app, read_webhook_secrets
+from syncd.app import App, Secrets, open_app, read_secrets
 from syncd.approvals import Approval, Approvals
 from syncd.asks import AskBox, serve
 from syncd.configfile import load_config
@@ -35,7 +35,7 @@ from syncd.journal.mirror import lineage_of
 from syncd.journal.store import read_steady
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
-from syncd.outbox import Outbox, Receiver, open_receivers
+from syncd.outbox import Outbox
 from syncd.reconcile import RepoSync, jittered, observe_world
 from syncd.requests import deliver
 from syncd.sources.git import fetch_limit_problem
@@ -143,9 +143,7 @@ class Daemon:
         self.watchers: list[RefWatcher] = []
         self.metrics = Metrics(lambda: self.app)
         self.http: HttpServer | None = None
-        self._secrets: dict[str, bytes] = {}
-        self._receivers: list[Receiver] = []
-        self._access = Access()
+        self._secrets = Secrets({}, [], Access())  # read at start and on each reload
         self.follower: Follower | None = None
         self._hooks: dict[str, Hook] = {}
         self._approvals_seen: set[Approval] = set()
@@ -153,9 +151,7 @@ class Daemon:
 
     def run(self) -> int:
         config = load_config(self.config_file)  # ConfigError: nothing has started
-        self._secrets = read_webhook_secrets(config)
-        self._receivers = open_receivers(config, lambda: self._history())
-        self._access = dashboard_access(config)
+        self._secrets = read_secrets(config, lambda: self._history())
         self._install_signals()
         self.app = open_app(config)
         try:
@@ -276,9 +272,11 @@ class Daemon:
             if worker.sync.repo.watch:
                 self._watch(worker)
         self._hooks = {
-            w.sync.repo.name: Hook(self._secrets[w.sync.repo.name], w.sync.repo.branch, w.trigger)
+            w.sync.repo.name: Hook(
+                self._secrets.webhooks[w.sync.repo.name], w.sync.repo.branch, w.trigger
+            )
             for w in self.workers
-            if w.sync.repo.name in self._secrets
+            if w.sync.repo.name in self._secrets.webhooks
         }
         if self.app.mirror is not None:
             # Its own stop, set once the workers have ended: its last cycle must come after
@@ -296,7 +294,7 @@ class Daemon:
         """A thread per receiver of events and commit statuses (syncd.outbox)."""
         assert self.app is not None
         journal = self.app.journal
-        if not self._receivers:
+        if not self._secrets.receivers:
             self.app.outboxes = []
             return
         if self.follower is None:  # kept across reloads: the journal is the same
@@ -304,14 +302,16 @@ class Daemon:
         lineage = lineage_of(journal.directory).id
         self.app.outboxes = [
             Outbox(r, self.follower, journal.state, self.app.config.state_dir, lineage)
-            for r in self._receivers
+            for r in self._secrets.receivers
         ]
         for outbox in self.app.outboxes:
             outbox.start(self.app.stop)
 
     def _start_http(self, listen: str) -> None:
         # Always made: whether it serves (http.dashboard) is read per request, as reloads change.
-        dashboard = Dashboard(lambda: self.app, self.metrics.last_successes, lambda: self._access)
+        dashboard = Dashboard(
+            lambda: self.app, self.metrics.last_successes, lambda: self._secrets.access
+        )
         endpoints = Endpoints(
             self.metrics,
             hooks=lambda: self._hooks,
@@ -379,9 +379,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             config = load_config(self.config_file)
-            secrets = read_webhook_secrets(config)
-            receivers = open_receivers(config, lambda: self._history())
-            access = dashboard_access(config)
+            secrets = read_secrets(config, lambda: self._history())
         except ConfigError as exc:
             self.log.error("config.reload_refused", problems=exc.problems)
             self.notifier.ready(status=self._status_line())
@@ -411,8 +409,6 @@ class Daemon:
         new._owns_journal = True
         self.app = new
         self._secrets = secrets
-        self._receivers = receivers
-        self._access = access
         if not config.aws.embedded and old.emulator is not None:
             old.emulator.stop()
         self._start_workers()

@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a stack outside syncd that stack-output may name (repeatable)",
     )
+    p.add_argument(
+        "--secrets",
+        action="store_true",
+        help="also read the config's secret files (tokens, webhook secrets), as run does",
+    )
     p = command("plan", "what merging a ref would do: change sets made, shown, deleted")
     p.add_argument("--repo", metavar="NAME", help="the repo (needed when there are several)")
     p.add_argument("--ref", metavar="REF", help="a branch, tag, SHA or refs/pull/N/head")
@@ -200,7 +205,7 @@ _EPILOGS = {
     " is damaged; 2 for a stack or version the journal does not know\n"
     "example: syncd show app --version 3 --format json",
     "validate": "exit: 0 all valid; 1 on any error; 2 usage or config error\n"
-    "example: syncd validate -c syncd.yaml\n"
+    "example: syncd validate -c syncd.yaml --secrets   (on the host, before a restart)\n"
     "example: syncd validate --path . --external shared-vpc   (before a commit; with no config"
     " file, the repo defaults)",
     "plan": "exit: 0; 1 on an error; with --detailed-exitcode 2 when something would change\n"

@@ -8,6 +8,9 @@ Two ways (docs/commands.md#checking-before-a-push):
   found in DIR's repository). The repo's settings come from the config, or are the repo
   defaults when there is no config file at all (a developer's checkout, a pre-commit hook).
 
+Plain validate with `--secrets` also reads the config's secret files, as `syncd run` and a
+reload do (left out by default: CI jobs that validate a config seldom hold its secrets).
+
 Both report what a pass would refuse (every problem `load_stacks` finds, dependency cycles) and
 lint each template with cfn-lint. They differ on a `stack-output` naming a stack that no
 followed repo describes: plain validate only notes it (it may exist in the account, and configs
@@ -41,8 +44,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 "--repo and --external go with --path or --ref (plain validate checks every "
                 "followed repo)"
             )
-        return _validate_followed(config_of(args))
+        config = config_of(args)
+        if args.secrets:
+            _read_secrets(config)
+        return _validate_followed(config)
+    if args.secrets:
+        raise UsageError("--secrets goes with plain validate (it reads the config's files)")
     return _validate_one(args)
+
+
+def _read_secrets(config: Any) -> None:
+    """Read every secret file as `syncd run` and a reload would (webhook secrets, forge tokens,
+    receivers' URLs and secrets, the dashboard's access files): a ConfigError names each file
+    that cannot be used, never what it holds."""
+    from syncd.app import read_secrets
+
+    read_secrets(config, list)
+    print(printable(f"{config.source}: every secret file can be read and used"))
 
 
 def _validate_followed(config: Any) -> int:

@@ -241,3 +241,59 @@ def test_the_pre_commit_hook_checks_the_working_tree_of_a_template_repo(repo: Gi
     good = run_hook()
     assert good.returncode == 0, good.stdout + good.stderr
     assert "work @ working tree .: 1 stack(s), 0 invalid\n  app: ok" in good.stdout
+
+
+def test_secrets_reads_every_secret_file_as_run_does_and_shows_none(
+    tmp_path: Path, repo: GitRepo
+) -> None:
+    repo.commit(
+        {"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/app.yaml": deployment(Name="v1")}
+    )
+    secret_word = "s3cr3t-never-shown"
+    files = tmp_path / "secrets"
+    files.mkdir()
+    (files / "hook").write_text("")  # empty
+    (files / "token").write_text(f"{secret_word} two words\n")  # not one word
+    (files / "users").write_text(f"{secret_word}\n")  # not user:hash lines
+    entry = {
+        "name": "r",
+        "url": str(repo.bare),
+        "webhook_secret_file": str(files / "hook"),
+        "notify": {
+            "commit_status": {
+                "forge": "github",
+                "repository": "org/templates",
+                "token_file": str(files / "token"),
+            }
+        },
+    }
+    receiver = {"name": "ops", "url": "http://127.0.0.1:9/", "secret_file": str(files / "gone")}
+    http = {"listen": "127.0.0.1:0", "users_file": str(files / "users")}
+    config = write_config(tmp_path, [entry], notify={"webhooks": [receiver]}, http=http)
+
+    # Plain validate does not read them (a CI job seldom holds a host's secrets)...
+    assert run_syncd("validate", "-c", str(config)).returncode == 0
+    # ... --secrets reads them all, and names each file that cannot be used, in one go.
+    checked = run_syncd("validate", "-c", str(config), "--secrets")
+    out = checked.stdout + checked.stderr
+    assert checked.returncode == 2, out
+    assert "4 problem(s)" in out
+    for name in ("hook", "token", "users", "gone"):
+        assert str(files / name) in out, name
+    assert secret_word not in out
+
+    # Files that can be used: exit 0, and said so.
+    (files / "hook").write_text("hook-secret\n")
+    (files / "token").write_text("ghp_token\n")
+    (files / "gone").write_text("receiver-secret\n")
+    (files / "users").unlink()
+    http["token_file"] = str(files / "hook")
+    del http["users_file"]
+    config = write_config(tmp_path, [entry], notify={"webhooks": [receiver]}, http=http)
+    checked = run_syncd("validate", "-c", str(config), "--secrets")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "every secret file can be read and used" in checked.stdout
+    assert "hook-secret" not in checked.stdout + checked.stderr
+    # It reads a config's files: a working tree has none.
+    tree = run_syncd("validate", "--path", str(tmp_path), "--secrets")
+    assert tree.returncode == 2 and "--secrets goes with plain validate" in tree.stderr
