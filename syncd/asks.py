@@ -315,7 +315,7 @@ def ask_daemon(state_dir: Path, asks: list[Ask], pid: int | None, seen: int) -> 
         gone = {a.id for a in sent if not box.path(a).exists()}  # before the journal is read
         journal = Journal.open(state_dir, writer=False, warn=lambda m: None)
         try:
-            found = answers(sent, journal.records(after=seen))
+            found = answers(sent, journal.records_after(seen))
         finally:
             journal.close()
         if all(f.record is not None for f in found.values()):

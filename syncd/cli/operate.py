@@ -194,7 +194,13 @@ def _ask_daemon(state_dir: Path, asked: list[Any], pid: int | None, seen: int) -
         journal = Journal.open(state_dir, writer=False, warn=lambda m: None)
         try:
             state = journal.state
-            recorded = {rec.data.get("request") for rec in journal.records(after=seen)}
+            # Only what `state` holds: the daemon may append after it was read, and a request
+            # seen recorded must show its effect (not "still suspended" beside "resumed").
+            recorded = {
+                rec.data.get("request")
+                for rec in journal.records_after(seen)
+                if rec.seq <= state.last_seq
+            }
         finally:
             journal.close()
         for r in sent:
