@@ -299,11 +299,9 @@ def _report(title: str, loaded: Any, region: str, dangling: Mapping[str, str]) -
         for n, reason in dangling.items()
         if n not in cycles
     ]
-    print(printable(f"{title}: {len(loaded.stacks) - len(held)} stack(s), {len(invalid)} invalid"))
-    for name, file, reason in sorted(invalid):
-        print(printable(f"  {name}: INVALID {file}: {reason}"))
-    failed = bool(invalid)
+    lines = [f"  {name}: INVALID {file}: {reason}" for name, file, reason in sorted(invalid)]
     linted: dict[str, list[Any]] = {}  # a template shared by many stacks, linted once
+    ok = failing = 0
     for name, spec in sorted(loaded.stacks.items()):
         if name in held:
             continue
@@ -311,11 +309,17 @@ def _report(title: str, loaded: Any, region: str, dangling: Mapping[str, str]) -
             linted[spec.template_body] = lint_template(spec.template_body, region)
         findings = linted[spec.template_body]
         errors = [f for f in findings if f.is_error]
-        verdict = "FAIL" if errors else "ok"
+        if errors:
+            failing += 1
+        else:
+            ok += 1
         where = f"{spec.deployment_file} (template {spec.template_file})"
-        print(printable(f"  {name}: {verdict} {where}"))
+        lines.append(f"  {name}: {'FAIL' if errors else 'ok'} {where}")
         for f in findings:
-            where = f"{spec.template_file}:{f.line}"
-            print(printable(f"    {where}: {f.severity} {f.rule} {f.message}"))
-        failed = failed or bool(errors)
-    return failed
+            lines.append(f"    {spec.template_file}:{f.line}: {f.severity} {f.rule} {f.message}")
+    # Every stack counted once, as listed under it.
+    counts = f"{ok} ok, {len(invalid)} invalid, {failing} failing cfn-lint"
+    print(printable(f"{title}: {ok + len(invalid) + failing} stack(s): {counts}"))
+    for line in lines:
+        print(printable(line))
+    return bool(invalid) or failing > 0

@@ -190,6 +190,7 @@ def test_validate_lints_templates_without_aws_calls(tmp_path, repo, aws):
     config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
     result = run_syncd("validate", "-c", str(config))
     assert result.returncode == 1
+    assert ": 2 stack(s): 1 ok, 0 invalid, 1 failing cfn-lint\n" in result.stdout  # each once
     assert "good: ok" in result.stdout
     assert "typo: FAIL" in result.stdout
     assert re.search(r"templates/typo\.yaml:\d+: error E3006", result.stdout), result.stdout

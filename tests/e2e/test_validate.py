@@ -74,7 +74,9 @@ def test_path_refuses_what_a_pass_would_in_uncommitted_files_and_commits_nothing
     assert result.returncode == 1, result.stderr
     assert NO_CONFIG in result.stderr
     out = result.stdout
-    assert f"work @ working tree {repo.work}: 1 stack(s), 11 invalid" in out, out
+    assert (
+        f"work @ working tree {repo.work}: 12 stack(s): 1 ok, 11 invalid, 0 failing cfn-lint" in out
+    ), out
     for line in (
         "  broken: INVALID deployments/broken.yaml: not valid YAML: line 3, column 1:",
         "  escape: INVALID templates/link.yaml: template 'templates/link.yaml' is a symlink "
@@ -152,7 +154,9 @@ def test_path_with_a_config_takes_its_repo_and_knows_the_stacks_syncd_knows(
     result = run_syncd("validate", "--path", str(repo.work), "-c", config, "--repo", "app")
     assert result.returncode == 1, result.stderr
     out = result.stdout
-    assert f"app @ working tree {repo.work}: 3 stack(s), 2 invalid" in out, out
+    assert (
+        f"app @ working tree {repo.work}: 5 stack(s): 3 ok, 2 invalid, 0 failing cfn-lint" in out
+    ), out
     for stack in ("in-other", "in-journal", "own"):
         assert f"  team-{stack}: ok deployments/{stack}.yaml (template templates/topic.yaml)" in out
     assert (
@@ -188,7 +192,9 @@ def test_ref_checks_one_commit_fetched_or_found_in_the_local_repository(
 
     result = run_syncd("validate", "-c", config, "--ref", good)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith(f"r @ {good[:12]} ({good}): 1 stack(s), 0 invalid\n")
+    assert result.stdout.startswith(
+        f"r @ {good[:12]} ({good}): 1 stack(s): 1 ok, 0 invalid, 0 failing cfn-lint\n"
+    )
 
     result = run_syncd("validate", "-c", config, "--ref", "broken")
     assert result.returncode == 1
@@ -207,7 +213,9 @@ def test_ref_checks_one_commit_fetched_or_found_in_the_local_repository(
     # With --path, REF is the local repository's: a commit never pushed, and no config.
     result = run_syncd("validate", "--path", str(repo.work), "--ref", "main", env=no_config_env())
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith(f"work @ {local[:12]} (main): 2 stack(s), 0 invalid\n")
+    assert result.stdout.startswith(
+        f"work @ {local[:12]} (main): 2 stack(s): 2 ok, 0 invalid, 0 failing cfn-lint\n"
+    )
     assert "  local: ok deployments/local.yaml (template templates/topic.yaml)" in result.stdout
     assert subprocess.run(["git", "cat-file", "-e", local], cwd=repo.bare).returncode != 0
 
@@ -240,7 +248,10 @@ def test_the_pre_commit_hook_checks_the_working_tree_of_a_template_repo(repo: Gi
     repo.write({"deployments/bad.yaml": None})
     good = run_hook()
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "work @ working tree .: 1 stack(s), 0 invalid\n  app: ok" in good.stdout
+    assert (
+        "work @ working tree .: 1 stack(s): 1 ok, 0 invalid, 0 failing cfn-lint\n  app: ok"
+        in good.stdout
+    )
 
 
 def test_secrets_reads_every_secret_file_as_run_does_and_shows_none(
