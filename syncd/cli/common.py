@@ -41,7 +41,24 @@ def stack_name(config: Any, state: Any, name: str) -> str:
         return str(found.pop())
     if found:
         raise UsageError(printable(f"{name[:200]!r} is ambiguous: say which of {sorted(found)}"))
-    raise UsageError(printable(f"no stack {name[:200]!r} in the journal"))
+    raise UsageError(
+        printable(f"no stack {name[:200]!r} in the journal{_known(config, state, bare)}")
+    )
+
+
+def _known(config: Any, state: Any, bare: str) -> str:
+    """What to say after "no stack X": the closest name syncd knows, else the ones it knows."""
+    from syncd.core.targets import name_of
+    from syncd.core.text import did_you_mean, listed
+
+    if not state.stacks:
+        return " (it has no stack yet)"
+    short = {name_of(key) for key in state.stacks}
+    for repo in config.repos:
+        if repo.stack_prefix:
+            short |= {n.removeprefix(repo.stack_prefix) for n in short}
+    hint = did_you_mean(bare, short | set(state.stacks))
+    return hint or f" (it knows {listed(sorted(state.stacks))})"
 
 
 def approver() -> str:

@@ -196,7 +196,11 @@ def test_show_an_earlier_version_and_refuse_an_unknown_one(tmp_path, repo, aws):
     assert "team-app has no version 9; its versions: 1, 2" in unknown.stderr
     assert unknown.stdout == ""
     nobody = show(config, "nope")
-    assert nobody.returncode == 2 and "no stack 'nope'" in nobody.stderr
+    assert nobody.returncode == 2
+    assert "no stack 'nope' in the journal (it knows team-app)" in nobody.stderr
+    typo = show(config, "ap")  # close to a name it knows, prefix or not
+    assert typo.returncode == 2
+    assert "no stack 'ap' in the journal (did you mean 'app'?)" in typo.stderr
 
 
 def test_a_stack_syncd_deleted_shows_its_delete_and_its_events(tmp_path, repo, aws):
