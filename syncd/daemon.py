@@ -268,9 +268,9 @@ class Daemon:
             for s in self.app.syncs.values()
         ]
         for worker in self.workers:
-            worker.start()
             if worker.sync.repo.watch:
                 self._watch(worker)
+            worker.start()
         self._hooks = {
             w.sync.repo.name: Hook(
                 self._secrets.webhooks[w.sync.repo.name], w.sync.repo.branch, w.trigger
@@ -334,6 +334,10 @@ class Daemon:
         beside them (and alone when events cannot be had)."""
         repo = worker.sync.repo
         path = repo.local_path
+        # A repo made from init_from on first run is made now, so that it can be watched; if
+        # that fails, the worker's first pass tries again and reports why, as without watch.
+        with contextlib.suppress(Exception):
+            worker.sync.source.seed_if_missing()
         watcher = RefWatcher(path, worker.trigger) if path is not None else None
         reason = watcher.start() if watcher is not None else f"{repo.url} is not on this machine"
         if reason or watcher is None:

@@ -314,48 +314,69 @@ def test_the_quick_start_plans_a_branch_while_syncd_run_holds_the_emulator(tmp_p
 
 
 def test_the_quick_starts_manual_approval_as_the_readme_walks_it(tmp_path):
-    """`approval: manual` for the app stack in config/local.yaml, a restart, a push: the change
-    set waits, `status` says so, and `syncd approve demo-app` executes it; no AWS account."""
+    """`approval: manual` for the app stack in config/local.yaml, a reload (SIGHUP), a push:
+    the push's change set waits, `status` says so, and `syncd approve demo-app` executes it; no
+    AWS account. The reload keeps the emulator's stacks: nothing is re-created."""
+    from tests.e2e.test_daemon import NotifySocket
     from tests.support.gitrepo import git
 
     shutil.copytree(REPO_ROOT / "config", tmp_path / "config")
     shutil.copytree(REPO_ROOT / "examples", tmp_path / "examples")
     local = own_port(tmp_path / "config" / "local.yaml")
     config = str(local)
+    notify = NotifySocket(tmp_path / "notify.sock")
 
     def rows() -> dict[str, dict]:
         found = json_out(run_syncd("status", "-c", config, "--format", "json"))
         return {r["stack"]: r for r in found}
 
-    with running_daemon("-c", config) as daemon:
-        wait_for(lambda: {r["state"] for r in rows().values()} == {"in_sync"}, what="the sample")
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
-    # As the README says: under the `sample` repo, `stacks: {app: {approval: manual}}`.
-    text = local.read_text()
-    assert "    stack_prefix: demo-\n" in text
-    local.write_text(text + "    stacks: {app: {approval: manual}}\n")
-    with running_daemon("-c", config) as daemon:
-        wait_for(lambda: rows().get("demo-app", {}).get("state") == "in_sync", what="a restart")
-        work = tmp_path / "work"
-        git("clone", "--quiet", str(tmp_path / ".local" / "sample.git"), str(work), cwd=tmp_path)
-        app = work / "deployments" / "app.yaml"
-        app.write_text(app.read_text().replace("Env: demo", "Env: staging"))
-        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "staging", cwd=work)
-        git("push", "--quiet", cwd=work)
-        waiting = wait_for(
-            lambda: (r := rows().get("demo-app")) and r["state"] == "awaiting_approval" and r,
-            what="the change set waiting",
-        )
-        assert "syncd approve" in waiting["message"], waiting
-        approved = run_syncd("approve", "demo-app", "-c", config)
-        assert approved.returncode == 0, approved.stdout + approved.stderr
-        wait_for(
-            lambda: rows()["demo-app"]["state"] == "in_sync" and rows()["demo-app"]["version"] == 2,
-            what="version 2 applied on approval",
-        )
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
+    try:
+        env = syncd_env(NOTIFY_SOCKET=str(notify.path))
+        with running_daemon("-c", config, env=env) as daemon:
+            notify.wait_for("READY=1")
+            wait_for(lambda: {r["state"] for r in rows().values()} == {"in_sync"}, what="sample")
+            # As the README says: under the `sample` repo, `stacks: {app: {approval: manual}}`,
+            # then a reload.
+            text = local.read_text()
+            assert "    stack_prefix: demo-\n" in text
+            local.write_text(text + "    stacks: {app: {approval: manual}}\n")
+            daemon.send_signal(signal.SIGHUP)
+            notify.wait_for("RELOADING=1")
+            notify.wait_for("READY=1")
+            work = tmp_path / "work"
+            sample = str(tmp_path / ".local" / "sample.git")
+            git("clone", "--quiet", sample, str(work), cwd=tmp_path)
+            app = work / "deployments" / "app.yaml"
+            app.write_text(app.read_text().replace("Env: demo", "Env: staging"))
+            git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "staging", cwd=work)
+            git("push", "--quiet", cwd=work)
+            waiting = wait_for(
+                lambda: (r := rows().get("demo-app")) and r["state"] == "awaiting_approval" and r,
+                what="the change set waiting",
+            )
+            assert "syncd approve" in waiting["message"], waiting
+            approved = run_syncd("approve", "demo-app", "-c", config)
+            assert approved.returncode == 0, approved.stdout + approved.stderr
+            wait_for(
+                lambda: (
+                    rows()["demo-app"]["state"] == "in_sync" and rows()["demo-app"]["version"] == 2
+                ),
+                what="version 2 applied on approval",
+            )
+            history = json_out(run_syncd("history", "-c", config, "--format", "json"))
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=30) == 0
+    finally:
+        notify.close()
+    # One create each, then the approved update: the reload re-created nothing.
+    assert [(h["stack"], h["action"], h["result"]) for h in history] == [
+        ("demo-network", "create", "succeeded"),
+        ("demo-app", "create", "succeeded"),
+        ("demo-app", "update", "succeeded"),
+    ]
+    # The sample repo, made on this first run, is watched from the start.
+    assert "watch.unavailable" not in daemon.stderr_text
+    assert '"event": "watch.started"' in daemon.stderr_text
 
 
 def test_the_quick_start_config_deploys_the_sample_on_the_embedded_emulator(tmp_path):
