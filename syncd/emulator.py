@@ -5,8 +5,9 @@ tests start the same thing in a fixture. Its state lives in memory and is gone w
 
 Hazard: moto 5.x applies a change set's resources on execute but leaves the stack's outputs,
 exports, parameters and tags as they were before it (it rebuilds them only in create_stack /
-update_stack). syncd deploys through change sets alone, so `_patch_moto` brings execute in line
-with what CloudFormation does. The patch touches this process's moto only.
+update_stack), and it answers "No updates are to be performed" to a change set that changes
+only the stack's tags. syncd deploys through change sets alone, so `_patch_moto` brings both in
+line with what CloudFormation does. The patch touches this process's moto only.
 """
 
 from __future__ import annotations
@@ -98,4 +99,32 @@ def _patch_moto() -> None:
                 self.exports[export.name] = export
 
         CloudFormationBackend.execute_change_set = execute_change_set  # type: ignore[method-assign]
+
+        create = CloudFormationBackend.create_change_set
+
+        def create_change_set(self: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
+            change_set_id, stack_id = create(self, *args, **kwargs)
+            change_set = self.change_sets[change_set_id]
+            new_tags = change_set.tags is not None and change_set.tags != self.stacks[stack_id].tags
+            if change_set.status == "FAILED" and new_tags:  # "didn't contain changes"
+                change_set.status, change_set.execution_status = "CREATE_COMPLETE", "AVAILABLE"
+                change_set.status_reason = None
+            return change_set_id, stack_id
+
+        CloudFormationBackend.create_change_set = create_change_set  # type: ignore[method-assign]
+
+        from moto.cloudformation.responses import CloudFormationResponse
+
+        validate = CloudFormationResponse._validate_different_update
+
+        def validate_different_update(
+            self: Any, incoming_params: Any, stack_body: str, old_stack: Any
+        ) -> None:
+            # CloudFormation takes new stack tags alone as an update; moto says "No updates".
+            tags = {item["Key"]: item["Value"] for item in self._get_param("Tags", [])}
+            if tags != (old_stack.tags or {}):
+                return
+            validate(self, incoming_params, stack_body, old_stack)
+
+        CloudFormationResponse._validate_different_update = validate_different_update  # type: ignore[method-assign]
         _patched = True

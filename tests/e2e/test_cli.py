@@ -178,6 +178,38 @@ def test_sync_one_stack_only(tmp_path, repo, aws):
     assert result.returncode == 2 and "no such stack: gamma" in result.stderr
 
 
+def test_a_change_of_tags_alone_is_applied(tmp_path, repo, aws):
+    """A commit that changes only a stack's tags is an update (CloudFormation applies new stack
+    tags through a change set with no resource change), on the emulator as on AWS."""
+
+    def tagged(team: str) -> str:
+        return yaml.safe_dump(
+            {
+                "template-file-path": "templates/topic.yaml",
+                "parameters": {"Name": "t"},
+                "tags": {"team": team},
+            }
+        )
+
+    def tags() -> dict[str, str]:
+        return {t["Key"]: t["Value"] for t in (aws.stack("s") or {}).get("Tags", [])}
+
+    repo.commit({"templates/topic.yaml": TOPIC_TEMPLATE, "deployments/s.yaml": tagged("one")})
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}], aws.endpoint)
+    assert run_syncd("sync", "-c", str(config)).returncode == 0
+    assert tags()["team"] == "one"
+    repo.commit({"deployments/s.yaml": tagged("two")})
+    result = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert [(r["stack"], r["outcome"]) for r in json_out(result)] == [("s", "succeeded")]
+    assert tags()["team"] == "two"
+    # The same tags again: nothing to do, no change set.
+    aws.proxy.reset()
+    repo.commit({"deployments/s.yaml": tagged("two") + "# a comment\n"})
+    result = run_syncd("sync", "-c", str(config), "--format", "json")
+    assert [r["outcome"] for r in json_out(result)] == ["in_sync"]
+    assert aws.proxy.count("CreateChangeSet") == 0
+
+
 def test_validate_lints_templates_without_aws_calls(tmp_path, repo, aws):
     repo.commit(
         {
