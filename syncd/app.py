@@ -81,11 +81,21 @@ def dashboard_access(config: Config) -> Access:
 @dataclass(frozen=True)
 class Secrets:
     """What a config's secret files hold, read together: each repo's webhook secret, the
-    notification receivers (with their tokens and secrets) and the dashboard's access."""
+    notification receivers (with their tokens and secrets) and the dashboard's access (the
+    backup key is checked with them, and loaded where the mirror opens)."""
 
     webhooks: dict[str, bytes]
     receivers: list[Receiver]
     access: Access
+
+
+def secret_files(config: Config) -> list[Path]:
+    """Every secret file `config` names, the ones read_secrets reads."""
+    named = [r.webhook_secret_file for r in config.repos]
+    named += [r.commit_status.token_file for r in config.repos if r.commit_status is not None]
+    named += [p for w in config.receivers() for p in (w.url_file, w.secret_file)]
+    named += [config.http.token_file, config.http.users_file, config.backup.key_file]
+    return [path for path in named if path is not None]
 
 
 def read_secrets(config: Config, history: Callable[[], Sequence[HistoryRow]]) -> Secrets:
@@ -108,6 +118,10 @@ def read_secrets(config: Config, history: Callable[[], Sequence[HistoryRow]]) ->
         access = dashboard_access(config)
     except ConfigError as exc:
         problems += exc.problems
+    try:
+        backup_key(config)  # read again where the mirror opens; here to be named with the rest
+    except ConfigError as exc:
+        problems += [f"{problem} ({exc.source})" for problem in exc.problems]
     if problems:
         raise ConfigError(config.source, problems)
     return Secrets(webhooks, receivers, access)

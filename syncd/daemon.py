@@ -28,6 +28,7 @@ from syncd.approvals import Approval, Approvals
 from syncd.asks import AskBox, serve
 from syncd.configfile import load_config
 from syncd.core.journal_state import HistoryRow, StackState, status_rows
+from syncd.core.text import bounded
 from syncd.errors import ConfigError, SyncdError
 from syncd.http import Endpoints, Hook, HttpServer
 from syncd.journal.follow import Follower
@@ -334,10 +335,13 @@ class Daemon:
         beside them (and alone when events cannot be had)."""
         repo = worker.sync.repo
         path = repo.local_path
-        # A repo made from init_from on first run is made now, so that it can be watched; if
-        # that fails, the worker's first pass tries again and reports why, as without watch.
-        with contextlib.suppress(Exception):
+        # A repo made from init_from on first run is made now, so that it can be watched (and
+        # before the worker starts, which would make it too); the worker's passes report a repo
+        # that is still missing, as without watch.
+        try:
             worker.sync.source.seed_if_missing()
+        except Exception as exc:
+            self.log.warning("repo.init_failed", repo=repo.name, error=bounded(str(exc), 500))
         watcher = RefWatcher(path, worker.trigger) if path is not None else None
         reason = watcher.start() if watcher is not None else f"{repo.url} is not on this machine"
         if reason or watcher is None:

@@ -57,10 +57,13 @@ def _read_secrets(config: Any) -> None:
     """Read every secret file as `syncd run` and a reload would (webhook secrets, forge tokens,
     receivers' URLs and secrets, the dashboard's access files): a ConfigError names each file
     that cannot be used, never what it holds."""
-    from syncd.app import read_secrets
+    from syncd.app import read_secrets, secret_files
 
     read_secrets(config, list)
-    print(printable(f"{config.source}: every secret file can be read and used"))
+    if secret_files(config):
+        print(printable(f"{config.source}: every secret file can be read and used"))
+    else:
+        print(printable(f"{config.source}: names no secret file"))
 
 
 def _validate_followed(config: Any) -> int:

@@ -280,31 +280,42 @@ def test_secrets_reads_every_secret_file_as_run_does_and_shows_none(
     }
     receiver = {"name": "ops", "url": "http://127.0.0.1:9/", "secret_file": str(files / "gone")}
     http = {"listen": "127.0.0.1:0", "users_file": str(files / "users")}
-    config = write_config(tmp_path, [entry], notify={"webhooks": [receiver]}, http=http)
+    (files / "backup.key").write_text(secret_word * 4)
+    (files / "backup.key").chmod(0o644)  # readable by others
+    backup = {"url": "s3://bucket/syncd", "key_file": str(files / "backup.key")}
+    top = {"notify": {"webhooks": [receiver]}, "http": http, "backup": backup}
+    config = write_config(tmp_path, [entry], **top)
 
     # Plain validate does not read them (a CI job seldom holds a host's secrets)...
     assert run_syncd("validate", "-c", str(config)).returncode == 0
-    # ... --secrets reads them all, and names each file that cannot be used, in one go.
-    checked = run_syncd("validate", "-c", str(config), "--secrets")
-    out = checked.stdout + checked.stderr
-    assert checked.returncode == 2, out
-    assert "4 problem(s)" in out
-    for name in ("hook", "token", "users", "gone"):
-        assert str(files / name) in out, name
-    assert secret_word not in out
+    # ... --secrets reads them all, and names each file that cannot be used, in one go, as
+    # `syncd run` does before it starts anything.
+    for command in ("validate", "run"):
+        checked = run_syncd(command, "-c", str(config), *(["--secrets"] * (command == "validate")))
+        out = checked.stdout + checked.stderr
+        assert checked.returncode == 2, out
+        assert "5 problem(s)" in out
+        for name in ("hook", "token", "users", "gone", "backup.key"):
+            assert str(files / name) in out, (command, name)
+        assert secret_word not in out
 
     # Files that can be used: exit 0, and said so.
     (files / "hook").write_text("hook-secret\n")
     (files / "token").write_text("ghp_token\n")
     (files / "gone").write_text("receiver-secret\n")
     (files / "users").unlink()
+    (files / "backup.key").chmod(0o600)
     http["token_file"] = str(files / "hook")
     del http["users_file"]
-    config = write_config(tmp_path, [entry], notify={"webhooks": [receiver]}, http=http)
+    config = write_config(tmp_path, [entry], **top)
     checked = run_syncd("validate", "-c", str(config), "--secrets")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "every secret file can be read and used" in checked.stdout
     assert "hook-secret" not in checked.stdout + checked.stderr
+    # A config that names none is said so.
+    config = write_config(tmp_path, [{"name": "r", "url": str(repo.bare)}])
+    checked = run_syncd("validate", "-c", str(config), "--secrets")
+    assert checked.returncode == 0 and "names no secret file" in checked.stdout
     # It reads a config's files: a working tree has none.
     tree = run_syncd("validate", "--path", str(tmp_path), "--secrets")
     assert tree.returncode == 2 and "--secrets goes with plain validate" in tree.stderr
