@@ -55,8 +55,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _read_secrets(config: Any) -> None:
     """Read every secret file as `syncd run` and a reload would (webhook secrets, forge tokens,
-    receivers' URLs and secrets, the dashboard's access files): a ConfigError names each file
-    that cannot be used, never what it holds."""
+    receivers' URLs and secrets, the dashboard's access files, the backup key): a ConfigError
+    names each file that cannot be used, never what it holds."""
     from syncd.app import read_secrets, secret_files
 
     read_secrets(config, list)
