@@ -290,8 +290,8 @@ def test_secrets_reads_every_secret_file_as_run_does_and_shows_none(
     assert run_syncd("validate", "-c", str(config)).returncode == 0
     # ... --secrets reads them all, and names each file that cannot be used, in one go, as
     # `syncd run` does before it starts anything.
-    for command in ("validate", "run"):
-        checked = run_syncd(command, "-c", str(config), *(["--secrets"] * (command == "validate")))
+    for command in (["validate", "--secrets"], ["run"]):
+        checked = run_syncd(*command, "-c", str(config))
         out = checked.stdout + checked.stderr
         assert checked.returncode == 2, out
         assert "5 problem(s)" in out
